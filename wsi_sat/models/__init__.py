@@ -1,0 +1,1 @@
+"""Models: the registry of named weights, SAM segmenters and patch-feature backbones."""

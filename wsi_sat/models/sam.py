@@ -1,0 +1,167 @@
+"""SAM-family segmenters: MobileSAM (embedded) and SAM ViT-B/L/H (user checkpoints).
+
+`SamEngine` encodes a batch of images once (the embedding serves both matching and decoding,
+the way `SamPredictor` encodes once and prompts many times) and decodes batches of point prompts.
+All coordinates it takes and returns are in ORIGINAL image pixels (x, y); the resize to the
+encoder's input is applied here, together for pixels and prompt coordinates.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wsi_sat.errors import WeightsError
+from wsi_sat.models.registry import ModelSpec, checked_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One image after the SAM encoder.
+
+    embedding: (C, G, G) float tensor on the model's device (G = 64 for 1024 input).
+    original_hw: the image's own size; input_hw: its size after the longest-side resize.
+    """
+
+    embedding: torch.Tensor
+    original_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        """Encoder-input pixels per original pixel."""
+        return self.input_hw[0] / self.original_hw[0]
+
+
+def _build(arch: str) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mobile_sam re-registers timm names on import
+        if arch == "vit_t":
+            from mobile_sam import sam_model_registry as registry
+        else:
+            from segment_anything import sam_model_registry as registry
+        return registry[arch](checkpoint=None)
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """torch.load on CPU, tensors only (no pickle code execution)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or non-checkpoint file
+        raise WeightsError(
+            f"'{path}' is not a readable PyTorch checkpoint ({exc.__class__.__name__}); "
+            "download it again"
+        ) from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"'{path}' does not hold a state dict; pass the official checkpoint")
+    return state
+
+
+class SamEngine:
+    """A loaded SAM model with batched encode and batched point decode."""
+
+    def __init__(self, spec: ModelSpec, checkpoint: Path | None, device: torch.device) -> None:
+        path, digest = checked_weights(spec, checkpoint)
+        model = _build(spec.arch)
+        missing, unexpected = model.load_state_dict(load_state(path), strict=False)
+        if missing:
+            raise WeightsError(
+                f"'{path}' does not fit {spec.name} ({len(missing)} missing tensors, e.g. "
+                f"{missing[0]}); pass a checkpoint of that model"
+            )
+        if unexpected:
+            log.debug("ignored %d unexpected tensors in %s", len(unexpected), path)
+        self.model = model.to(device).eval()
+        self.device = device
+        self.spec = spec
+        self.weights_path = path
+        self.weights_sha256 = digest
+        self.input_px: int = int(model.image_encoder.img_size)
+        self.embed_grid: int = self.input_px // 16
+        log.info("loaded %s from %s on %s", spec.name, path, device)
+
+    # -- geometry -----------------------------------------------------------------------------
+    def input_size(self, hw: tuple[int, int]) -> tuple[int, int]:
+        h, w = hw
+        scale = self.input_px / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        ih, iw = self.input_size(image.shape[:2])
+        resized = np.asarray(Image.fromarray(image).resize((iw, ih), Image.Resampling.BILINEAR))
+        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float()
+        x = self.model.preprocess(x[None])[0]  # normalise + pad to a square input
+        return x, (ih, iw)
+
+    # -- encoder ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, images: list[np.ndarray]) -> list[Encoded]:
+        """Encode RGB uint8 images (H, W, 3) in one batched encoder pass."""
+        prepared = [self._prepare(img) for img in images]
+        batch = torch.stack([p[0] for p in prepared])
+        emb = self.model.image_encoder(batch)
+        return [
+            Encoded(emb[i], (img.shape[0], img.shape[1]), prepared[i][1])
+            for i, img in enumerate(images)
+        ]
+
+    # -- decoder ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(
+        self,
+        enc: Encoded,
+        points_xy: np.ndarray,
+        labels: np.ndarray,
+        mask_logits: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode B prompts on one image.
+
+        points_xy: (B, N, 2) original-pixel coordinates; labels: (B, N), 1 fg, 0 bg, -1 padding.
+        mask_logits: optional (B, 1, 256, 256) low-res logits (SAM's mask prompt).
+        Returns (low-res logits (B, 1, 256, 256), predicted IoU (B,)).
+        """
+        coords = torch.as_tensor(points_xy, dtype=torch.float32, device=self.device)
+        coords = coords * torch.tensor(
+            [enc.input_hw[1] / enc.original_hw[1], enc.input_hw[0] / enc.original_hw[0]],
+            device=self.device,
+        )
+        lab = torch.as_tensor(labels, dtype=torch.int64, device=self.device)
+        sparse, dense = self.model.prompt_encoder(
+            points=(coords, lab), boxes=None, masks=mask_logits
+        )
+        low, iou = self.model.mask_decoder(
+            image_embeddings=enc.embedding[None],
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return low, iou[:, 0]
+
+    def upscale(self, enc: Encoded, low_logits: torch.Tensor) -> torch.Tensor:
+        """Low-res logits (B, 1, 256, 256) → logits at the original size (B, H, W)."""
+        x = F.interpolate(low_logits, (self.input_px, self.input_px), mode="bilinear",
+                          align_corners=False)
+        x = x[..., : enc.input_hw[0], : enc.input_hw[1]]
+        x = F.interpolate(x, enc.original_hw, mode="bilinear", align_corners=False)
+        return x[:, 0]
+
+    def map_to_mask_prompt(self, enc: Encoded, prob: np.ndarray) -> torch.Tensor:
+        """An original-size probability map → SAM's (1, 1, 256, 256) mask-prompt logits."""
+        p = torch.as_tensor(prob, dtype=torch.float32, device=self.device)[None, None]
+        p = F.interpolate(p, enc.input_hw, mode="bilinear", align_corners=False)
+        p = F.pad(p, (0, self.input_px - enc.input_hw[1], 0, self.input_px - enc.input_hw[0]))
+        p = F.interpolate(p, (self.input_px // 4, self.input_px // 4), mode="area")
+        p = p.clamp(1e-3, 1 - 1e-3)
+        return torch.log(p / (1 - p)) * 0.5

@@ -1,0 +1,135 @@
+"""Self-calibration: run the method on the reference itself and keep what reproduces its mask.
+
+No network weight changes. Every reference view is scored against the bank with its own
+neighbourhood left out (the bank never sees the patch it is asked about), then:
+1. threshold: the margin threshold with the best mean Dice over the views;
+2. pixel refinement: fitted on one half of each reference and judged on the other half (and
+   vice versa), kept only if it beats the plain map there;
+3. mode: map, union or instances, whichever reproduces the reference views best.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from wsi_sat.config import SatConfig
+from wsi_sat.models.sam import SamEngine
+from wsi_sat.sat.decode import map_probability
+from wsi_sat.sat.maps import upsample
+from wsi_sat.sat.matching import MatchResult, match
+from wsi_sat.sat.metrics import dice
+from wsi_sat.sat.pixel import fit_pixel_model, pixel_features, predict_pixels
+from wsi_sat.sat.predict import predict
+from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView
+
+log = logging.getLogger(__name__)
+
+
+def leave_out_match(view: ReferenceView, ref: ReferenceEmbedding, cfg: SatConfig
+                    ) -> tuple[np.ndarray, MatchResult]:
+    """Match a reference view to the bank, leaving out bank patches near each query patch."""
+    gh, gw = view.grid.grid_hw
+    feats = ref.features(view.grid, view.colour)
+    qxy = view.view.to_original(view.grid.centres_xy()).astype(np.float32)
+    radius = (cfg.matching.exclude_radius_patches + 0.5) * max(view.grid.patch_hw) / view.view.scale
+    exclude = (qxy, np.full(gh * gw, view.ref_id, np.int32), ref.pos_xy, ref.ref_ids, radius)
+    return feats, match(feats, ref.bank, ref.labels, cfg.matching.top_k, exclude=exclude)
+
+
+def choose_threshold(margins: list[np.ndarray], masks: list[np.ndarray],
+                     candidates: list[float]) -> tuple[float, float]:
+    """Threshold with the best mean Dice; ties go to the one closest to zero."""
+    best = (-1.0, 0.0)
+    for t in sorted(candidates, key=abs):
+        score = float(np.mean([dice(m > t, k) for m, k in zip(margins, masks)]))
+        if score > best[0] + 1e-6:
+            best = (score, t)
+    return best[1], best[0]
+
+
+def _halves(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Two complementary boolean halves split across the longer side."""
+    h, w = shape
+    a = np.zeros(shape, dtype=bool)
+    if w >= h:
+        a[:, : w // 2] = True
+    else:
+        a[: h // 2] = True
+    return a, ~a
+
+
+def _pixel_cross_check(originals: list[ReferenceView], margins: list[np.ndarray],
+                       threshold: float, cfg: SatConfig) -> tuple[float, float]:
+    """Dice of the pixel model vs the plain map, each half judged by a model fitted on the
+    other half. Returns (pixel dice, map dice)."""
+    pix, plain = [], []
+    for view, margin in zip(originals, margins):
+        feats = pixel_features(view.image, margin - threshold, cfg.pixel.sigmas_px)
+        for train, test in (_halves(view.mask.shape), _halves(view.mask.shape)[::-1]):
+            sub_mask = view.mask & train
+            model = fit_pixel_model([feats[train].reshape(1, -1, feats.shape[-1])],
+                                    [sub_mask[train].reshape(1, -1)], cfg.pixel, cfg.seed)
+            if model is None:
+                continue
+            prob = predict_pixels(model, feats)
+            pix.append(dice(prob[test] > 0.5, view.mask[test]))
+            plain.append(dice(margin[test] > threshold, view.mask[test]))
+    if not pix:
+        return -1.0, 0.0
+    return float(np.mean(pix)), float(np.mean(plain))
+
+
+def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEngine,
+              cfg: SatConfig) -> ReferenceEmbedding:
+    """Return `ref` with the calibrated threshold, mode and (optional) pixel model."""
+    matched = [leave_out_match(v, ref, cfg) for v in views]
+    margins = [
+        upsample(res.margin.reshape(v.grid.grid_hw), v.grid.patch_hw, v.mask.shape)
+        for v, (_, res) in zip(views, matched)
+    ]
+    masks = [v.mask for v in views]
+    if not cfg.calibration.enabled:
+        thr = cfg.calibration.default_threshold
+        mode = "union" if cfg.decode.mode == "auto" else cfg.decode.mode
+        return ref.with_calibration(Calibration(thr, mode, False), None)
+
+    thr, thr_dice = choose_threshold(margins, masks, cfg.calibration.thresholds)
+    scores: dict[str, float] = {"threshold_dice": thr_dice}
+
+    originals = [i for i, v in enumerate(views) if v.view.is_identity]
+    pixel_model = None
+    if cfg.pixel.enabled:
+        pix_dice, plain_dice = _pixel_cross_check(
+            [views[i] for i in originals], [margins[i] for i in originals], thr, cfg
+        )
+        scores.update(pixel_halves_dice=pix_dice, map_halves_dice=plain_dice)
+        if pix_dice > plain_dice:
+            feats = [pixel_features(views[i].image, margins[i] - thr, cfg.pixel.sigmas_px)
+                     for i in originals]
+            pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
+                                          cfg.pixel, cfg.seed)
+
+    modes = ["map", "union", "instances"] if cfg.decode.mode == "auto" else [cfg.decode.mode]
+    if len(modes) > 1:
+        judged = originals + [i for i in range(len(views)) if i not in originals][:1]
+        for mode in modes:
+            vals = []
+            for i in judged:
+                v = views[i]
+                feats, res = matched[i]
+                prob = map_probability(margins[i], thr).astype(np.float32)
+                pred = predict(engine, v.encoded, v.image, v.grid, feats, res, thr, mode, None,
+                               cfg, prob=prob)
+                vals.append(dice(pred.mask, v.mask))
+            scores[f"mode_{mode}_dice"] = float(np.mean(vals))
+        if pixel_model is not None:  # judged on held-out halves, not on its own training pixels
+            scores["mode_map_dice"] += scores["pixel_halves_dice"] - scores["map_halves_dice"]
+        mode = max(modes, key=lambda m: scores[f"mode_{m}_dice"])
+    else:
+        mode = modes[0]
+    log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
+             pixel_model is not None, {k: round(v, 3) for k, v in scores.items()})
+    return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores),
+                                pixel_model)

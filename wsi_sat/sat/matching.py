@@ -1,0 +1,115 @@
+"""Forward and backward (cycle-consistent) matching of target patches to the reference bank.
+
+Forward, target → reference: each target patch gets the mean cosine similarity of its top-k
+foreground and top-k background reference patches; their difference is the *margin*, the
+matching map. Forward, reference → target: each reference foreground (background) patch votes for
+its best target patch. Backward: a target patch's best match over the whole bank must land in the
+class it was voted for; foreground votes that fail the cycle are hard negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Per target patch (flattened, N): margin, votes and backward labels."""
+
+    margin: np.ndarray  # (N,) top-k fg similarity minus top-k bg similarity
+    fg_sim: np.ndarray  # (N,) top-k fg similarity
+    back_label: np.ndarray  # (N,) 1 if the best bank match is foreground, else 0
+    fg_votes: np.ndarray  # (N,) reference fg patches whose best target match is this patch
+    bg_votes: np.ndarray  # (N,) reference bg patches whose best target match is this patch
+
+    @property
+    def positives(self) -> np.ndarray:
+        """Cycle-consistent foreground candidates (voted by fg, best match back is fg)."""
+        return (self.fg_votes > 0) & (self.back_label == 1)
+
+    @property
+    def hard_negatives(self) -> np.ndarray:
+        """Voted by fg but the best match back lands in the background: failed cycle."""
+        return (self.fg_votes > 0) & (self.back_label == 0)
+
+    @property
+    def negatives(self) -> np.ndarray:
+        """Cycle-consistent background candidates."""
+        return (self.bg_votes > 0) & (self.back_label == 0)
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def fuse(emb: np.ndarray, colour: np.ndarray, colour_mean: np.ndarray, colour_std: np.ndarray,
+         colour_weight: float) -> np.ndarray:
+    """Unit-norm encoder features joined with z-scored colour features, then unit-normed."""
+    e = normalise(emb.astype(np.float32))
+    if colour_weight <= 0:
+        return e
+    c = (colour - colour_mean) / colour_std
+    c = c * (colour_weight / np.sqrt(c.shape[-1]))
+    return normalise(np.concatenate([e, c.astype(np.float32)], axis=-1))
+
+
+def _topk_mean(sim: torch.Tensor, k: int) -> torch.Tensor:
+    k = max(1, min(k, sim.shape[1]))
+    return sim.topk(k, dim=1).values.mean(dim=1)
+
+
+def match(
+    query: np.ndarray,
+    bank: np.ndarray,
+    bank_labels: np.ndarray,
+    top_k: int,
+    *,
+    exclude: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None,
+) -> MatchResult:
+    """Match query patches (N, D) to a labelled bank (M, D); both unit-norm.
+
+    exclude = (query_xy, query_ref, bank_xy, bank_ref, radius): bank patches of the same
+    reference within `radius` of the query are ignored (self-calibration on the reference).
+    """
+    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
+    lab = torch.from_numpy(bank_labels.astype(np.int64))
+    fg_idx = torch.nonzero(lab == 1)[:, 0]
+    bg_idx = torch.nonzero(lab == 0)[:, 0]
+    n = q.shape[0]
+    fg_sim = torch.full((n,), -1.0)
+    bg_sim = torch.full((n,), -1.0)
+    back = torch.zeros(n, dtype=torch.int64)
+    best_q_val = torch.full((b.shape[0],), -2.0)
+    best_q_idx = torch.zeros(b.shape[0], dtype=torch.int64)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        sim = q[start:stop] @ b.T
+        if exclude is not None:
+            qxy, qref, bxy, bref, radius = exclude
+            d2 = torch.cdist(torch.from_numpy(qxy[start:stop]).float(), torch.from_numpy(bxy).float())
+            same = torch.from_numpy(qref[start:stop])[:, None] == torch.from_numpy(bref)[None, :]
+            sim = sim.masked_fill(same & (d2 < radius), -2.0)
+        if len(fg_idx):
+            fg_sim[start:stop] = _topk_mean(sim[:, fg_idx], top_k)
+        if len(bg_idx):
+            bg_sim[start:stop] = _topk_mean(sim[:, bg_idx], top_k)
+        back[start:stop] = lab[sim.argmax(dim=1)]
+        val, idx = sim.max(dim=0)
+        better = val > best_q_val
+        best_q_val = torch.where(better, val, best_q_val)
+        best_q_idx = torch.where(better, idx + start, best_q_idx)
+    fg_votes = torch.bincount(best_q_idx[fg_idx], minlength=n) if len(fg_idx) else torch.zeros(n)
+    bg_votes = torch.bincount(best_q_idx[bg_idx], minlength=n) if len(bg_idx) else torch.zeros(n)
+    return MatchResult(
+        margin=(fg_sim - bg_sim).numpy(),
+        fg_sim=fg_sim.numpy(),
+        back_label=back.numpy().astype(np.int8),
+        fg_votes=fg_votes.numpy().astype(np.int32),
+        bg_votes=bg_votes.numpy().astype(np.int32),
+    )

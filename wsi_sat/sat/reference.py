@@ -1,0 +1,148 @@
+"""The reference, encoded once: a labelled bank of patch features shared by every target.
+
+Foreground / background patches come from the mask by covered fraction; patches in between are
+ambiguous and left out. Each bank patch keeps its position in its reference's own pixels, so
+self-calibration can leave a neighbourhood out when it scores the reference against itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from wsi_sat.config import ReferenceConfig
+from wsi_sat.errors import ReferenceError
+from wsi_sat.models.features import PatchGrid
+from wsi_sat.sat.matching import fuse
+from wsi_sat.sat.patches import mask_fraction, patch_colour
+from wsi_sat.sat.views import View
+
+
+@dataclass(frozen=True)
+class ReferenceView:
+    """One encoded view of a reference (the original or a flipped / rotated / rescaled copy)."""
+
+    ref_id: int
+    view: View
+    image: np.ndarray  # view pixels, RGB uint8
+    mask: np.ndarray  # view mask, bool
+    grid: PatchGrid
+    colour: np.ndarray  # (gh, gw, C) patch colour features
+    fraction: np.ndarray  # (gh, gw) mask coverage
+    encoded: object = None  # the SAM `Encoded` of this view, for decoding during calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What self-calibration chose, and the evidence."""
+
+    threshold: float
+    mode: str
+    use_pixel: bool
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReferenceEmbedding:
+    bank: np.ndarray  # (M, D) unit-norm fused features
+    labels: np.ndarray  # (M,) 1 fg, 0 bg
+    pos_xy: np.ndarray  # (M, 2) patch centre in its reference's original pixels
+    ref_ids: np.ndarray  # (M,)
+    colour_mean: np.ndarray
+    colour_std: np.ndarray
+    colour_weight: float
+    fg_fraction: float  # mean mask coverage of the references
+    calibration: Calibration
+    pixel_model: object | None = None
+
+    def features(self, grid: PatchGrid, colour: np.ndarray) -> np.ndarray:
+        """Fused (gh*gw, D) features of any image's grid, on this reference's colour scale."""
+        gh, gw = grid.grid_hw
+        return fuse(
+            grid.feats.reshape(gh * gw, -1),
+            colour.reshape(gh * gw, -1),
+            self.colour_mean,
+            self.colour_std,
+            self.colour_weight,
+        )
+
+    def with_calibration(self, calibration: Calibration, pixel_model: object | None
+                         ) -> ReferenceEmbedding:
+        return replace(self, calibration=calibration, pixel_model=pixel_model)
+
+
+def validate_reference_mask(mask: np.ndarray, image_hw: tuple[int, int], name: str) -> None:
+    if mask.shape != image_hw:
+        raise ReferenceError(
+            f"reference mask of '{name}' is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{image_hw[1]}x{image_hw[0]}; give a mask of the same size"
+        )
+    frac = float(mask.mean())
+    if frac == 0.0:
+        raise ReferenceError(f"reference mask of '{name}' is empty; mark the structure in it")
+    if frac == 1.0:
+        raise ReferenceError(
+            f"reference mask of '{name}' covers the whole image; include some background"
+        )
+
+
+def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid: PatchGrid,
+              encoded: object = None) -> ReferenceView:
+    return ReferenceView(
+        ref_id,
+        view,
+        image,
+        mask,
+        grid,
+        patch_colour(image, grid.grid_hw, grid.patch_hw),
+        mask_fraction(mask, grid.grid_hw, grid.patch_hw),
+        encoded,
+    )
+
+
+def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: float,
+               default_threshold: float, seed: int) -> ReferenceEmbedding:
+    """Pool the labelled patches of every view into one bank (capped per class, seeded)."""
+    colours = np.concatenate([v.colour.reshape(-1, v.colour.shape[-1]) for v in views])
+    colour_mean = colours.mean(axis=0)
+    colour_std = np.maximum(colours.std(axis=0), 1e-3)
+    feats, labels, pos, refs = [], [], [], []
+    for v in views:
+        gh, gw = v.grid.grid_hw
+        f = fuse(v.grid.feats.reshape(gh * gw, -1), v.colour.reshape(gh * gw, -1),
+                 colour_mean, colour_std, colour_weight)
+        frac = v.fraction.ravel()
+        lab = np.full(gh * gw, -1, dtype=np.int8)
+        lab[frac >= cfg.fg_min_fraction] = 1
+        lab[frac <= cfg.bg_max_fraction] = 0
+        keep = lab >= 0
+        feats.append(f[keep])
+        labels.append(lab[keep])
+        pos.append(v.view.to_original(v.grid.centres_xy()[keep]))
+        refs.append(np.full(int(keep.sum()), v.ref_id, dtype=np.int32))
+    bank = np.concatenate(feats)
+    lab_all = np.concatenate(labels)
+    pos_all = np.concatenate(pos).astype(np.float32)
+    ref_all = np.concatenate(refs)
+    rng = np.random.default_rng(seed)
+    keep_idx = []
+    for cls in (0, 1):
+        idx = np.nonzero(lab_all == cls)[0]
+        if len(idx) > cfg.max_bank_patches:
+            idx = np.sort(rng.choice(idx, cfg.max_bank_patches, replace=False))
+        keep_idx.append(idx)
+    sel = np.concatenate(keep_idx)
+    originals = [v for v in views if v.view.is_identity]
+    fg_fraction = float(np.mean([v.mask.mean() for v in originals or views]))
+    return ReferenceEmbedding(
+        bank=bank[sel],
+        labels=lab_all[sel],
+        pos_xy=pos_all[sel],
+        ref_ids=ref_all[sel],
+        colour_mean=colour_mean.astype(np.float32),
+        colour_std=colour_std.astype(np.float32),
+        colour_weight=colour_weight,
+        fg_fraction=fg_fraction,
+        calibration=Calibration(default_threshold, "map", False),
+    )

@@ -1,0 +1,137 @@
+"""The engine's public API: encode the reference once, then segment any number of images.
+
+    seg = Segmenter.from_config(config)              # models load once (per worker)
+    ref = seg.prepare_reference([(image, mask)])     # encode + bank + self-calibration, once
+    results = seg.segment([img1, img2], ref)         # batched encoder, per-image SAT
+
+Images are RGB uint8 (H, W, 3) arrays; results are at each image's original size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wsi_sat.config import Config, SatConfig
+from wsi_sat.device import select_device
+from wsi_sat.errors import ReferenceError
+from wsi_sat.models.features import FeatureBackbone, load_backbone
+from wsi_sat.models.registry import get_spec
+from wsi_sat.models.sam import SamEngine
+from wsi_sat.sat.calibrate import calibrate
+from wsi_sat.sat.matching import match
+from wsi_sat.sat.patches import patch_colour
+from wsi_sat.sat.postprocess import clean_labels, clean_mask
+from wsi_sat.sat.predict import Prediction, predict
+from wsi_sat.sat.reference import (
+    ReferenceEmbedding,
+    build_bank,
+    make_view,
+    validate_reference_mask,
+)
+from wsi_sat.sat.views import standard_views
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    mask: np.ndarray  # (H, W) bool at the image's original size
+    labels: np.ndarray | None  # instance labels (instances mode)
+    mode: str
+    n_positive: int
+    n_negative: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+class Segmenter:
+    """Models + config; stateless between images apart from the loaded weights."""
+
+    def __init__(self, engine: SamEngine, backbone: FeatureBackbone, config: Config) -> None:
+        self.engine = engine
+        self.backbone = backbone
+        self.config = config
+
+    @property
+    def sat(self) -> SatConfig:
+        return self.config.sat
+
+    @classmethod
+    def from_config(cls, config: Config) -> Segmenter:
+        device = select_device(config.runtime.device, config.runtime.threads)
+        sam_cfg, feat_cfg = config.models.sam, config.models.features
+        engine = SamEngine(get_spec(sam_cfg.name), sam_cfg.checkpoint, device)
+        backbone = load_backbone(get_spec(feat_cfg.name), feat_cfg.checkpoint, device,
+                                 feat_cfg.input_px)
+        return cls(engine, backbone, config)
+
+    # -- reference, once ----------------------------------------------------------------------
+    def prepare_reference(self, references: list[tuple[np.ndarray, np.ndarray]],
+                          names: list[str] | None = None) -> ReferenceEmbedding:
+        """Encode every reference (and its views), build the bank, self-calibrate."""
+        names = names or [f"reference {i}" for i in range(len(references))]
+        cfg = self.sat
+        views = []
+        for ref_id, ((image, mask), name) in enumerate(zip(references, names)):
+            validate_reference_mask(mask, image.shape[:2], name)
+            specs = standard_views(mask.shape, cfg.reference.augment)
+            images = [v.apply(image) for v in specs]
+            masks = [v.apply(mask, nearest=True) for v in specs]
+            encoded = self.engine.encode(images)
+            grids = self.backbone.grids(images, encoded)
+            views += [
+                make_view(ref_id, v, img, m, g, e)
+                for v, img, m, g, e in zip(specs, images, masks, grids, encoded)
+            ]
+        bank = build_bank(views, cfg.reference, cfg.matching.colour_weight,
+                          cfg.calibration.default_threshold, cfg.seed)
+        if not (bank.labels == 1).any() or not (bank.labels == 0).any():
+            raise ReferenceError(
+                "the reference mask leaves no whole patch of foreground or of background; "
+                "use a larger reference region or lower sat.reference.fg_min_fraction"
+            )
+        return calibrate(views, bank, self.engine, self.sat)
+
+    # -- targets ------------------------------------------------------------------------------
+    def segment(self, images: list[np.ndarray], reference: ReferenceEmbedding,
+                mpp: float | None = None) -> list[SegmentResult]:
+        """Segment a batch of images: one batched encoder pass, then SAT per image."""
+        t0 = time.perf_counter()
+        encoded = self.engine.encode(images)
+        t_enc = (time.perf_counter() - t0) / max(1, len(images))
+        grids = self.backbone.grids(images, encoded)
+        t_feat = (time.perf_counter() - t0) / max(1, len(images)) - t_enc
+        out = []
+        for image, enc, grid in zip(images, encoded, grids):
+            timings: dict[str, float] = defaultdict(float, encode=t_enc, features=t_feat)
+            out.append(self._segment_one(image, enc, grid, reference, mpp, timings))
+        return out
+
+    def _segment_one(self, image, enc, grid, reference, mpp, timings) -> SegmentResult:
+        cfg = self.sat
+        cal = reference.calibration
+        t = time.perf_counter()
+        colour = patch_colour(image, grid.grid_hw, grid.patch_hw)
+        feats = reference.features(grid, colour)
+        result = match(feats, reference.bank, reference.labels, cfg.matching.top_k)
+        timings["match"] = time.perf_counter() - t
+        t = time.perf_counter()
+        pred: Prediction = predict(
+            self.engine, enc, image, grid, feats, result, cal.threshold, cal.mode,
+            reference.pixel_model, self.config.sat,
+        )
+        timings["decode"] = time.perf_counter() - t
+        t = time.perf_counter()
+        mask = clean_mask(pred.mask, cfg.postprocess, mpp)
+        labels = None
+        if pred.labels is not None:
+            labels = clean_labels(pred.labels * mask, cfg.postprocess, mpp)
+            mask = labels > 0
+        timings["postprocess"] = time.perf_counter() - t
+        n_pos = 0 if pred.prompts is None else len(pred.prompts.pos_xy)
+        n_neg = 0 if pred.prompts is None else len(pred.prompts.neg_xy)
+        return SegmentResult(mask, labels, cal.mode, n_pos, n_neg, dict(timings))
