@@ -89,7 +89,7 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
             reference_masks: tuple[Path, ...], out_dir: Path, mpp: float | None,
             config_path: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Segment TARGET images or folders like the reference (one-shot, no training)."""
-    from wsi_sat.io.image import list_images, read_image
+    from wsi_sat.io.image import list_images, probe_image, read_image
     from wsi_sat.io.reference import load_references
     from wsi_sat.sat.segment import Segmenter
     from wsi_sat.writers.mask_png import write_mask_png
@@ -98,8 +98,7 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
     paths = list_images(list(targets))
     refs = load_references(list(references), list(reference_masks))
     for p in paths:  # fail on an unreadable target before minutes of work, not after
-        if not p.is_file():
-            read_image(p)
+        probe_image(p)
     t0 = time.perf_counter()
     seg = Segmenter.from_config(cfg)
     reference = seg.prepare_reference([(r.image, r.mask) for r in refs], [r.name for r in refs])

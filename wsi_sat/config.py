@@ -77,7 +77,7 @@ class ReferenceConfig(_Section):
         "pixels is in the mask; patches in between are ambiguous and unused.",
     )
     max_bank_patches: int = Field(
-        6000,
+        2000,
         ge=16,
         description="Cap on reference patches per class in the matching bank (random, "
         "seeded subsample).",
@@ -137,6 +137,15 @@ class PromptConfig(_Section):
         "radius (encoder-input pixels).",
     )
     max_positive: int = Field(12, ge=1, le=256, description="Cap on positive points.")
+    instance_sample_radius_px: float = Field(
+        16.0,
+        ge=1.0,
+        description="Instances mode: sparse-sampling radius of the positives (encoder-input "
+        "pixels; about one object apart).",
+    )
+    max_instances: int = Field(
+        24, ge=1, le=1024, description="Instances mode: cap on positive points (one decode each)."
+    )
     max_negative: int = Field(12, ge=0, le=256, description="Cap on negative points.")
 
 
@@ -168,9 +177,9 @@ class PixelConfig(_Section):
         "(colour, texture and the matching map) sharpens boundaries below the 16 px patch.",
     )
     samples: int = Field(
-        40000, ge=1000, le=1_000_000, description="Reference pixels sampled to fit it."
+        20000, ge=1000, le=1_000_000, description="Reference pixels sampled to fit it."
     )
-    trees: int = Field(40, ge=1, le=500, description="Random-forest trees.")
+    trees: int = Field(24, ge=1, le=500, description="Random-forest trees.")
     max_depth: int = Field(14, ge=2, le=64, description="Random-forest depth.")
     sigmas_px: list[float] = Field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0],

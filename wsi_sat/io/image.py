@@ -38,6 +38,24 @@ def _read_raw(path: Path) -> np.ndarray:
     return arr
 
 
+def probe_image(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header alone; raises InputImageError like read_image."""
+    path = Path(path)
+    if not path.is_file():
+        _read_raw(path)  # raises the right error
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+                return int(shape[0]), int(shape[1])
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (UnidentifiedImageError, OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise InputImageError(
+            f"'{path}' is not a readable image ({exc.__class__.__name__}); use PNG, JPEG or TIFF"
+        ) from None
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr

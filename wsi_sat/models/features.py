@@ -130,7 +130,7 @@ class Dinov2Features:
             scale = self.input_px / max(h, w)
             ih, iw = max(1, round(h * scale)), max(1, round(w * scale))
             gh, gw = math.ceil(ih / self.patch), math.ceil(iw / self.patch)
-            resized = np.asarray(Image.fromarray(image).resize((iw, ih), Image.Resampling.BICUBIC))
+            resized = np.array(Image.fromarray(image).resize((iw, ih), Image.Resampling.BICUBIC))
             x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float() / 255.0
             mean = torch.tensor(_IMAGENET_MEAN, device=self.device)[:, None, None]
             std = torch.tensor(_IMAGENET_STD, device=self.device)[:, None, None]

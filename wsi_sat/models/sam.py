@@ -99,7 +99,7 @@ class SamEngine:
 
     def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         ih, iw = self.input_size(image.shape[:2])
-        resized = np.asarray(Image.fromarray(image).resize((iw, ih), Image.Resampling.BILINEAR))
+        resized = np.array(Image.fromarray(image).resize((iw, ih), Image.Resampling.BILINEAR))
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float()
         x = self.model.preprocess(x[None])[0]  # normalise + pad to a square input
         return x, (ih, iw)

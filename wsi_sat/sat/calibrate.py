@@ -116,7 +116,8 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
         judged = originals + [i for i in range(len(views)) if i not in originals][:1]
         for mode in modes:
             vals = []
-            for i in judged:
+            # instances mode decodes once per point: judge it on the originals only (cost)
+            for i in originals if mode == "instances" else judged:
                 v = views[i]
                 feats, res = matched[i]
                 prob = map_probability(margins[i], thr).astype(np.float32)

@@ -37,9 +37,9 @@ def map_prob(image: np.ndarray, grid: PatchGrid, result: MatchResult, threshold:
 
 
 def make_prompts(grid: PatchGrid, feats: np.ndarray, result: MatchResult, threshold: float,
-                 enc: Encoded, cfg: SatConfig) -> Prompts:
+                 enc: Encoded, cfg: SatConfig, instances: bool = False) -> Prompts:
     cand = feature_space(result, feats, threshold, cfg.prompts, cfg.matching.cycle, cfg.seed)
-    return physical_space(grid.centres_xy(), cand, cfg.prompts, 1.0 / enc.scale)
+    return physical_space(grid.centres_xy(), cand, cfg.prompts, 1.0 / enc.scale, instances)
 
 
 def predict(
@@ -61,7 +61,7 @@ def predict(
     fg = prob > 0.5
     if mode == "map":
         return Prediction(fg, None, None, prob)
-    prompts = make_prompts(grid, feats, result, threshold, enc, cfg)
+    prompts = make_prompts(grid, feats, result, threshold, enc, cfg, mode == "instances")
     if prompts.empty:
         return Prediction(np.zeros_like(fg), None, prompts, prob)
     if mode == "union":

@@ -88,16 +88,21 @@ def sparse_sample(points: np.ndarray, other: np.ndarray, radius: float, cap: int
 
 
 def physical_space(centres_xy: np.ndarray, cand: Candidates, cfg: PromptConfig,
-                   px_per_input: float) -> Prompts:
+                   px_per_input: float, instances: bool = False) -> Prompts:
     """Exclusion, then sparse sampling and caps. Radii are in encoder-input pixels and are
-    converted with `px_per_input` (original pixels per encoder-input pixel)."""
+    converted with `px_per_input` (original pixels per encoder-input pixel). With `instances`
+    the positives are sampled about one object apart (one decode each)."""
     pos_xy = centres_xy[cand.pos]
     neg_xy = centres_xy[cand.neg]
     if len(pos_xy) and len(neg_xy) and cfg.exclusion_radius_px > 0:
         d, _ = cKDTree(pos_xy).query(neg_xy)
         neg_xy = neg_xy[d > cfg.exclusion_radius_px * px_per_input]
     radius = cfg.sample_radius_px * px_per_input
-    keep_pos = sparse_sample(pos_xy, neg_xy, radius, cfg.max_positive)
+    if instances:
+        keep_pos = sparse_sample(pos_xy, neg_xy, cfg.instance_sample_radius_px * px_per_input,
+                                 cfg.max_instances)
+    else:
+        keep_pos = sparse_sample(pos_xy, neg_xy, radius, cfg.max_positive)
     keep_neg = sparse_sample(neg_xy, pos_xy, radius, cfg.max_negative)
     return Prompts(
         pos_xy[keep_pos].astype(np.float32),

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from wsi_sat.sat.maps import upsample
+from wsi_sat.sat.patches import mask_fraction, patch_colour
+from wsi_sat.sat.views import View, standard_views
+
+
+def test_mask_fraction_uses_partial_last_row_and_column():
+    # regression (GBMSeg): the last, partly covered row and column of patches were never used
+    mask = np.zeros((50, 70), bool)
+    mask[48:, 64:] = True  # exactly the last, partial patch (16 px patches → 4 x 5 grid)
+    frac = mask_fraction(mask, (4, 5), (16.0, 16.0))
+    assert frac.shape == (4, 5)
+    assert frac[-1, -1] == pytest.approx(1.0)  # fraction of the pixels it really covers
+    assert frac[:-1, :-1].sum() == 0
+
+
+def test_mask_fraction_is_covered_fraction_not_all_pixels():
+    mask = np.zeros((32, 32), bool)
+    mask[:8, :16] = True  # half of the first 16x16 patch
+    frac = mask_fraction(mask, (2, 2), (16.0, 16.0))
+    assert frac[0, 0] == pytest.approx(0.5)
+
+
+def test_patch_colour_shape_and_separation():
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, :16] = (200, 100, 150)
+    img[:, 16:] = (50, 50, 200)
+    c = patch_colour(img, (2, 2), (16.0, 16.0))
+    assert c.shape == (2, 2, 10)
+    assert np.abs(c[0, 0] - c[0, 1]).max() > 0.1
+    assert np.allclose(c[0, 0], c[1, 0])
+
+
+@pytest.mark.parametrize("view", standard_views((30, 50), True))
+def test_views_map_points_back_to_the_original(view):
+    a = np.zeros((30, 50), bool)
+    a[4:7, 39:42] = True  # centre (x, y) = (40.5, 5.5)
+    b = view.apply(a, nearest=True)
+    y, x = np.argwhere(b).mean(axis=0) + 0.5
+    back = view.to_original(np.array([[x, y]]))[0]
+    assert abs(back[0] - 40.5) <= 1.0 and abs(back[1] - 5.5) <= 1.0
+
+
+def test_view_masks_stay_binary():
+    # regression (GBMSeg): masks were resized bicubically; a view must stay strictly binary
+    m = np.zeros((40, 40), bool)
+    m[10:30, 10:30] = True
+    out = View("s", scale=0.75, original_hw=(40, 40)).apply(m, nearest=True)
+    assert out.dtype == bool and set(np.unique(out)) <= {False, True}
+
+
+def test_upsample_keeps_the_original_size():
+    grid = np.arange(12, dtype=np.float32).reshape(3, 4)
+    up = upsample(grid, (10.0, 10.0), (27, 33))
+    assert up.shape == (27, 33)
+    assert up[0, 0] == pytest.approx(0.0) and up[-1, -1] == pytest.approx(11.0, abs=0.6)
