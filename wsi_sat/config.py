@@ -104,6 +104,14 @@ class MatchingConfig(_Section):
         description="Backward (cycle-consistency) check: a target patch is kept only if its "
         "best match back lands in the same reference class.",
     )
+    self_train: bool = Field(
+        True,
+        description="Transductive refinement: a logistic regression fitted on each target's "
+        "own confident patches (margin beyond ±self_train_margin) re-scores its uncertain ones.",
+    )
+    self_train_margin: float = Field(
+        0.03, ge=0.0, le=1.0, description="Margin around the threshold that counts as confident."
+    )
     exclude_radius_patches: int = Field(
         2,
         ge=0,

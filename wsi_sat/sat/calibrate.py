@@ -21,7 +21,7 @@ from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.metrics import dice
 from wsi_sat.sat.pixel import fit_pixel_model, pixel_features, predict_pixels
-from wsi_sat.sat.predict import predict
+from wsi_sat.sat.predict import predict, refine_match
 from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,19 @@ def _pixel_cross_check(originals: list[ReferenceView], margins: list[np.ndarray]
     return float(np.mean(pix)), float(np.mean(plain))
 
 
+def _pixel_margins(views: list[ReferenceView], matched: list[tuple[np.ndarray, MatchResult]]
+                   ) -> list[np.ndarray]:
+    return [
+        upsample(res.margin.reshape(v.grid.grid_hw), v.grid.patch_hw, v.mask.shape)
+        for v, (_, res) in zip(views, matched)
+    ]
+
+
 def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEngine,
               cfg: SatConfig) -> ReferenceEmbedding:
     """Return `ref` with the calibrated threshold, mode and (optional) pixel model."""
     matched = [leave_out_match(v, ref, cfg) for v in views]
-    margins = [
-        upsample(res.margin.reshape(v.grid.grid_hw), v.grid.patch_hw, v.mask.shape)
-        for v, (_, res) in zip(views, matched)
-    ]
+    margins = _pixel_margins(views, matched)
     masks = [v.mask for v in views]
     if not cfg.calibration.enabled:
         thr = cfg.calibration.default_threshold
@@ -97,6 +102,9 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
 
     thr, thr_dice = choose_threshold(margins, masks, cfg.calibration.thresholds)
     scores: dict[str, float] = {"threshold_dice": thr_dice}
+    if cfg.matching.self_train:  # judge the rest on the refined margins targets will get
+        matched = [(f, refine_match(r, f, thr, cfg)) for f, r in matched]
+        margins = _pixel_margins(views, matched)
 
     originals = [i for i, v in enumerate(views) if v.view.is_identity]
     pixel_model = None

@@ -3,7 +3,7 @@ self-calibration, so the reference is judged by exactly the code that segments t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult
 from wsi_sat.sat.pixel import pixel_features, predict_pixels
 from wsi_sat.sat.prompts import Prompts, feature_space, physical_space
+from wsi_sat.sat.transduce import self_train
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,15 @@ class Prediction:
     labels: np.ndarray | None  # (H, W) int32 instance labels (instances mode), else None
     prompts: Prompts | None
     map_prob: np.ndarray  # (H, W) float32 foreground probability from matching (+ pixels)
+
+
+def refine_match(result: MatchResult, feats: np.ndarray, threshold: float, cfg: SatConfig
+                 ) -> MatchResult:
+    """The match with its margin re-scored by transductive self-training (if enabled)."""
+    if not cfg.matching.self_train:
+        return result
+    margin = self_train(feats, result.margin, threshold, cfg.matching.self_train_margin, cfg.seed)
+    return replace(result, margin=margin)
 
 
 def map_prob(image: np.ndarray, grid: PatchGrid, result: MatchResult, threshold: float,

@@ -26,7 +26,7 @@ from wsi_sat.sat.calibrate import calibrate
 from wsi_sat.sat.matching import match
 from wsi_sat.sat.patches import patch_colour
 from wsi_sat.sat.postprocess import clean_labels, clean_mask
-from wsi_sat.sat.predict import Prediction, predict
+from wsi_sat.sat.predict import Prediction, predict, refine_match
 from wsi_sat.sat.reference import (
     ReferenceEmbedding,
     build_bank,
@@ -118,6 +118,7 @@ class Segmenter:
         colour = patch_colour(image, grid.grid_hw, grid.patch_hw)
         feats = reference.features(grid, colour)
         result = match(feats, reference.bank, reference.labels, cfg.matching.top_k)
+        result = refine_match(result, feats, cal.threshold, cfg)
         timings["match"] = time.perf_counter() - t
         t = time.perf_counter()
         pred: Prediction = predict(
