@@ -16,7 +16,7 @@ import click
 
 from wsi_sat import __version__
 from wsi_sat.config import Config, config_to_yaml, load_config
-from wsi_sat.errors import WsiSatError
+from wsi_sat.errors import ConfigError, WsiSatError
 
 log = logging.getLogger("wsi_sat")
 
@@ -115,6 +115,128 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
                    f"{result.n_positive}+/{result.n_negative}- points, "
                    f"{time.perf_counter() - t:.1f}s")
     click.echo(f"wrote {len(paths)} masks to {out_dir}")
+
+
+def _expand_slides(items: tuple[str, ...]) -> list[Path]:
+    import glob
+
+    from wsi_sat.errors import SlideReadError
+    from wsi_sat.io.slide import SLIDE_SUFFIXES
+
+    out: list[Path] = []
+    for item in items:
+        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        if not matches:
+            raise SlideReadError(f"no slide matches '{item}'")
+        for m in map(Path, matches):
+            if m.is_dir() and not any(m.glob("*.dcm")):
+                found = sorted(p for p in m.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES
+                               or (p.is_dir() and any(p.glob("*.dcm"))))
+                if not found:
+                    raise SlideReadError(f"folder '{m}' holds no slides")
+                out += found
+            elif m.exists():
+                out.append(m)
+            else:
+                raise SlideReadError(f"slide '{m}' not found; check the path")
+    return out
+
+
+@app.command()
+@click.argument("slides", nargs=-1, required=True)
+@click.option("--reference", "references", multiple=True, type=click.Path(path_type=Path),
+              help="Reference image (repeatable).")
+@click.option("--reference-mask", "reference_masks", multiple=True,
+              type=click.Path(path_type=Path), help="Mask of each --reference, same order.")
+@click.option("--reference-mpp", type=float, default=None,
+              help="Pixel size of the reference image in µm/px (default: the working mpp).")
+@click.option("--reference-geojson", type=click.Path(path_type=Path), default=None,
+              help="QuPath annotation (GeoJSON) of the reference region on --reference-slide.")
+@click.option("--reference-slide", type=click.Path(path_type=Path), default=None,
+              help="Slide the --reference-geojson annotation was drawn on.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Output folder.")
+@click.option("--mpp", type=float, default=None,
+              help="Working resolution in µm/px (default: --reference-mpp, else each slide's "
+                   "level-0 mpp).")
+@click.option("--slide-mpp", type=float, default=None,
+              help="Level-0 pixel size in µm/px, overriding (or standing in for missing) metadata.")
+@click.option("--tile-px", type=int, default=None, help="Tile side in working pixels [1024].")
+@click.option("--overlap-px", type=int, default=None,
+              help="Tile overlap in working pixels, even [128].")
+@click.option("--workers", type=int, default=None,
+              help="Local Dask worker processes [wsi.workers = 1]; 0 = no Dask, in-process.")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler.")
+@click.option("--cluster", "cluster_file", type=click.Path(path_type=Path), default=None,
+              help="dask-jobqueue SLURM cluster YAML (see examples/slurm.yaml).")
+@click.option("--resume", is_flag=True, help="Skip batches finished by an interrupted run.")
+@click.option("--class-name", default=None, help="QuPath class of the objects [Region].")
+@config_option
+@set_option
+@device_option
+def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: tuple[Path, ...],
+        reference_mpp: float | None, reference_geojson: Path | None,
+        reference_slide: Path | None, out_dir: Path, mpp: float | None,
+        slide_mpp: float | None, tile_px: int | None, overlap_px: int | None,
+        workers: int | None, scheduler: str | None, cluster_file: Path | None, resume: bool,
+        class_name: str | None, config_path: Path | None, overrides: tuple[str, ...],
+        device: str | None) -> None:
+    """Segment whole SLIDEs (files, folders or globs) like the reference."""
+    from wsi_sat.errors import ReferenceError
+    from wsi_sat.io.reference import (
+        load_references,
+        reference_from_geojson,
+        rescale_reference,
+    )
+    from wsi_sat.pipeline import RunOptions, run_slide
+    from wsi_sat.runtime import dask_client, register_segmenter
+    from wsi_sat.sat.segment import Segmenter
+    from wsi_sat.writers.provenance import array_hash
+
+    extra = [f"wsi.{k}={v}" for k, v in (("tile_px", tile_px), ("overlap_px", overlap_px),
+                                         ("workers", workers), ("class_name", class_name))
+             if v is not None]
+    cfg = _config(config_path, tuple(overrides) + tuple(extra), device)
+    if sum(x is not None for x in (scheduler, cluster_file)) > 1:
+        raise ConfigError("give at most one of --scheduler and --cluster")
+    paths = _expand_slides(slides)
+    if reference_geojson is not None:
+        if reference_slide is None:
+            raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")
+        ref, ref_mpp = reference_from_geojson(reference_geojson, reference_slide, mpp, slide_mpp,
+                                              cfg.wsi.reference_margin)
+        refs, reference_mpp = [ref], ref_mpp
+    elif references:
+        refs = load_references(list(references), list(reference_masks))
+    else:
+        raise ReferenceError("give --reference (image + mask) or --reference-geojson")
+    if reference_mpp and mpp and reference_geojson is None:
+        refs = [rescale_reference(r, reference_mpp / mpp) for r in refs]
+    t0 = time.perf_counter()
+    seg = Segmenter.from_config(cfg)
+    register_segmenter(cfg, seg)
+    reference = seg.prepare_reference([(r.image, r.mask) for r in refs], [r.name for r in refs])
+    cal = reference.calibration
+    click.echo(f"reference ready in {time.perf_counter() - t0:.1f}s: mode {cal.mode}, "
+               f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)
+    reference_info = {
+        "names": [r.name for r in refs], "mask_sources": [r.mask_source for r in refs],
+        "sha256": array_hash(*[a for r in refs for a in (r.image, r.mask)]),
+        "mpp": reference_mpp,
+    }
+    model_info = {"sam": {"name": seg.engine.spec.name, "weights": str(seg.engine.weights_path),
+                          "sha256": seg.engine.weights_sha256},
+                  "features": {"name": cfg.models.features.name,
+                               "sha256": getattr(seg.backbone, "weights_sha256", None)}}
+    options = RunOptions(out_dir, slide_mpp, mpp, reference_mpp, resume)
+    with dask_client(cfg.wsi.workers, scheduler, cluster_file) as client:
+        for path in paths:
+            summary = run_slide(path, reference, reference_info, cfg, options, client,
+                                model_info)
+            click.echo(
+                f"{summary.slide}: {summary.tiles_segmented}/{summary.tiles_grid} tiles "
+                f"segmented (tissue {summary.tiles_tissue}), {summary.objects} objects, "
+                f"{summary.seconds:.1f}s -> {summary.outputs.get('geojson', '')}")
 
 
 @app.command("eval")

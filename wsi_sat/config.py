@@ -233,10 +233,49 @@ class SatConfig(_Section):
     seed: int = Field(0, ge=0, description="Seed for every random choice (reproducible runs).")
 
 
+class WsiConfig(_Section):
+    tile_px: int = Field(1024, ge=64, le=8192, description="Tile side in working pixels.")
+    overlap_px: int = Field(
+        128, ge=0, le=2048,
+        description="Overlap between neighbouring tiles in working pixels (even; split "
+        "half-half: each tile keeps its core).",
+    )
+    batch_tiles: int = Field(
+        8, ge=1, le=1024, description="Tiles per Dask task (one result shard each)."
+    )
+    thumbnail_px: int = Field(
+        2048, ge=128, le=16384, description="Longer side of the tissue-detection thumbnail."
+    )
+    min_tissue_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="A tile is segmented when this fraction of it is tissue."
+    )
+    class_name: str = Field("Region", description="QuPath class of the output objects.")
+    class_color: list[int] = Field(
+        default_factory=lambda: [0, 180, 80],
+        description="QuPath class colour, RGB 0-255.",
+    )
+    pyramid_min_px: int = Field(
+        256, ge=16, description="OME-Zarr pyramid: halve until the longer side is below this."
+    )
+    simplify_px: float = Field(
+        0.5, ge=0.0, description="GeoJSON polygons: simplification tolerance in working pixels."
+    )
+    workers: int = Field(
+        1, ge=0, le=512,
+        description="Local Dask workers (processes); 0 runs in this process without Dask.",
+    )
+    reference_margin: float = Field(
+        0.25, ge=0.0, le=4.0,
+        description="--reference-geojson: margin around the annotation's box, as a fraction "
+        "of its size.",
+    )
+
+
 class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     sat: SatConfig = Field(default_factory=SatConfig)
+    wsi: WsiConfig = Field(default_factory=WsiConfig)
 
 
 def default_config() -> Config:

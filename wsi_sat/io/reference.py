@@ -54,3 +54,67 @@ def load_references(images: list[Path], masks: list[Path]) -> list[Reference]:
             "reference, or none (sibling <stem>_mask.png / alpha channel)"
         )
     return [load_reference(p, masks[i] if masks else None) for i, p in enumerate(images)]
+
+
+def rescale_reference(ref: Reference, factor: float) -> Reference:
+    """Resample a reference by `factor` (image bilinear, mask nearest) to the working mpp."""
+    if abs(factor - 1.0) < 1e-3:
+        return ref
+    from PIL import Image
+
+    h, w = ref.mask.shape
+    size = (max(2, round(w * factor)), max(2, round(h * factor)))
+    image = np.asarray(Image.fromarray(ref.image).resize(size, Image.Resampling.BILINEAR))
+    mask = np.asarray(Image.fromarray(ref.mask.astype(np.uint8) * 255).resize(
+        size, Image.Resampling.NEAREST)) > 127
+    validate_reference_mask(mask, image.shape[:2], ref.name)
+    return Reference(ref.name, image, mask, ref.mask_source)
+
+
+def reference_from_geojson(geojson_path: Path, slide_path: Path, working_mpp: float | None,
+                           slide_mpp: float | None, margin: float) -> tuple[Reference, float]:
+    """Crop the annotated region's bounding box (plus margin) from a slide and rasterise the
+    annotation as the mask. Returns the reference and its pixel size (µm/px)."""
+    import json
+
+    import shapely
+    from shapely.geometry import shape
+    from skimage.draw import polygon as fill_polygon
+
+    from wsi_sat.io.slide import Slide
+
+    path = Path(geojson_path)
+    if not path.is_file():
+        raise ReferenceError(f"--reference-geojson '{path}' not found; export it from QuPath")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ReferenceError(f"'{path}' is not GeoJSON; export annotations from QuPath") from None
+    feats = data.get("features", [data] if data.get("type") == "Feature" else [])
+    geoms = [shape(f["geometry"]) for f in feats
+             if f.get("geometry") and f["geometry"].get("type") in ("Polygon", "MultiPolygon")]
+    if not geoms:
+        raise ReferenceError(f"'{path}' holds no polygon annotation; draw one in QuPath")
+    region = shapely.union_all(geoms)
+    slide = Slide(Path(slide_path), slide_mpp)
+    mpp = slide.require_mpp()
+    target_mpp = working_mpp or mpp
+    x0, y0, x1, y1 = region.bounds
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    x0, y0, x1, y1 = x0 - mx, y0 - my, x1 + mx, y1 + my
+    factor = mpp / target_mpp  # output px per level-0 px
+    out_w, out_h = max(2, round((x1 - x0) * factor)), max(2, round((y1 - y0) * factor))
+    image = slide.read_padded(x0, y0, x1 - x0, y1 - y0, (out_w, out_h))
+    slide.close()
+    mask = np.zeros((out_h, out_w), bool)
+    for poly in getattr(region, "geoms", [region]):
+        ext = np.asarray(poly.exterior.coords)
+        rr, cc = fill_polygon((ext[:, 1] - y0) * factor, (ext[:, 0] - x0) * factor, mask.shape)
+        mask[rr, cc] = True
+        for hole in poly.interiors:
+            h = np.asarray(hole.coords)
+            rr, cc = fill_polygon((h[:, 1] - y0) * factor, (h[:, 0] - x0) * factor, mask.shape)
+            mask[rr, cc] = False
+    name = f"{Path(slide_path).stem}:{path.stem}"
+    validate_reference_mask(mask, image.shape[:2], name)
+    return Reference(name, image, mask, str(path)), target_mpp

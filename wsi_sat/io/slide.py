@@ -1,0 +1,160 @@
+"""One reader over tiffslide (default) and openslide (DICOM, formats tiffslide cannot open).
+
+`Slide.read(box_level0, out_size)` reads a level-0 box at the pyramid level closest to (and not
+coarser than) the requested output resolution and resamples it; regions outside the slide
+come back white, as empty glass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wsi_sat.errors import MissingMppError, SlideReadError
+
+log = logging.getLogger(__name__)
+
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".scn", ".mrxs", ".vms", ".svslide",
+                  ".bif", ".dcm")
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    path: str
+    backend: str
+    level0_size: tuple[int, int]  # (w, h)
+    mpp: float | None
+    level_downsamples: tuple[float, ...]
+    level_dimensions: tuple[tuple[int, int], ...]
+
+
+def _dicom_file(path: Path) -> Path:
+    files = sorted(path.glob("*.dcm"))
+    if not files:
+        raise SlideReadError(f"folder '{path}' holds no .dcm files; pass a slide file")
+    return files[0]
+
+
+def _open(path: Path) -> tuple[Any, str]:
+    if not path.exists():
+        raise SlideReadError(f"slide '{path}' not found; check the path")
+    target = _dicom_file(path) if path.is_dir() else path
+    errors = []
+    if target.suffix.lower() != ".dcm":
+        try:
+            import tiffslide
+
+            return tiffslide.TiffSlide(target), "tiffslide"
+        except Exception as exc:  # noqa: BLE001 - any failure falls through to openslide
+            errors.append(f"tiffslide: {exc.__class__.__name__}")
+    try:
+        import openslide
+
+        return openslide.OpenSlide(str(target)), "openslide"
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"openslide: {exc.__class__.__name__}")
+    raise SlideReadError(
+        f"cannot open '{path}' as a slide ({'; '.join(errors)}); use SVS, NDPI, (pyramidal) "
+        "TIFF or a DICOM WSI folder"
+    )
+
+
+def _mpp(props: Any, backend: str) -> float | None:
+    for key in (f"{backend}.mpp-x", "openslide.mpp-x", "tiffslide.mpp-x"):
+        value = props.get(key)
+        if value not in (None, "", "0"):
+            try:
+                mpp = float(value)
+            except (TypeError, ValueError):
+                continue
+            if mpp > 0:
+                return mpp
+    return None
+
+
+class Slide:
+    def __init__(self, path: Path, mpp_override: float | None = None) -> None:
+        self.path = Path(path)
+        self._slide, self.backend = _open(self.path)
+        meta_mpp = _mpp(self._slide.properties, self.backend)
+        self.mpp = mpp_override if mpp_override else meta_mpp
+        self.info = SlideInfo(
+            str(self.path), self.backend, tuple(self._slide.dimensions), self.mpp,
+            tuple(float(d) for d in self._slide.level_downsamples),
+            tuple(tuple(d) for d in self._slide.level_dimensions),
+        )
+
+    def require_mpp(self) -> float:
+        if self.mpp is None:
+            raise MissingMppError(
+                f"slide '{self.path.name}' has no pixel size (µm/px) in its metadata; pass "
+                "--slide-mpp (e.g. 0.25 for 40x, 0.5 for 20x)"
+            )
+        return self.mpp
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.info.level0_size
+
+    def best_level(self, downsample: float) -> int:
+        """Coarsest level whose downsample does not exceed `downsample` (no upsampling)."""
+        best = 0
+        for i, d in enumerate(self.info.level_downsamples):
+            if d <= downsample * 1.001:
+                best = i
+        return best
+
+    def read(self, x: float, y: float, w: float, h: float, out_size: tuple[int, int]
+             ) -> np.ndarray:
+        """RGB uint8 (out_h, out_w, 3) of the level-0 box (x, y, w, h)."""
+        out_w, out_h = out_size
+        level = self.best_level(min(w / out_w, h / out_h))
+        d = self.info.level_downsamples[level]
+        lw, lh = max(1, int(round(w / d))), max(1, int(round(h / d)))
+        try:
+            region = self._slide.read_region((int(round(x)), int(round(y))), level, (lw, lh))
+        except Exception as exc:  # noqa: BLE001 - reader-specific errors
+            raise SlideReadError(
+                f"reading '{self.path.name}' at ({x:.0f}, {y:.0f}) failed "
+                f"({exc.__class__.__name__}); the file may be truncated or corrupt"
+            ) from None
+        region = region.convert("RGBA")
+        white = Image.new("RGBA", region.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, region).convert("RGB")
+        if rgb.size != (out_w, out_h):
+            rgb = rgb.resize((out_w, out_h), Image.Resampling.BOX if lw > out_w else
+                             Image.Resampling.BILINEAR)
+        return np.asarray(rgb)
+
+    def read_padded(self, x: float, y: float, w: float, h: float, out_size: tuple[int, int]
+                    ) -> np.ndarray:
+        """Like `read`, for boxes that may extend past the slide: the outside is white."""
+        w0, h0 = self.dimensions
+        cx0, cy0 = max(0.0, x), max(0.0, y)
+        cx1, cy1 = min(float(w0), x + w), min(float(h0), y + h)
+        out_w, out_h = out_size
+        canvas = np.full((out_h, out_w, 3), 255, np.uint8)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return canvas
+        sx, sy = out_w / w, out_h / h
+        px0, py0 = int(round((cx0 - x) * sx)), int(round((cy0 - y) * sy))
+        px1, py1 = int(round((cx1 - x) * sx)), int(round((cy1 - y) * sy))
+        if px1 > px0 and py1 > py0:
+            canvas[py0:py1, px0:px1] = self.read(cx0, cy0, cx1 - cx0, cy1 - cy0,
+                                                 (px1 - px0, py1 - py0))
+        return canvas
+
+    def thumbnail(self, max_px: int) -> tuple[np.ndarray, float]:
+        """RGB thumbnail whose longer side is at most `max_px`; returns it and its downsample."""
+        w0, h0 = self.dimensions
+        ds = max(w0, h0) / max_px
+        out = (max(1, int(w0 / ds)), max(1, int(h0 / ds)))
+        return self.read(0, 0, w0, h0, out), ds
+
+    def close(self) -> None:
+        self._slide.close()

@@ -1,0 +1,289 @@
+"""run_slide(): slide → tissue → tile grid → Dask batches (SAT per tile) → stitch → outputs.
+
+Every batch writes its tiles' cores straight into their own chunks of the level-0 label array and
+its objects into one shard file (`<stem>.shards/batch_NNNNN.json`, written last and atomically):
+a batch whose shard exists is done, which is what `--resume` skips. Final outputs are written
+under temporary names and renamed into place, so an interrupted run never leaves a file that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from PIL import Image, ImageDraw
+from skimage.measure import find_contours
+from tqdm import tqdm
+
+from wsi_sat.config import Config, config_to_dict
+from wsi_sat.errors import ConfigError
+from wsi_sat.geometry import Scale
+from wsi_sat.io.slide import Slide
+from wsi_sat.runtime import segmenter_for
+from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
+from wsi_sat.tiling.grid import Grid, Tile, make_grid
+from wsi_sat.tiling.tissue import tissue_mask
+from wsi_sat.writers.atomic import write_atomic
+from wsi_sat.writers.geojson import feature_collection, write_geojson
+from wsi_sat.writers.ome_zarr import build_pyramid, create_level0, open_level0, read_level
+from wsi_sat.writers.provenance import versions, write_run_json
+
+log = logging.getLogger(__name__)
+
+LABEL_STRIDE = 1 << 16  # instance labels: tile index * 65536 + per-tile label
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: Path
+    slide_mpp: float | None = None
+    mpp: float | None = None  # working resolution; default: reference mpp, else slide mpp
+    reference_mpp: float | None = None
+    resume: bool = False
+    max_batches: int | None = None  # stop after this many batches (testing resume)
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    batch: int
+    slide_path: str
+    slide_mpp: float
+    working_mpp: float
+    tiles: tuple[Tile, ...]
+    tile_px: int
+    zarr_path: str
+    shard_path: str
+    instances: bool
+    config: Config
+
+
+@dataclass
+class SlideSummary:
+    slide: str
+    tiles_grid: int
+    tiles_tissue: int
+    tiles_segmented: int
+    objects: int
+    seconds: float
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def _read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarray:
+    x, y, w, h = scale.to_level0(tile.read)
+    return slide.read_padded(x, y, w, h, (tile_px, tile_px))
+
+
+_SLIDES: dict[tuple[str, float], Slide] = {}
+
+
+def _slide_for(path: str, mpp: float) -> Slide:
+    key = (path, mpp)
+    if key not in _SLIDES:
+        _SLIDES.clear()
+        _SLIDES[key] = Slide(Path(path), mpp)
+    return _SLIDES[key]
+
+
+def segment_batch(task: BatchTask, reference: ReferenceEmbedding) -> dict[str, Any]:
+    """One Dask task: read, segment and write a batch of tiles; returns stage timings."""
+    timings: dict[str, float] = defaultdict(float)
+    t = time.perf_counter()
+    seg = segmenter_for(task.config)
+    slide = _slide_for(task.slide_path, task.slide_mpp)
+    scale = Scale(task.slide_mpp, task.working_mpp)
+    timings["setup"] += time.perf_counter() - t
+    t = time.perf_counter()
+    images = [_read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles]
+    timings["read"] += time.perf_counter() - t
+    results = seg.segment(images, reference, mpp=task.working_mpp)
+    level0 = open_level0(Path(task.zarr_path))
+    objects: list[dict[str, Any]] = []
+    for tile, res in zip(task.tiles, results):
+        for stage, sec in res.timings_s.items():
+            timings[stage] += sec
+        t = time.perf_counter()
+        oy, ox = tile.core.y0 - tile.read.y0, tile.core.x0 - tile.read.x0
+        core = np.s_[oy : oy + tile.core.height, ox : ox + tile.core.width]
+        mask = res.mask[core]
+        labels = None
+        if task.instances and res.labels is not None:
+            local = res.labels[core]
+            labels = np.where(local > 0, local.astype(np.int64) + tile.index * LABEL_STRIDE, 0)
+        prob = res.prob[core] if res.prob is not None else mask.astype(np.float32)
+        objs = tile_objects(mask, labels, prob, tile.index, (tile.core.x0, tile.core.y0),
+                            scale.downsample, task.config.wsi.simplify_px)
+        timings["polygons"] += time.perf_counter() - t
+        t = time.perf_counter()
+        block = labels.astype(np.uint32) if labels is not None else mask.astype(np.uint8)
+        level0[tile.core.y0 : tile.core.y1, tile.core.x0 : tile.core.x1] = block
+        timings["write"] += time.perf_counter() - t
+        objects += [{"label": o.label, "tile": o.tile, "wkt": o.polygon.wkt, "score": o.score,
+                     "area_px": o.area_px} for o in objs]
+    shard = {"batch": task.batch, "tiles": [tile.index for tile in task.tiles],
+             "objects": objects, "timings_s": dict(timings)}
+    write_atomic(Path(task.shard_path), lambda p: p.write_text(json.dumps(shard)))
+    return shard
+
+
+def _load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
+    objs, timings = [], defaultdict(float)
+    for path in sorted(shard_dir.glob("batch_*.json")):
+        shard = json.loads(path.read_text())
+        for k, v in shard["timings_s"].items():
+            timings[k] += v
+        objs += [TileObject(o["label"], o["tile"], shapely.from_wkt(o["wkt"]), o["score"],
+                            o["area_px"]) for o in shard["objects"]]
+    return objs, dict(timings)
+
+
+def _overview(path: Path, slide: Slide, tissue: np.ndarray, zarr_path: Path, levels: int,
+              max_px: int = 1024) -> None:
+    thumb, _ = slide.thumbnail(max_px)
+    size = (thumb.shape[1], thumb.shape[0])
+    level = levels - 1
+    mask = read_level(zarr_path, level) > 0
+    mask_img = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        size, Image.Resampling.NEAREST)) > 127
+    tissue_img = np.asarray(Image.fromarray(tissue.astype(np.uint8) * 255).resize(
+        size, Image.Resampling.NEAREST)) > 127
+    out = thumb.astype(np.float32)
+    out[mask_img] = 0.5 * out[mask_img] + 0.5 * np.array([0, 200, 80])
+    img = Image.fromarray(out.astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for contour in find_contours(tissue_img.astype(np.uint8), 0.5):
+        draw.line([(float(c[1]), float(c[0])) for c in contour], fill=(30, 90, 255), width=2)
+    write_atomic(path, lambda p: img.save(p, format="PNG"))
+
+
+def plan_slide(slide: Slide, config: Config, options: RunOptions
+               ) -> tuple[Scale, np.ndarray, Grid]:
+    slide_mpp = slide.require_mpp()
+    working_mpp = options.mpp or options.reference_mpp or slide_mpp
+    scale = Scale(slide_mpp, working_mpp)
+    wcfg = config.wsi
+    if wcfg.overlap_px % 2 or wcfg.overlap_px >= wcfg.tile_px:
+        raise ConfigError("wsi.overlap_px must be even and smaller than wsi.tile_px")
+    thumb, _ = slide.thumbnail(wcfg.thumbnail_px)
+    tissue = tissue_mask(thumb)
+    grid = make_grid(scale.working_size(*slide.dimensions), wcfg.tile_px, wcfg.overlap_px,
+                     tissue, wcfg.min_tissue_fraction)
+    return scale, tissue, grid
+
+
+def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: dict[str, Any],
+              config: Config, options: RunOptions, client: Any,
+              model_info: dict[str, Any]) -> SlideSummary:
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slide = Slide(Path(slide_path), options.slide_mpp)
+    stem = Path(slide_path).name.split(".")[0] if Path(slide_path).is_file() else Path(slide_path).name
+    t = time.perf_counter()
+    scale, tissue, grid = plan_slide(slide, config, options)
+    timings["tissue"] = time.perf_counter() - t
+    wcfg = config.wsi
+    instances = reference.calibration.mode == "instances"
+    partial = out / f"{stem}.ome.zarr.partial"
+    final_zarr = out / f"{stem}.ome.zarr"
+    shard_dir = out / f"{stem}.shards"
+    if not options.resume:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    create_level0(partial, grid.working_size, grid.stride, "uint32" if instances else "uint8")
+    batches = [grid.tiles[i : i + wcfg.batch_tiles]
+               for i in range(0, len(grid.tiles), wcfg.batch_tiles)]
+    tasks = [
+        BatchTask(b, str(slide_path), scale.slide_mpp, scale.working_mpp, tuple(tiles),
+                  wcfg.tile_px, str(partial), str(shard_dir / f"batch_{b:05d}.json"),
+                  instances, config)
+        for b, tiles in enumerate(batches)
+    ]
+    pending = [task for task in tasks if not Path(task.shard_path).is_file()]
+    if options.max_batches is not None:
+        pending = pending[: options.max_batches]
+    done_tiles = sum(len(t.tiles) for t in tasks) - sum(len(t.tiles) for t in pending)
+    t = time.perf_counter()
+    bar = tqdm(total=len(grid.tiles), initial=done_tiles, unit="tile", desc=stem,
+               disable=None, dynamic_ncols=True)
+    if client is None:
+        for task in pending:
+            segment_batch(task, reference)
+            bar.update(len(task.tiles))
+    else:
+        from dask.distributed import as_completed
+
+        ref_future = client.scatter(reference, broadcast=True)
+        futures = client.map(segment_batch, pending, reference=ref_future, pure=False)
+        for future in as_completed(futures):
+            future.result()
+            bar.update(len(future.result()["tiles"]))
+    bar.close()
+    timings["segment_wall"] = time.perf_counter() - t
+    unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
+    if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
+        done = len(grid.tiles) - sum(len(x.tiles) for x in unfinished)
+        return SlideSummary(stem, grid.n_grid, len(grid.tiles), done, 0,
+                            time.perf_counter() - t_start)
+    t = time.perf_counter()
+    objs, stage_sums = _load_shards(shard_dir)
+    if instances:
+        objs, mapping = merge_instances(objs)
+    else:
+        objs, mapping = merge_regions(objs), {}
+    timings["merge"] = time.perf_counter() - t
+    t = time.perf_counter()
+    levels = build_pyramid(partial, wcfg.pyramid_min_px, scale.working_mpp, stem, mapping)
+    shutil.rmtree(final_zarr, ignore_errors=True)
+    partial.rename(final_zarr)
+    timings["pyramid"] = time.perf_counter() - t
+    t = time.perf_counter()
+    collection = feature_collection(objs, "detection" if instances else "annotation",
+                                    wcfg.class_name, wcfg.class_color, scale.slide_mpp)
+    geojson_path = out / f"{stem}.geojson"
+    write_geojson(geojson_path, collection)
+    overview_path = out / f"{stem}.overview.png"
+    _overview(overview_path, slide, tissue, final_zarr, levels)
+    timings["write_outputs"] = time.perf_counter() - t
+    for stage, sec in stage_sums.items():
+        timings[f"tiles_{stage}"] = sec
+    timings["total"] = time.perf_counter() - t_start
+    record = {
+        "slide": {"path": str(slide_path), "level0_size": list(slide.dimensions),
+                  "mpp": scale.slide_mpp, "backend": slide.backend,
+                  "mpp_source": "--slide-mpp" if options.slide_mpp else "metadata"},
+        "working_mpp": scale.working_mpp,
+        "tile_px": wcfg.tile_px,
+        "overlap_px": wcfg.overlap_px,
+        "tiles": {"grid": grid.n_grid, "tissue": len(grid.tiles),
+                  "segmented": len(grid.tiles), "batches": len(tasks)},
+        "objects": len(objs),
+        "object_type": "detection" if instances else "annotation",
+        "zarr": {"path": str(final_zarr), "levels": levels,
+                 "level0": "working resolution (working_mpp µm/px)"},
+        "timings_s": timings,
+        "reference": reference_info,
+        "calibration": asdict(reference.calibration),
+        "models": model_info,
+        "config": config_to_dict(config),
+        "versions": versions(),
+    }
+    run_json = out / f"{stem}.run.json"
+    write_run_json(run_json, record)
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    slide.close()
+    return SlideSummary(stem, grid.n_grid, len(grid.tiles), len(grid.tiles), len(objs),
+                        timings["total"], {"zarr": str(final_zarr), "geojson": str(geojson_path),
+                                           "run": str(run_json), "overview": str(overview_path)})
+

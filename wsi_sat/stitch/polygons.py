@@ -1,0 +1,157 @@
+"""Masks → polygons (holes kept) and the merge of objects cut by tile borders.
+
+Per tile, each object of the core region becomes a valid shapely polygon in level-0 pixels.
+After all tiles: in region mode every polygon is unioned (objects that continue across a border
+become one); in instances mode only polygons of *different* tiles that touch are merged (found
+with an STRtree), so separate objects inside one tile stay separate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.polygon import orient
+from shapely.strtree import STRtree
+
+
+@dataclass
+class TileObject:
+    label: int  # unique across the slide (instances) or 0 (regions)
+    tile: int
+    polygon: Polygon  # level-0 pixels
+    score: float
+    area_px: int  # working pixels (for score weighting)
+
+
+def _polys_from_binary(mask: np.ndarray) -> list[Polygon]:
+    """Polygons with holes of a binary mask, in pixel-edge coordinates (x, y)."""
+    m = np.ascontiguousarray(mask.astype(np.uint8))
+    if not m.any():
+        return []
+    # pad so contours of objects touching the border close along the pixel edges
+    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    big = cv2.resize(padded, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    hierarchy = hierarchy[0]
+    polys = []
+    for i, cnt in enumerate(contours):
+        if hierarchy[i][3] != -1 or len(cnt) < 3:  # holes are collected with their parent
+            continue
+        shell = _to_xy(cnt)
+        holes = []
+        child = hierarchy[i][2]
+        while child != -1:
+            if len(contours[child]) >= 3:
+                holes.append(_to_xy(contours[child]))
+            child = hierarchy[child][0]
+        # contours run through boundary-pixel centres, 1/4 px inside the pixel edges
+        poly = shapely.make_valid(Polygon(shell, holes)).buffer(0.25, join_style="mitre")
+        polys += _polygons_of(poly)
+    return polys
+
+
+def _to_xy(cnt: np.ndarray) -> np.ndarray:
+    # contour points of the 2x, 1-padded image → pixel-edge coordinates of the original
+    return (cnt[:, 0, :].astype(np.float64) + 0.5) / 2.0 - 1.0
+
+
+def _polygons_of(geom) -> list[Polygon]:
+    if geom.is_empty:
+        return []
+    if isinstance(geom, Polygon):
+        return [geom] if geom.area > 0 else []
+    if hasattr(geom, "geoms"):
+        return [g for part in geom.geoms for g in _polygons_of(part)]
+    return []
+
+
+def tile_objects(core_mask: np.ndarray, core_labels: np.ndarray | None, prob: np.ndarray,
+                 tile: int, origin_working: tuple[int, int], downsample: float,
+                 simplify_px: float) -> list[TileObject]:
+    """Objects of one tile's core: polygons in level-0 pixels, with a score (mean probability)."""
+    ox, oy = origin_working
+    out: list[TileObject] = []
+    groups: list[tuple[int, np.ndarray]]
+    if core_labels is not None:
+        groups = [(int(lab), core_labels == lab) for lab in np.unique(core_labels) if lab > 0]
+    else:
+        groups = [(0, core_mask)]
+    for label, m in groups:
+        for poly in _polys_from_binary(m):
+            if simplify_px > 0:
+                poly = poly.simplify(simplify_px, preserve_topology=True)
+            poly = shapely.affinity.scale(
+                shapely.affinity.translate(poly, ox, oy), downsample, downsample, origin=(0, 0)
+            )
+            area = int(m.sum())
+            out.append(TileObject(label, tile, poly, float(prob[m].mean()) if area else 0.0, area))
+    return out
+
+
+def _weighted_score(objs: list[TileObject]) -> float:
+    total = sum(o.area_px for o in objs)
+    return sum(o.score * o.area_px for o in objs) / total if total else 0.0
+
+
+def merge_regions(objs: list[TileObject]) -> list[TileObject]:
+    """Union of all region polygons; one object per connected part (holes kept)."""
+    if not objs:
+        return []
+    merged = shapely.union_all([o.polygon for o in objs])
+    parts = _polygons_of(shapely.make_valid(merged))
+    tree = STRtree([o.polygon for o in objs])
+    out = []
+    for part in parts:
+        members = [objs[i] for i in tree.query(part, predicate="intersects")]
+        out.append(TileObject(0, -1, orient(part, 1.0), _weighted_score(members),
+                              sum(o.area_px for o in members)))
+    return out
+
+
+def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int, int]]:
+    """Merge instance polygons of different tiles that touch; returns the objects and the
+    label mapping (old label → kept label) to apply to the label image."""
+    polys = [o.polygon for o in objs]
+    parent = list(range(len(objs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if polys:
+        tree = STRtree(polys)
+        left, right = tree.query(polys, predicate="intersects")
+        for a, b in zip(left, right):
+            if a < b and objs[a].tile != objs[b].tile:
+                ra, rb = find(int(a)), find(int(b))
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(objs)):
+        groups.setdefault(find(i), []).append(i)
+    out, mapping = [], {}
+    for root, members in groups.items():
+        group = [objs[i] for i in members]
+        geom = shapely.make_valid(shapely.union_all([g.polygon for g in group]))
+        parts = _polygons_of(geom)
+        if not parts:
+            continue
+        poly = max(parts, key=lambda p: p.area) if len(parts) > 1 else parts[0]
+        keep = min(g.label for g in group)
+        for g in group:
+            mapping[g.label] = keep
+        out.append(TileObject(keep, objs[root].tile, orient(poly, 1.0), _weighted_score(group),
+                              sum(g.area_px for g in group)))
+    return out, mapping
+
+
+def as_multipolygon(objs: list[TileObject]) -> MultiPolygon:
+    return MultiPolygon([o.polygon for o in objs])

@@ -1,0 +1,54 @@
+"""QuPath-importable GeoJSON: a FeatureCollection of valid, closed, consistently oriented
+polygons (exterior counter-clockwise, holes clockwise) in level-0 pixel coordinates.
+
+QuPath reads `objectType` ("annotation" for regions, "detection" for many small objects),
+`classification` ({name, color}) and `measurements` (a name → number map). Import: drag the file
+onto the slide in QuPath, or File › Import objects from file.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from shapely.geometry import mapping
+from shapely.geometry.polygon import orient
+
+from wsi_sat.stitch.polygons import TileObject
+from wsi_sat.writers.atomic import write_atomic
+
+
+def feature_collection(objs: list[TileObject], object_type: str, class_name: str,
+                       class_color: list[int], slide_mpp: float) -> dict:
+    features = []
+    namespace = uuid.UUID("6f1c0ad2-6e1d-4c43-9bd4-4a2b5c0c7a51")
+    for i, obj in enumerate(objs):
+        poly = orient(obj.polygon, 1.0)
+        geometry = mapping(poly)
+        geometry = {"type": "Polygon",
+                    "coordinates": [[[round(x, 2), round(y, 2)] for x, y in ring]
+                                    for ring in geometry["coordinates"]]}
+        features.append({
+            "type": "Feature",
+            "id": str(uuid.uuid5(namespace, f"{i}:{poly.wkt[:200]}")),
+            "geometry": geometry,
+            "properties": {
+                "objectType": object_type,
+                "classification": {"name": class_name, "color": list(class_color)},
+                "isLocked": False,
+                "measurements": {
+                    "Area µm^2": round(poly.area * slide_mpp**2, 3),
+                    "Perimeter µm": round(poly.length * slide_mpp, 3),
+                    "score": round(obj.score, 4),
+                },
+            },
+        })
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_geojson(path: Path, collection: dict) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(collection, ensure_ascii=False))
+
+    write_atomic(Path(path), write)
