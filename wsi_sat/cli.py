@@ -200,6 +200,12 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     if sum(x is not None for x in (scheduler, cluster_file)) > 1:
         raise ConfigError("give at most one of --scheduler and --cluster")
     paths = _expand_slides(slides)
+    from wsi_sat.io.slide import Slide
+
+    for path in paths:  # unreadable slides and missing pixel sizes fail before model loading
+        probe = Slide(path, slide_mpp)
+        probe.require_mpp()
+        probe.close()
     if reference_geojson is not None:
         if reference_slide is None:
             raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")

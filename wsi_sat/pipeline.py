@@ -61,6 +61,7 @@ class BatchTask:
     working_mpp: float
     tiles: tuple[Tile, ...]
     tile_px: int
+    working_size: tuple[int, int]
     zarr_path: str
     shard_path: str
     instances: bool
@@ -94,8 +95,21 @@ def _slide_for(path: str, mpp: float) -> Slide:
     return _SLIDES[key]
 
 
-def segment_batch(task: BatchTask, reference: ReferenceEmbedding) -> dict[str, Any]:
-    """One Dask task: read, segment and write a batch of tiles; returns stage timings."""
+def _tile_tissue(tissue: np.ndarray, tile: Tile, working_size: tuple[int, int]) -> np.ndarray:
+    """The tissue mask resampled onto a tile's read box (working pixels), nearest neighbour."""
+    th, tw = tissue.shape
+    w, h = working_size
+    ys = np.clip(((np.arange(tile.read.y0, tile.read.y1) + 0.5) * th / h).astype(int), -1, th)
+    xs = np.clip(((np.arange(tile.read.x0, tile.read.x1) + 0.5) * tw / w).astype(int), -1, tw)
+    inside = ((ys >= 0) & (ys < th))[:, None] & ((xs >= 0) & (xs < tw))[None, :]
+    out = tissue[np.clip(ys, 0, th - 1)][:, np.clip(xs, 0, tw - 1)]
+    return out & inside
+
+
+def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: np.ndarray
+                  ) -> dict[str, Any]:
+    """One Dask task: read, segment and write a batch of tiles; returns stage timings.
+    Predictions outside the tissue mask (glass, debris) are dropped."""
     timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
     seg = segmenter_for(task.config)
@@ -114,11 +128,12 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding) -> dict[str, A
         t = time.perf_counter()
         oy, ox = tile.core.y0 - tile.read.y0, tile.core.x0 - tile.read.x0
         core = np.s_[oy : oy + tile.core.height, ox : ox + tile.core.width]
-        mask = res.mask[core]
+        mask = res.mask[core] & _tile_tissue(tissue, tile, task.working_size)[core]
         labels = None
         if task.instances and res.labels is not None:
             local = res.labels[core]
-            labels = np.where(local > 0, local.astype(np.int64) + tile.index * LABEL_STRIDE, 0)
+            labels = np.where(mask & (local > 0),
+                              local.astype(np.int64) + tile.index * LABEL_STRIDE, 0)
         prob = res.prob[core] if res.prob is not None else mask.astype(np.float32)
         objs = tile_objects(mask, labels, prob, tile.index, (tile.core.x0, tile.core.y0),
                             scale.downsample, task.config.wsi.simplify_px)
@@ -206,7 +221,8 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
                for i in range(0, len(grid.tiles), wcfg.batch_tiles)]
     tasks = [
         BatchTask(b, str(slide_path), scale.slide_mpp, scale.working_mpp, tuple(tiles),
-                  wcfg.tile_px, str(partial), str(shard_dir / f"batch_{b:05d}.json"),
+                  wcfg.tile_px, grid.working_size, str(partial),
+                  str(shard_dir / f"batch_{b:05d}.json"),
                   instances, config)
         for b, tiles in enumerate(batches)
     ]
@@ -219,13 +235,15 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
                disable=None, dynamic_ncols=True)
     if client is None:
         for task in pending:
-            segment_batch(task, reference)
+            segment_batch(task, reference, tissue)
             bar.update(len(task.tiles))
     else:
         from dask.distributed import as_completed
 
         ref_future = client.scatter(reference, broadcast=True)
-        futures = client.map(segment_batch, pending, reference=ref_future, pure=False)
+        tissue_future = client.scatter(tissue, broadcast=True)
+        futures = client.map(segment_batch, pending, reference=ref_future,
+                             tissue=tissue_future, pure=False)
         for future in as_completed(futures):
             future.result()
             bar.update(len(future.result()["tiles"]))

@@ -1,0 +1,163 @@
+"""Whole-slide pipeline end to end on a pyramidal TIFF built on the fly (fast fake SAM)."""
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from PIL import Image
+from scipy import ndimage
+from shapely.geometry import shape
+from skimage.draw import polygon as fill_polygon
+
+from tests.conftest import blobs_image
+from wsi_sat.config import load_config
+from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
+from wsi_sat.models.features import SamEncoderFeatures
+from wsi_sat.pipeline import RunOptions, run_slide
+from wsi_sat.runtime import register_segmenter
+from wsi_sat.sat.metrics import dice, iou
+from wsi_sat.sat.segment import Segmenter
+from wsi_sat.writers.ome_zarr import read_level
+
+MPP = 0.5
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slide")
+    pairs = [blobs_image(10 + i, size=(200, 240), n=4) for i in range(9)]
+    image, truth = mosaic(pairs, cols=3, cell_hw=(200, 240), gap_px=40)
+    path = d / "blobs.tif"
+    write_pyramidal_tiff(path, image, MPP, tile_px=128, min_px=256)
+    return path, truth
+
+
+def _pipeline(fake_engine, slide_path, out, mode="map", **opts):
+    cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
+                             f"sat.decode.mode={mode}", "wsi.tile_px=256", "wsi.overlap_px=32",
+                             "wsi.batch_tiles=2", "wsi.workers=0", "wsi.class_name=Blob",
+                             "wsi.pyramid_min_px=64"])
+    seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
+    register_segmenter(cfg, seg)
+    ref_img, ref_mask = blobs_image(0)
+    reference = seg.prepare_reference([(ref_img, ref_mask)])
+    return run_slide(slide_path, reference, {"names": ["blobs"]}, cfg,
+                     RunOptions(out, **opts), None, {"sam": {"name": "fake"}})
+
+
+def _rasterise(geo: dict, shape_hw) -> np.ndarray:
+    out = np.zeros(shape_hw, bool)
+    for f in geo["features"]:
+        rings = f["geometry"]["coordinates"]
+        ext = np.asarray(rings[0])
+        rr, cc = fill_polygon(ext[:, 1] - 0.5, ext[:, 0] - 0.5, shape_hw)
+        out[rr, cc] = True
+        for hole in rings[1:]:
+            h = np.asarray(hole)
+            rr, cc = fill_polygon(h[:, 1] - 0.5, h[:, 0] - 0.5, shape_hw)
+            out[rr, cc] = False
+    return out
+
+
+def test_region_run_outputs(slide, fake_engine, tmp_path):
+    path, truth = slide
+    summary = _pipeline(fake_engine, path, tmp_path)
+    stem = "blobs"
+    run = json.loads((tmp_path / f"{stem}.run.json").read_text())
+    for key in ("slide", "working_mpp", "tile_px", "tiles", "timings_s"):
+        assert key in run
+    assert run["slide"]["level0_size"] == [truth.shape[1], truth.shape[0]]
+    assert run["slide"]["mpp"] == pytest.approx(MPP) and run["working_mpp"] == pytest.approx(MPP)
+    assert set(run["tiles"]) >= {"grid", "tissue", "segmented"}
+    assert run["tiles"]["grid"] >= run["tiles"]["tissue"] == summary.tiles_segmented > 0
+    assert "total" in run["timings_s"]
+
+    # OME-Zarr: readable by ome_zarr's reader, a full pyramid with µm scales
+    nodes = list(Reader(parse_url(str(tmp_path / f"{stem}.ome.zarr")))())
+    data = nodes[0].data
+    assert len(data) >= 3 and data[0].shape == truth.shape
+    ms = nodes[0].metadata
+    assert ms["axes"][0]["unit"] == "micrometer"
+    level0 = read_level(tmp_path / f"{stem}.ome.zarr", 0) > 0
+    assert dice(level0, truth) > 0.85
+
+    # GeoJSON: QuPath's import rules
+    geo = json.loads((tmp_path / f"{stem}.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and geo["features"]
+    for f in geo["features"]:
+        props = f["properties"]
+        assert props["objectType"] == "annotation"
+        assert props["classification"]["name"] == "Blob"
+        assert len(props["classification"]["color"]) == 3
+        assert {"Area µm^2", "Perimeter µm", "score"} <= set(props["measurements"])
+        geom = f["geometry"]
+        assert geom["type"] == "Polygon"
+        for ring in geom["coordinates"]:
+            assert ring[0] == ring[-1] and len(ring) >= 4  # closed rings
+        poly = shape(geom)
+        assert poly.is_valid and poly.exterior.is_ccw  # consistently oriented (RFC 7946)
+        assert all(not r.is_ccw for r in poly.interiors)
+    # polygons rasterised back agree with the label image
+    assert iou(_rasterise(geo, truth.shape), level0) >= 0.98
+    # no object split at a tile border: one polygon per connected object
+    _, n_objects = ndimage.label(level0, structure=np.ones((3, 3)))
+    assert len(geo["features"]) == n_objects
+    assert (tmp_path / f"{stem}.overview.png").is_file()
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.shards"))
+
+
+def test_resume_gives_the_same_result(slide, fake_engine, tmp_path):
+    path, _ = slide
+    full, part = tmp_path / "full", tmp_path / "part"
+    _pipeline(fake_engine, path, full)
+    interrupted = _pipeline(fake_engine, path, part, max_batches=2)
+    assert interrupted.objects == 0
+    assert not (part / "blobs.geojson").exists()  # nothing that looks complete
+    assert (part / "blobs.ome.zarr.partial").is_dir()
+    assert len(list((part / "blobs.shards").glob("batch_*.json"))) == 2
+    _pipeline(fake_engine, path, part, resume=True)
+    a = read_level(full / "blobs.ome.zarr", 0)
+    b = read_level(part / "blobs.ome.zarr", 0)
+    assert np.array_equal(a, b)
+    ga = json.loads((full / "blobs.geojson").read_text())
+    gb = json.loads((part / "blobs.geojson").read_text())
+    assert [f["geometry"] for f in ga["features"]] == [f["geometry"] for f in gb["features"]]
+
+
+def test_instances_are_unique_and_merged_across_tiles(slide, fake_engine, tmp_path):
+    path, truth = slide
+    _pipeline(fake_engine, path, tmp_path, mode="instances")
+    labels = read_level(tmp_path / "blobs.ome.zarr", 0)
+    geo = json.loads((tmp_path / "blobs.geojson").read_text())
+    assert all(f["properties"]["objectType"] == "detection" for f in geo["features"])
+    ids = np.unique(labels[labels > 0])
+    assert len(ids) == len(geo["features"])
+    # each object is one label: no label appears in two separate places, no object has two
+    for lab in ids[:20]:
+        _, parts = ndimage.label(labels == lab, structure=np.ones((3, 3)))
+        assert parts == 1
+    assert dice(labels > 0, truth) > 0.8
+    polys = [shape(f["geometry"]) for f in geo["features"]]
+    union = shapely.union_all(polys)
+    assert union.area == pytest.approx(sum(p.area for p in polys), rel=0.02)  # no overlaps
+
+
+def test_missing_mpp_is_a_clear_error(tmp_path):
+    from click.testing import CliRunner
+
+    from wsi_sat.cli import app
+
+    img = np.full((300, 300, 3), 230, np.uint8)
+    Image.fromarray(img).save(tmp_path / "plain.tif")
+    ref = blobs_image(0)
+    Image.fromarray(ref[0]).save(tmp_path / "ref.png")
+    Image.fromarray(ref[1].astype(np.uint8) * 255).save(tmp_path / "ref_mask.png")
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "plain.tif"), "--reference",
+                                      str(tmp_path / "ref.png"), "--out", str(tmp_path / "o"),
+                                      "--workers", "0"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no pixel size" in lines[0] and "--slide-mpp" in lines[0]
