@@ -247,7 +247,8 @@ class WsiConfig(_Section):
         2048, ge=128, le=16384, description="Longer side of the tissue-detection thumbnail."
     )
     min_tissue_fraction: float = Field(
-        0.01, ge=0.0, le=1.0, description="A tile is segmented when this fraction of it is tissue."
+        0.0, ge=0.0, le=1.0,
+        description="A tile is segmented when more than this fraction of it is tissue.",
     )
     class_name: str = Field("Region", description="QuPath class of the output objects.")
     class_color: list[int] = Field(

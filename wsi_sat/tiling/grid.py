@@ -39,9 +39,9 @@ class Grid:
 
 
 def make_grid(working_size: tuple[int, int], tile_px: int, overlap_px: int,
-              tissue: np.ndarray | None = None, min_tissue_fraction: float = 0.01) -> Grid:
-    """Tiles whose core overlaps tissue (`tissue` is a mask covering the whole slide at any
-    resolution; None keeps every tile)."""
+              tissue: np.ndarray | None = None, min_tissue_fraction: float = 0.0) -> Grid:
+    """Tiles whose core holds more than `min_tissue_fraction` tissue (`tissue` is a mask
+    covering the whole slide at any resolution; None keeps every tile)."""
     if overlap_px % 2 or overlap_px >= tile_px:
         raise ValueError("overlap_px must be even and smaller than tile_px")
     w, h = working_size
@@ -52,7 +52,7 @@ def make_grid(working_size: tuple[int, int], tile_px: int, overlap_px: int,
     for r in range(rows):
         for c in range(cols):
             core = Box(c * stride, r * stride, min(w, (c + 1) * stride), min(h, (r + 1) * stride))
-            if tissue is not None and _tissue_fraction(tissue, core, w, h) < min_tissue_fraction:
+            if tissue is not None and _tissue_fraction(tissue, core, w, h) <= min_tissue_fraction:
                 continue
             read = Box(core.x0 - halo, core.y0 - halo, core.x0 - halo + tile_px,
                        core.y0 - halo + tile_px)
