@@ -334,11 +334,14 @@ def demo(out_dir: Path, device: str | None) -> None:
     """Real segmentation on scikit-image's IHC image: no data of yours needed."""
     from wsi_sat.demo import run_demo
 
-    scores = run_demo(out_dir, _config(None, (), device))
+    scores = run_demo(out_dir, _config(None, ("wsi.workers=0", "wsi.tile_px=512",
+                                               "wsi.overlap_px=64"), device))
     for name, value in scores.items():
         click.echo(f"{name}: Dice {value:.3f} against its stain-derived (DAB) mask")
     mean = sum(scores.values()) / len(scores)
-    click.echo(f"demo: mean Dice {mean:.3f}; reference, targets, masks/ and overlays/ in {out_dir}/")
+    click.echo(f"demo: mean Dice {mean:.3f}; reference, targets, masks/ and overlays/ in "
+               f"{out_dir}/; whole-slide outputs (OME-Zarr, GeoJSON for QuPath, run.json, "
+               f"overview) in {out_dir}/results/")
 
 
 def main() -> None:  # pragma: no cover - console entry point
