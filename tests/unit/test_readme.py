@@ -1,0 +1,43 @@
+"""The README documents every config key and every CLI command and flag."""
+
+import re
+from pathlib import Path
+
+import click
+from pydantic import BaseModel
+
+from wsi_sat.cli import app
+from wsi_sat.config import Config
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def _keys(model, prefix=""):
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _keys(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_every_config_key_is_documented():
+    missing = [k for k in _keys(Config) if f"`{k}`" not in README]
+    assert not missing, missing
+
+
+def _commands(group, prefix="wsi-sat"):
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, f"{prefix} {name}")
+        else:
+            yield f"{prefix} {name}", cmd
+
+
+def test_every_command_and_flag_is_documented():
+    for name, cmd in _commands(app):
+        assert f"`{name}" in README, name
+        for param in cmd.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and opt != "--help":
+                    assert re.search(re.escape(opt) + r"\b", README), (name, opt)
