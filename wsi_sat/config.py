@@ -106,8 +106,12 @@ class MatchingConfig(_Section):
     )
     self_train: bool = Field(
         True,
-        description="Transductive refinement: a logistic regression fitted on each target's "
-        "own confident patches (margin beyond ±self_train_margin) re-scores its uncertain ones.",
+        description="Transductive refinement: a shrinkage linear discriminant fitted on each "
+        "target's own confident patches (margin beyond ±self_train_margin) re-scores the rest.",
+    )
+    self_train_shrinkage: float = Field(
+        1.0, ge=0.0, le=100.0,
+        description="Covariance shrinkage toward the identity (× mean variance) of that fit.",
     )
     self_train_margin: float = Field(
         0.03, ge=0.0, le=1.0, description="Margin around the threshold that counts as confident."
@@ -202,7 +206,7 @@ class CalibrationConfig(_Section):
         "reference mask on held-out views of the reference.",
     )
     thresholds: list[float] = Field(
-        default_factory=lambda: [round(-0.06 + 0.01 * i, 2) for i in range(13)],
+        default_factory=lambda: [round(-0.1 + 0.01 * i, 2) for i in range(21)],
         description="Candidate thresholds on the fg-bg similarity margin.",
     )
     default_threshold: float = Field(

@@ -63,6 +63,7 @@ def _topk_mean(sim: torch.Tensor, k: int) -> torch.Tensor:
     return sim.topk(k, dim=1).values.mean(dim=1)
 
 
+@torch.inference_mode()
 def match(
     query: np.ndarray,
     bank: np.ndarray,
@@ -76,11 +77,16 @@ def match(
     exclude = (query_xy, query_ref, bank_xy, bank_ref, radius): bank patches of the same
     reference within `radius` of the query are ignored (self-calibration on the reference).
     """
+    order = np.argsort(bank_labels, kind="stable")  # background block, then foreground block
+    if exclude is not None:
+        qxy, qref, bxy, bref, radius = exclude
+        exclude = (qxy, qref, bxy[order], bref[order], radius)
     q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
-    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
-    lab = torch.from_numpy(bank_labels.astype(np.int64))
-    fg_idx = torch.nonzero(lab == 1)[:, 0]
-    bg_idx = torch.nonzero(lab == 0)[:, 0]
+    b = torch.from_numpy(np.ascontiguousarray(bank[order], dtype=np.float32))
+    lab = torch.from_numpy(bank_labels[order].astype(np.int64))
+    nb = int((bank_labels == 0).sum())
+    fg_idx = torch.arange(nb, len(lab))
+    bg_idx = torch.arange(0, nb)
     n = q.shape[0]
     fg_sim = torch.full((n,), -1.0)
     bg_sim = torch.full((n,), -1.0)
@@ -96,16 +102,16 @@ def match(
             same = torch.from_numpy(qref[start:stop])[:, None] == torch.from_numpy(bref)[None, :]
             sim = sim.masked_fill(same & (d2 < radius), -2.0)
         if len(fg_idx):
-            fg_sim[start:stop] = _topk_mean(sim[:, fg_idx], top_k)
+            fg_sim[start:stop] = _topk_mean(sim[:, nb:], top_k)
         if len(bg_idx):
-            bg_sim[start:stop] = _topk_mean(sim[:, bg_idx], top_k)
+            bg_sim[start:stop] = _topk_mean(sim[:, :nb], top_k)
         back[start:stop] = lab[sim.argmax(dim=1)]
         val, idx = sim.max(dim=0)
         better = val > best_q_val
         best_q_val = torch.where(better, val, best_q_val)
         best_q_idx = torch.where(better, idx + start, best_q_idx)
-    fg_votes = torch.bincount(best_q_idx[fg_idx], minlength=n) if len(fg_idx) else torch.zeros(n)
-    bg_votes = torch.bincount(best_q_idx[bg_idx], minlength=n) if len(bg_idx) else torch.zeros(n)
+    fg_votes = torch.bincount(best_q_idx[nb:], minlength=n) if len(fg_idx) else torch.zeros(n)
+    bg_votes = torch.bincount(best_q_idx[:nb], minlength=n) if len(bg_idx) else torch.zeros(n)
     return MatchResult(
         margin=(fg_sim - bg_sim).numpy(),
         fg_sim=fg_sim.numpy(),

@@ -31,7 +31,8 @@ def refine_match(result: MatchResult, feats: np.ndarray, threshold: float, cfg: 
     """The match with its margin re-scored by transductive self-training (if enabled)."""
     if not cfg.matching.self_train:
         return result
-    margin = self_train(feats, result.margin, threshold, cfg.matching.self_train_margin, cfg.seed)
+    margin = self_train(feats, result.margin, threshold, cfg.matching.self_train_margin,
+                        cfg.matching.self_train_shrinkage)
     return replace(result, margin=margin)
 
 
