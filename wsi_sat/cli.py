@@ -117,31 +117,6 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
     click.echo(f"wrote {len(paths)} masks to {out_dir}")
 
 
-def _expand_slides(items: tuple[str, ...]) -> list[Path]:
-    import glob
-
-    from wsi_sat.errors import SlideReadError
-    from wsi_sat.io.slide import SLIDE_SUFFIXES
-
-    out: list[Path] = []
-    for item in items:
-        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
-        if not matches:
-            raise SlideReadError(f"no slide matches '{item}'")
-        for m in map(Path, matches):
-            if m.is_dir() and not any(m.glob("*.dcm")):
-                found = sorted(p for p in m.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES
-                               or (p.is_dir() and any(p.glob("*.dcm"))))
-                if not found:
-                    raise SlideReadError(f"folder '{m}' holds no slides")
-                out += found
-            elif m.exists():
-                out.append(m)
-            else:
-                raise SlideReadError(f"slide '{m}' not found; check the path")
-    return out
-
-
 @app.command()
 @click.argument("slides", nargs=-1, required=True)
 @click.option("--reference", "references", multiple=True, type=click.Path(path_type=Path),
@@ -188,6 +163,7 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
         reference_from_geojson,
         rescale_reference,
     )
+    from wsi_sat.io.slide import Slide, list_slides
     from wsi_sat.pipeline import RunOptions, run_slide
     from wsi_sat.runtime import dask_client, register_segmenter
     from wsi_sat.sat.segment import Segmenter
@@ -199,8 +175,7 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     cfg = _config(config_path, tuple(overrides) + tuple(extra), device)
     if sum(x is not None for x in (scheduler, cluster_file)) > 1:
         raise ConfigError("give at most one of --scheduler and --cluster")
-    paths = _expand_slides(slides)
-    from wsi_sat.io.slide import Slide
+    paths = list_slides(slides)
 
     for path in paths:  # unreadable slides and missing pixel sizes fail before model loading
         probe = Slide(path, slide_mpp)

