@@ -161,3 +161,29 @@ def test_missing_mpp_is_a_clear_error(tmp_path):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "no pixel size" in lines[0] and "--slide-mpp" in lines[0]
+
+
+def test_reference_from_a_qupath_annotation(slide, tmp_path):
+    from wsi_sat.io.reference import reference_from_geojson
+
+    path, truth = slide
+    # a QuPath-style annotation around the first mosaic cell (level-0 pixels)
+    x0, y0, x1, y1 = 40, 40, 280, 240
+    geo = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"objectType": "annotation"},
+        "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1],
+                                                          [x0, y1], [x0, y0]]]}}]}
+    f = tmp_path / "ann.geojson"
+    f.write_text(json.dumps(geo))
+    ref, mpp = reference_from_geojson(f, path, None, None, margin=0.25)
+    assert mpp == pytest.approx(MPP)
+    h, w = ref.mask.shape
+    assert (h, w) == (round(200 * 1.5), round(240 * 1.5))
+    assert ref.mask.mean() == pytest.approx(1 / 1.5**2, abs=0.02)  # the box inside its margin
+    assert ref.image.shape == (h, w, 3)
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    from wsi_sat.errors import ReferenceError
+
+    with pytest.raises(ReferenceError, match="no polygon"):
+        reference_from_geojson(bad, path, None, None, margin=0.25)
