@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff  # noqa: E402
-from wsi_sat.pipeline import RunOptions, run_slide  # noqa: E402
+from wsi_sat.pipeline import RunOptions, run_slide, tile_encode_scale  # noqa: E402
 from wsi_sat.runtime import dask_client, register_segmenter  # noqa: E402
 from wsi_sat.sat.metrics import dice, iou  # noqa: E402
 from wsi_sat.sat.segment import Segmenter  # noqa: E402
@@ -91,7 +91,9 @@ def main() -> None:
     seg = Segmenter.from_config(cfg)
     register_segmenter(cfg, seg)
     ref_img, _ = read_image(next((GLAS / "images").glob(ref_stem + ".*")))
-    reference = seg.prepare_reference([(ref_img, read_mask(GLAS / "masks" / f"{ref_stem}.png"))])
+    ref_pair = (ref_img, read_mask(GLAS / "masks" / f"{ref_stem}.png"))
+    reference = seg.prepare_reference([ref_pair])  # the engine's own scale, image by image
+    slide_reference = seg.prepare_reference([ref_pair], encode_scale=tile_encode_scale(seg, cfg))
 
     # the engine alone, image by image
     per_image = np.zeros(truth.shape, bool)
@@ -114,7 +116,7 @@ def main() -> None:
             register_segmenter(wcfg, seg)
             t = time.perf_counter()
             with dask_client(workers, None, None) as client:
-                summary = run_slide(slide_path, reference, {"names": [ref_stem]}, wcfg,
+                summary = run_slide(slide_path, slide_reference, {"names": [ref_stem]}, wcfg,
                                     RunOptions(out), client, {})
             wall = time.perf_counter() - t
             run = json.loads((out / "glas_mosaic.run.json").read_text())

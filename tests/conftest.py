@@ -37,16 +37,16 @@ class FakeEngine:
         self.encoded_images = 0
         self._images: dict[int, np.ndarray] = {}
 
-    def input_size(self, hw):
-        s = self.input_px / max(hw)
+    def input_size(self, hw, scale=None):
+        s = self.input_px / max(hw) if scale is None else min(scale, self.input_px / max(hw))
         return int(hw[0] * s + 0.5), int(hw[1] * s + 0.5)
 
-    def encode(self, images):
+    def encode(self, images, scale=None):
         self.encode_calls += 1
         self.encoded_images += len(images)
         out = []
         for img in images:
-            ih, iw = self.input_size(img.shape[:2])
+            ih, iw = self.input_size(img.shape[:2], scale)
             x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float()[None] / 255
             x = F.interpolate(x, (ih, iw), mode="bilinear", align_corners=False)
             x = F.pad(x, (0, self.input_px - iw, 0, self.input_px - ih))

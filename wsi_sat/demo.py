@@ -24,7 +24,7 @@ from skimage.morphology import remove_small_objects
 
 from wsi_sat.config import Config
 from wsi_sat.io.mosaic import write_pyramidal_tiff
-from wsi_sat.pipeline import RunOptions, run_slide
+from wsi_sat.pipeline import RunOptions, run_slide, tile_encode_scale
 from wsi_sat.runtime import register_segmenter
 from wsi_sat.sat.metrics import dice
 from wsi_sat.sat.segment import Segmenter
@@ -86,6 +86,8 @@ def run_demo(out_dir: Path, config: Config) -> dict[str, float]:
     write_mask_png(out_dir / "reference_mask.png", ref_mask)
     seg = Segmenter.from_config(config)
     reference = seg.prepare_reference([(ref_img, ref_mask)], ["demo reference"])
+    slide_reference = seg.prepare_reference([(ref_img, ref_mask)], ["demo reference"],
+                                            encode_scale=tile_encode_scale(seg, config))
     scores = {}
     for name, img in crops.items():
         Image.fromarray(img).save(out_dir / "targets" / f"{name}.png")
@@ -99,7 +101,7 @@ def run_demo(out_dir: Path, config: Config) -> dict[str, float]:
     slide_path = out_dir / "demo_slide.tif"
     slide_img = demo_slide(slide_path)
     register_segmenter(config, seg)
-    run_slide(slide_path, reference, {"names": ["demo reference"], "mpp": DEMO_MPP}, config,
+    run_slide(slide_path, slide_reference, {"names": ["demo reference"], "mpp": DEMO_MPP}, config,
               RunOptions(out_dir / "results"), None, {"sam": {"name": config.models.sam.name}})
     truth, _ = dab_mask(slide_img, t)
     scores["demo_slide (OME-Zarr level 0)"] = dice(read_level(out_dir / "results" /

@@ -79,6 +79,29 @@ class SlideSummary:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
+def tile_encode_scale(seg: Any, config: Config) -> float:
+    """Encoder px per working px for tiles; the reference is encoded at the same scale."""
+    return float(seg.engine.input_px) / config.wsi.tile_px
+
+
+def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A reference larger than a tile, cut into tile-sized windows that hold both classes, so
+    it is encoded at the tiles' scale; a reference that fits is returned whole."""
+    h, w = mask.shape
+    if h <= tile_px and w <= tile_px:
+        return [(image, mask)]
+    ys = np.unique(np.linspace(0, max(0, h - tile_px), max(1, -(-h // tile_px))).astype(int))
+    xs = np.unique(np.linspace(0, max(0, w - tile_px), max(1, -(-w // tile_px))).astype(int))
+    out = []
+    for y in ys:
+        for x in xs:
+            m = mask[y : y + tile_px, x : x + tile_px]
+            if 0.0 < m.mean() < 1.0:
+                out.append((image[y : y + tile_px, x : x + tile_px], m))
+    return out or [(image, mask)]
+
+
 def _read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarray:
     x, y, w, h = scale.to_level0(tile.read)
     return slide.read_padded(x, y, w, h, (tile_px, tile_px))
@@ -119,7 +142,8 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: np.nda
     t = time.perf_counter()
     images = [_read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles]
     timings["read"] += time.perf_counter() - t
-    results = seg.segment(images, reference, mpp=task.working_mpp)
+    results = seg.segment(images, reference, mpp=task.working_mpp,
+                          encode_scale=tile_encode_scale(seg, task.config))
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
     for tile, res in zip(task.tiles, results):

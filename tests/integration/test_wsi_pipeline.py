@@ -16,7 +16,7 @@ from tests.conftest import blobs_image
 from wsi_sat.config import load_config
 from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
 from wsi_sat.models.features import SamEncoderFeatures
-from wsi_sat.pipeline import RunOptions, run_slide
+from wsi_sat.pipeline import RunOptions, reference_windows, run_slide, tile_encode_scale
 from wsi_sat.runtime import register_segmenter
 from wsi_sat.sat.metrics import dice, iou
 from wsi_sat.sat.segment import Segmenter
@@ -43,7 +43,8 @@ def _pipeline(fake_engine, slide_path, out, mode="map", **opts):
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
     register_segmenter(cfg, seg)
     ref_img, ref_mask = blobs_image(0)
-    reference = seg.prepare_reference([(ref_img, ref_mask)])
+    reference = seg.prepare_reference([(ref_img, ref_mask)],
+                                      encode_scale=tile_encode_scale(seg, cfg))
     return run_slide(slide_path, reference, {"names": ["blobs"]}, cfg,
                      RunOptions(out, **opts), None, {"sam": {"name": "fake"}})
 
@@ -187,3 +188,12 @@ def test_reference_from_a_qupath_annotation(slide, tmp_path):
 
     with pytest.raises(ReferenceError, match="no polygon"):
         reference_from_geojson(bad, path, None, None, margin=0.25)
+
+
+def test_large_references_are_cut_into_tile_sized_windows():
+    img, mask = blobs_image(3, size=(600, 500), n=12)
+    windows = reference_windows(img, mask, 256)
+    assert len(windows) > 1
+    assert all(w[0].shape[:2] == w[1].shape == (256, 256) for w in windows)
+    assert all(0 < w[1].mean() < 1 for w in windows)
+    assert reference_windows(img[:200, :200], mask[:200, :200], 256)[0][1].shape == (200, 200)

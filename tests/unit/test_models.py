@@ -87,3 +87,14 @@ def test_dinov2_without_checkpoint_is_a_clear_error():
 
     with pytest.raises(WeightsError, match="models.features.checkpoint"):
         Dinov2Features(get_spec("dinov2_vitb14"), None, torch.device("cpu"), 518)
+
+
+def test_encoder_input_size_longest_side_or_fixed_scale():
+    from types import SimpleNamespace
+
+    from wsi_sat.models.sam import SamEngine
+
+    eng = SimpleNamespace(input_px=1024)
+    assert SamEngine.input_size(eng, (522, 775)) == (690, 1024)  # SAM default: longest → 1024
+    assert SamEngine.input_size(eng, (522, 775), 1.0) == (522, 775)  # whole slides: one scale
+    assert SamEngine.input_size(eng, (2048, 1024), 1.0) == (1024, 512)  # never above the input

@@ -92,13 +92,18 @@ class SamEngine:
         log.info("loaded %s from %s on %s", spec.name, path, device)
 
     # -- geometry -----------------------------------------------------------------------------
-    def input_size(self, hw: tuple[int, int]) -> tuple[int, int]:
+    def input_size(self, hw: tuple[int, int], scale: float | None = None) -> tuple[int, int]:
+        """Encoder-input size: longest side to the input size (SAM's default), or a fixed
+        `scale` (encoder px per image px; whole slides keep tiles and reference at one scale),
+        never larger than the input."""
         h, w = hw
-        scale = self.input_px / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
+        longest = self.input_px / max(h, w)
+        s = longest if scale is None else min(scale, longest)
+        return max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
 
-    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        ih, iw = self.input_size(image.shape[:2])
+    def _prepare(self, image: np.ndarray, scale: float | None = None
+                 ) -> tuple[torch.Tensor, tuple[int, int]]:
+        ih, iw = self.input_size(image.shape[:2], scale)
         resized = np.array(Image.fromarray(image).resize((iw, ih), Image.Resampling.BILINEAR))
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float()
         x = self.model.preprocess(x[None])[0]  # normalise + pad to a square input
@@ -106,9 +111,9 @@ class SamEngine:
 
     # -- encoder ------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode(self, images: list[np.ndarray]) -> list[Encoded]:
-        """Encode RGB uint8 images (H, W, 3) in one batched encoder pass."""
-        prepared = [self._prepare(img) for img in images]
+    def encode(self, images: list[np.ndarray], scale: float | None = None) -> list[Encoded]:
+        """Encode RGB uint8 images (H, W, 3) in one batched encoder pass (see `input_size`)."""
+        prepared = [self._prepare(img, scale) for img in images]
         batch = torch.stack([p[0] for p in prepared])
         emb = self.model.image_encoder(batch)
         return [

@@ -72,8 +72,12 @@ class Segmenter:
 
     # -- reference, once ----------------------------------------------------------------------
     def prepare_reference(self, references: list[tuple[np.ndarray, np.ndarray]],
-                          names: list[str] | None = None) -> ReferenceEmbedding:
-        """Encode every reference (and its views), build the bank, self-calibrate."""
+                          names: list[str] | None = None, encode_scale: float | None = None
+                          ) -> ReferenceEmbedding:
+        """Encode every reference (and its views), build the bank, self-calibrate.
+
+        `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do
+        so that reference and tiles are seen at one scale; None = longest side to the input."""
         names = names or [f"reference {i}" for i in range(len(references))]
         cfg = self.sat
         views = []
@@ -82,7 +86,7 @@ class Segmenter:
             specs = standard_views(mask.shape, cfg.reference.augment)
             images = [v.apply(image) for v in specs]
             masks = [v.apply(mask, nearest=True) for v in specs]
-            encoded = self.engine.encode(images)
+            encoded = self.engine.encode(images, encode_scale)
             grids = self.backbone.grids(images, encoded)
             views += [
                 make_view(ref_id, v, img, m, g, e)
@@ -99,10 +103,11 @@ class Segmenter:
 
     # -- targets ------------------------------------------------------------------------------
     def segment(self, images: list[np.ndarray], reference: ReferenceEmbedding,
-                mpp: float | None = None) -> list[SegmentResult]:
+                mpp: float | None = None, encode_scale: float | None = None
+                ) -> list[SegmentResult]:
         """Segment a batch of images: one batched encoder pass, then SAT per image."""
         t0 = time.perf_counter()
-        encoded = self.engine.encode(images)
+        encoded = self.engine.encode(images, encode_scale)
         t_enc = (time.perf_counter() - t0) / max(1, len(images))
         grids = self.backbone.grids(images, encoded)
         t_feat = (time.perf_counter() - t0) / max(1, len(images)) - t_enc
