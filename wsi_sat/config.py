@@ -106,12 +106,16 @@ class MatchingConfig(_Section):
     )
     self_train: bool = Field(
         True,
-        description="Transductive refinement: a shrinkage linear discriminant fitted on each "
-        "target's own confident patches (margin beyond ±self_train_margin) re-scores the rest.",
+        description="Transductive refinement: a linear classifier fitted on each target's own "
+        "confident patches (margin beyond ±self_train_margin) re-scores the rest.",
+    )
+    self_train_method: Literal["lr", "lda"] = Field(
+        "lr",
+        description="lr: logistic regression; lda: closed-form shrinkage discriminant (faster).",
     )
     self_train_shrinkage: float = Field(
         1.0, ge=0.0, le=100.0,
-        description="Covariance shrinkage toward the identity (× mean variance) of that fit.",
+        description="lda only: covariance shrinkage toward the identity (x mean variance).",
     )
     self_train_margin: float = Field(
         0.03, ge=0.0, le=1.0, description="Margin around the threshold that counts as confident."

@@ -98,3 +98,19 @@ def test_exclusion_drops_negatives_near_positives():
     cfg = PromptConfig(exclusion_radius_px=24.0, sample_radius_px=1.0)
     prompts = physical_space(centres, cand, cfg, px_per_input=1.0)
     assert prompts.neg_xy.tolist() == [[500.0, 0.0]]
+
+
+@pytest.mark.parametrize("method", ["lr", "lda"])
+def test_self_training_rescues_uncertain_patches(method):
+    from wsi_sat.sat.transduce import self_train
+
+    rng = np.random.default_rng(0)
+    fg = rng.normal(1.0, 0.3, (60, 8))
+    bg = rng.normal(-1.0, 0.3, (60, 8))
+    feats = np.concatenate([fg, bg])
+    truth = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+    margin = np.where(truth, 0.05, -0.05).astype(np.float32)
+    margin[:20] = -0.005  # a third of the foreground looks uncertain / wrong to the reference
+    refined = self_train(feats, margin, 0.0, 0.03, method)
+    assert ((refined > 0) == truth).mean() > ((margin > 0) == truth).mean()
+    assert ((refined > 0) == truth).all()

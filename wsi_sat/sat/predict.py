@@ -31,8 +31,9 @@ def refine_match(result: MatchResult, feats: np.ndarray, threshold: float, cfg: 
     """The match with its margin re-scored by transductive self-training (if enabled)."""
     if not cfg.matching.self_train:
         return result
-    margin = self_train(feats, result.margin, threshold, cfg.matching.self_train_margin,
-                        cfg.matching.self_train_shrinkage)
+    m = cfg.matching
+    margin = self_train(feats, result.margin, threshold, m.self_train_margin,
+                        m.self_train_method, m.self_train_shrinkage, cfg.seed)
     return replace(result, margin=margin)
 
 

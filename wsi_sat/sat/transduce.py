@@ -1,33 +1,54 @@
 """Transductive refinement: adapt the decision to each target's own feature distribution.
 
 The reference→target margin carries the reference's stain and scale; a target's confident
-patches (far above / below the threshold) are labelled by it, a shrinkage linear discriminant
-(closed form: class means and a pooled covariance shrunk toward the identity) is fitted on them
-in the target's own feature space, and its log-odds re-score every patch. Returned on the
-margin's scale (centred on the same threshold), so every later step is unchanged. Closed form:
-a few milliseconds per tile, no iterative solver.
+patches (far above / below the threshold) are labelled by it, a linear classifier is fitted on
+them in the target's own feature space, and its log-odds re-score every patch. Returned on the
+margin's scale (centred on the same threshold), so every later step is unchanged.
+
+Two classifiers: `lr`, an L2 logistic regression (default: best on the benchmark overall, and
+clearly with SAM decoding on ultrasound and dermoscopy), and `lda`, a closed-form shrinkage linear
+discriminant (a few ms instead of a few hundred; better on polyps, worse with SAM decoding).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 
 _MIN_PATCHES = 5
 _SCALE = 50.0  # log-odds units per margin unit (margins live in about ±0.1)
 
 
 def self_train(feats: np.ndarray, margin: np.ndarray, threshold: float, confident: float,
-               shrinkage: float = 1.0) -> np.ndarray:
+               method: str = "lr", shrinkage: float = 1.0, seed: int = 0) -> np.ndarray:
     """Refined margin (N,) for features (N, D); unchanged when a side has too few patches."""
     pos = margin > threshold + confident
     neg = margin < threshold - confident
     if pos.sum() < _MIN_PATCHES or neg.sum() < _MIN_PATCHES:
         return margin
+    if method == "lr":
+        return threshold + _logistic(feats, pos, neg, seed) / _SCALE
+    return threshold + _lda(feats, pos, neg, shrinkage) / _SCALE
+
+
+def _logistic(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, seed: int) -> np.ndarray:
+    x = np.concatenate([feats[pos], feats[neg]])
+    y = np.r_[np.ones(int(pos.sum())), np.zeros(int(neg.sum()))]
+    model = LogisticRegression(C=1.0, max_iter=200, class_weight="balanced", random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
+    return model.decision_function(feats).astype(np.float32)
+
+
+def _lda(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, shrinkage: float) -> np.ndarray:
     x = feats.astype(np.float64)
     m1, m0 = x[pos].mean(axis=0), x[neg].mean(axis=0)
     centred = np.concatenate([x[pos] - m1, x[neg] - m0])
     cov = centred.T @ centred / len(centred)
     cov += shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
     w = np.linalg.solve(cov, m1 - m0)
-    log_odds = x @ w - w @ (m1 + m0) / 2.0  # balanced classes: no prior term
-    return (threshold + log_odds / _SCALE).astype(np.float32)
+    return (x @ w - w @ (m1 + m0) / 2.0).astype(np.float32)  # balanced: no prior term
