@@ -182,7 +182,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench_out"))
     parser.add_argument("--no-overlays", dest="overlays", action="store_false")
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    parser.add_argument("--table-from", nargs="+", default=None, metavar="JSON",
+                        help="only print the table from accuracy.json files (merged)")
     args = parser.parse_args()
+    if args.table_from:
+        merged: dict = {"datasets": {}}
+        for path in args.table_from:
+            for ds, refs in json.loads(Path(path).read_text())["datasets"].items():
+                merged["datasets"].setdefault(ds, {}).update(refs)
+        print(table(merged))
+        return
     if not TILES.is_dir():
         sys.exit(f"benchmark data not found at {TILES} (needs ../shared beside the checkout)")
     report = run(args)
