@@ -34,7 +34,8 @@ def inputs() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         canvas = np.full((1024, 1024, 3), 255, np.uint8)
         for i, img in enumerate(imgs):
             y, x = divmod(i, 2)
-            canvas[y * 512:(y + 1) * 512, x * 512:(x + 1) * 512] = img[:512, :512]
+            crop = img[:512, :512]
+            canvas[y * 512:y * 512 + crop.shape[0], x * 512:x * 512 + crop.shape[1]] = crop
         ref = read_image(next((GLAS / "images").glob(stems[0] + ".*")))[0]
         return canvas, (ref, read_mask(GLAS / "masks" / f"{stems[0]}.png"))
     crops = demo_crops()
