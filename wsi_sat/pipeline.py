@@ -269,7 +269,6 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
         futures = client.map(segment_batch, pending, reference=ref_future,
                              tissue=tissue_future, pure=False)
         for future in as_completed(futures):
-            future.result()
             bar.update(len(future.result()["tiles"]))
     bar.close()
     timings["segment_wall"] = time.perf_counter() - t

@@ -61,12 +61,12 @@ def _halves(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pixel_cross_check(originals: list[ReferenceView], margins: list[np.ndarray],
-                       threshold: float, cfg: SatConfig) -> tuple[float, float]:
+                       features: list[np.ndarray], threshold: float, cfg: SatConfig
+                       ) -> tuple[float, float]:
     """Dice of the pixel model vs the plain map, each half judged by a model fitted on the
     other half. Returns (pixel dice, map dice)."""
     pix, plain = [], []
-    for view, margin in zip(originals, margins):
-        feats = pixel_features(view.image, margin - threshold, cfg.pixel.sigmas_px)
+    for view, margin, feats in zip(originals, margins, features):
         for train, test in (_halves(view.mask.shape), _halves(view.mask.shape)[::-1]):
             sub_mask = view.mask & train
             model = fit_pixel_model([feats[train].reshape(1, -1, feats.shape[-1])],
@@ -109,13 +109,13 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
     originals = [i for i, v in enumerate(views) if v.view.is_identity]
     pixel_model = None
     if cfg.pixel.enabled:
+        feats = [pixel_features(views[i].image, margins[i] - thr, cfg.pixel.sigmas_px)
+                 for i in originals]  # computed once: cross-check, then the final fit
         pix_dice, plain_dice = _pixel_cross_check(
-            [views[i] for i in originals], [margins[i] for i in originals], thr, cfg
+            [views[i] for i in originals], [margins[i] for i in originals], feats, thr, cfg
         )
         scores.update(pixel_halves_dice=pix_dice, map_halves_dice=plain_dice)
         if pix_dice > plain_dice:
-            feats = [pixel_features(views[i].image, margins[i] - thr, cfg.pixel.sigmas_px)
-                     for i in originals]
             pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
                                           cfg.pixel, cfg.seed)
 
