@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff  # noqa: E402
+from wsi_sat.io.reference import Reference, rescale_reference  # noqa: E402
 from wsi_sat.pipeline import RunOptions, run_slide, tile_encode_scale  # noqa: E402
 from wsi_sat.runtime import dask_client, register_segmenter  # noqa: E402
 from wsi_sat.sat.metrics import dice, iou  # noqa: E402
@@ -65,6 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--workers", default="0,1,2")
+    parser.add_argument("--mpp", type=float, default=None,
+                        help="working µm/px of the slide run (default: the slide's, 0.62)")
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     if not GLAS.is_dir():
@@ -93,6 +97,10 @@ def main() -> None:
     ref_img, _ = read_image(next((GLAS / "images").glob(ref_stem + ".*")))
     ref_pair = (ref_img, read_mask(GLAS / "masks" / f"{ref_stem}.png"))
     reference = seg.prepare_reference([ref_pair])  # the engine's own scale, image by image
+    ref_mpp = args.mpp or MPP
+    if ref_mpp != MPP:  # the reference at the working resolution of the slide run
+        scaled = rescale_reference(Reference(ref_stem, *ref_pair, "mask"), MPP / ref_mpp)
+        ref_pair = (scaled.image, scaled.mask)
     slide_reference = seg.prepare_reference([ref_pair], encode_scale=tile_encode_scale(seg, cfg))
 
     # the engine alone, image by image
@@ -117,13 +125,16 @@ def main() -> None:
             t = time.perf_counter()
             with dask_client(workers, None, None) as client:
                 summary = run_slide(slide_path, slide_reference, {"names": [ref_stem]}, wcfg,
-                                    RunOptions(out), client, {})
+                                    RunOptions(out, mpp=args.mpp), client, {})
             wall = time.perf_counter() - t
             run = json.loads((out / "glas_mosaic.run.json").read_text())
             rows.append((workers, summary.tiles_segmented, wall, peak_rss_mb(),
                          run["tiles"]["grid"]))
             if workers == int(args.workers.split(",")[0]):
                 zarr_mask = read_level(out / "glas_mosaic.ome.zarr", 0) > 0
+                if zarr_mask.shape != truth.shape:  # working resolution ≠ slide level 0
+                    zarr_mask = np.asarray(Image.fromarray(zarr_mask).resize(
+                        truth.shape[::-1], Image.Resampling.NEAREST))
                 geo = json.loads((out / "glas_mosaic.geojson").read_text())
         mosaic_cells = [dice(zarr_mask[y : y + h, x : x + w], truth[y : y + h, x : x + w])
                         for (y, x, h, w) in cells]

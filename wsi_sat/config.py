@@ -216,6 +216,14 @@ class CalibrationConfig(_Section):
     default_threshold: float = Field(
         0.0, ge=-1.0, le=1.0, description="Margin threshold used when calibration is off."
     )
+    pixel_min_gain: float = Field(
+        0.03,
+        ge=0.0,
+        le=1.0,
+        description="The per-pixel model is used only when it beats the plain map by at least "
+        "this Dice on the reference's held-out halves (smaller gains on the reference did not "
+        "carry over to targets).",
+    )
 
 
 class PostprocessConfig(_Section):
@@ -253,6 +261,12 @@ class WsiConfig(_Section):
     )
     thumbnail_px: int = Field(
         2048, ge=128, le=16384, description="Longer side of the tissue-detection thumbnail."
+    )
+    tissue_margin_um: float = Field(
+        25.0,
+        ge=0.0,
+        description="Predictions are kept within this distance (µm) of detected tissue; "
+        "farther out (glass, far debris) they are dropped.",
     )
     min_tissue_fraction: float = Field(
         0.0, ge=0.0, le=1.0,

@@ -32,7 +32,7 @@ from wsi_sat.runtime import segmenter_for
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Grid, Tile, make_grid
-from wsi_sat.tiling.tissue import tissue_mask
+from wsi_sat.tiling.tissue import TissueMasks, tissue_masks
 from wsi_sat.writers.atomic import write_atomic
 from wsi_sat.writers.geojson import feature_collection, write_geojson
 from wsi_sat.writers.ome_zarr import build_pyramid, create_level0, open_level0, read_level
@@ -129,10 +129,11 @@ def _tile_tissue(tissue: np.ndarray, tile: Tile, working_size: tuple[int, int]) 
     return out & inside
 
 
-def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: np.ndarray
+def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks
                   ) -> dict[str, Any]:
     """One Dask task: read, segment and write a batch of tiles; returns stage timings.
-    Predictions outside the tissue mask (glass, debris) are dropped."""
+    Self-training learns from tissue patches only; predictions farther than the tissue margin
+    from tissue (glass, debris) are dropped."""
     timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
     seg = segmenter_for(task.config)
@@ -142,8 +143,9 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: np.nda
     t = time.perf_counter()
     images = [_read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles]
     timings["read"] += time.perf_counter() - t
+    tile_tissue = [_tile_tissue(tissue.tissue, tile, task.working_size) for tile in task.tiles]
     results = seg.segment(images, reference, mpp=task.working_mpp,
-                          encode_scale=tile_encode_scale(seg, task.config))
+                          encode_scale=tile_encode_scale(seg, task.config), tissue=tile_tissue)
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
     for tile, res in zip(task.tiles, results):
@@ -152,7 +154,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: np.nda
         t = time.perf_counter()
         oy, ox = tile.core.y0 - tile.read.y0, tile.core.x0 - tile.read.x0
         core = np.s_[oy : oy + tile.core.height, ox : ox + tile.core.width]
-        mask = res.mask[core] & _tile_tissue(tissue, tile, task.working_size)[core]
+        mask = res.mask[core] & _tile_tissue(tissue.keep, tile, task.working_size)[core]
         labels = None
         if task.instances and res.labels is not None:
             local = res.labels[core]
@@ -205,17 +207,17 @@ def _overview(path: Path, slide: Slide, tissue: np.ndarray, zarr_path: Path, lev
 
 
 def plan_slide(slide: Slide, config: Config, options: RunOptions
-               ) -> tuple[Scale, np.ndarray, Grid]:
+               ) -> tuple[Scale, TissueMasks, Grid]:
     slide_mpp = slide.require_mpp()
     working_mpp = options.mpp or options.reference_mpp or slide_mpp
     scale = Scale(slide_mpp, working_mpp)
     wcfg = config.wsi
     if wcfg.overlap_px % 2 or wcfg.overlap_px >= wcfg.tile_px:
         raise ConfigError("wsi.overlap_px must be even and smaller than wsi.tile_px")
-    thumb, _ = slide.thumbnail(wcfg.thumbnail_px)
-    tissue = tissue_mask(thumb)
+    thumb, downsample = slide.thumbnail(wcfg.thumbnail_px)
+    tissue = tissue_masks(thumb, wcfg.tissue_margin_um / (slide_mpp * downsample))
     grid = make_grid(scale.working_size(*slide.dimensions), wcfg.tile_px, wcfg.overlap_px,
-                     tissue, wcfg.min_tissue_fraction)
+                     tissue.tissue, wcfg.min_tissue_fraction)
     return scale, tissue, grid
 
 
@@ -295,7 +297,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     geojson_path = out / f"{stem}.geojson"
     write_geojson(geojson_path, collection)
     overview_path = out / f"{stem}.overview.png"
-    _overview(overview_path, slide, tissue, final_zarr, levels)
+    _overview(overview_path, slide, tissue.tissue, final_zarr, levels)
     timings["write_outputs"] = time.perf_counter() - t
     for stage, sec in stage_sums.items():
         timings[f"tiles_{stage}"] = sec

@@ -114,3 +114,26 @@ def test_self_training_rescues_uncertain_patches(method):
     refined = self_train(feats, margin, 0.0, 0.03, method)
     assert ((refined > 0) == truth).mean() > ((margin > 0) == truth).mean()
     assert ((refined > 0) == truth).all()
+
+
+def test_self_training_learns_only_from_valid_patches():
+    """Glass next to tissue matches white lumens confidently; restricted to tissue patches,
+    self-training must not learn 'brighter than stroma' as the target and drop the real
+    (darker) foreground."""
+    from wsi_sat.sat.transduce import self_train
+
+    rng = np.random.default_rng(1)
+    axis = np.r_[1.0, 0, 0, 0, 0, 0, 0, 0]
+    fg = rng.normal(0, 0.2, (40, 8)) - axis  # epithelium: dark
+    bg = rng.normal(0, 0.2, (40, 8))  # stroma
+    glass = rng.normal(0, 0.2, (80, 8)) + axis  # glass: bright, matched like a lumen
+    feats = np.concatenate([fg, bg, glass])
+    truth = np.r_[np.ones(40, bool), np.zeros(120, bool)]
+    margin = np.r_[np.full(40, 0.05), np.full(40, -0.05), np.full(80, 0.08)].astype(np.float32)
+    margin[:30] = 0.01  # most real foreground is uncertain to the reference
+    valid = np.r_[np.ones(80, bool), np.zeros(80, bool)]
+    plain = self_train(feats, margin, 0.0, 0.03, "lr")
+    restricted = self_train(feats, margin, 0.0, 0.03, "lr", valid=valid)
+    tissue = slice(0, 80)
+    assert ((restricted[tissue] > 0) == truth[tissue]).all()
+    assert ((plain[tissue] > 0) == truth[tissue]).mean() < 0.8

@@ -56,3 +56,17 @@ def test_upsample_keeps_the_original_size():
     up = upsample(grid, (10.0, 10.0), (27, 33))
     assert up.shape == (27, 33)
     assert up[0, 0] == pytest.approx(0.0) and up[-1, -1] == pytest.approx(11.0, abs=0.6)
+
+
+def test_tissue_margin_grows_the_mask_by_a_disk():
+    from wsi_sat.tiling.tissue import grow, tissue_masks
+
+    mask = np.zeros((41, 41), bool)
+    mask[20, 20] = True
+    grown = grow(mask, 5.0)
+    assert grown.sum() == (np.hypot(*np.mgrid[-20:21, -20:21]) <= 5.0).sum()
+    assert (grow(mask, 0.0) == mask).all()
+    thumb = np.full((64, 64, 3), 250, np.uint8)
+    thumb[20:40, 20:40] = (150, 80, 160)
+    masks = tissue_masks(thumb, 3.0)
+    assert masks.keep.sum() > masks.tissue.sum() > 0 and (masks.keep >= masks.tissue).all()

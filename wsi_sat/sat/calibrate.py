@@ -115,7 +115,7 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
             [views[i] for i in originals], [margins[i] for i in originals], feats, thr, cfg
         )
         scores.update(pixel_halves_dice=pix_dice, map_halves_dice=plain_dice)
-        if pix_dice > plain_dice:
+        if pix_dice >= plain_dice + cfg.calibration.pixel_min_gain:
             pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
                                           cfg.pixel, cfg.seed)
 

@@ -26,14 +26,15 @@ class Prediction:
     map_prob: np.ndarray  # (H, W) float32 foreground probability from matching (+ pixels)
 
 
-def refine_match(result: MatchResult, feats: np.ndarray, threshold: float, cfg: SatConfig
-                 ) -> MatchResult:
-    """The match with its margin re-scored by transductive self-training (if enabled)."""
+def refine_match(result: MatchResult, feats: np.ndarray, threshold: float, cfg: SatConfig,
+                 valid: np.ndarray | None = None) -> MatchResult:
+    """The match with its margin re-scored by transductive self-training (if enabled), fitted
+    on the `valid` patches only when given."""
     if not cfg.matching.self_train:
         return result
     m = cfg.matching
     margin = self_train(feats, result.margin, threshold, m.self_train_margin,
-                        m.self_train_method, m.self_train_shrinkage, cfg.seed)
+                        m.self_train_method, m.self_train_shrinkage, cfg.seed, valid)
     return replace(result, margin=margin)
 
 

@@ -24,7 +24,7 @@ from wsi_sat.models.registry import get_spec
 from wsi_sat.models.sam import SamEngine
 from wsi_sat.sat.calibrate import calibrate
 from wsi_sat.sat.matching import match
-from wsi_sat.sat.patches import patch_colour
+from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.postprocess import clean_labels, clean_mask
 from wsi_sat.sat.predict import Prediction, predict, refine_match
 from wsi_sat.sat.reference import (
@@ -103,28 +103,36 @@ class Segmenter:
 
     # -- targets ------------------------------------------------------------------------------
     def segment(self, images: list[np.ndarray], reference: ReferenceEmbedding,
-                mpp: float | None = None, encode_scale: float | None = None
-                ) -> list[SegmentResult]:
-        """Segment a batch of images: one batched encoder pass, then SAT per image."""
+                mpp: float | None = None, encode_scale: float | None = None,
+                tissue: list[np.ndarray] | None = None) -> list[SegmentResult]:
+        """Segment a batch of images: one batched encoder pass, then SAT per image.
+
+        `tissue` (one (H, W) bool mask per image, whole slides) limits the per-image
+        self-training to patches that are mostly tissue; predictions are not masked here."""
         t0 = time.perf_counter()
         encoded = self.engine.encode(images, encode_scale)
         t_enc = (time.perf_counter() - t0) / max(1, len(images))
         grids = self.backbone.grids(images, encoded)
         t_feat = (time.perf_counter() - t0) / max(1, len(images)) - t_enc
         out = []
-        for image, enc, grid in zip(images, encoded, grids):
+        masks: list[np.ndarray | None] = list(tissue) if tissue is not None else [None] * len(images)
+        for image, enc, grid, tissue_mask in zip(images, encoded, grids, masks):
             timings: dict[str, float] = defaultdict(float, encode=t_enc, features=t_feat)
-            out.append(self._segment_one(image, enc, grid, reference, mpp, timings))
+            out.append(self._segment_one(image, enc, grid, reference, mpp, timings, tissue_mask))
         return out
 
-    def _segment_one(self, image, enc, grid, reference, mpp, timings) -> SegmentResult:
+    def _segment_one(self, image, enc, grid, reference, mpp, timings, tissue=None
+                     ) -> SegmentResult:
         cfg = self.sat
         cal = reference.calibration
         t = time.perf_counter()
         colour = patch_colour(image, grid.grid_hw, grid.patch_hw)
         feats = reference.features(grid, colour)
         result = match(feats, reference.bank, reference.labels, cfg.matching.top_k)
-        result = refine_match(result, feats, cal.threshold, cfg)
+        valid = None
+        if tissue is not None:
+            valid = mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel() >= 0.5
+        result = refine_match(result, feats, cal.threshold, cfg, valid)
         timings["match"] = time.perf_counter() - t
         t = time.perf_counter()
         pred: Prediction = predict(

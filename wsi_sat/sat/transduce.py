@@ -23,10 +23,18 @@ _SCALE = 50.0  # log-odds units per margin unit (margins live in about ±0.1)
 
 
 def self_train(feats: np.ndarray, margin: np.ndarray, threshold: float, confident: float,
-               method: str = "lr", shrinkage: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Refined margin (N,) for features (N, D); unchanged when a side has too few patches."""
+               method: str = "lr", shrinkage: float = 1.0, seed: int = 0,
+               valid: np.ndarray | None = None) -> np.ndarray:
+    """Refined margin (N,) for features (N, D); unchanged when a side has too few patches.
+
+    `valid` (N,) bool restricts the training patches (whole slides: tissue only — glass next
+    to a tissue edge matches white lumens confidently and would teach the classifier that
+    "white" is the target); every patch is still re-scored."""
     pos = margin > threshold + confident
     neg = margin < threshold - confident
+    if valid is not None:
+        pos &= valid
+        neg &= valid
     if pos.sum() < _MIN_PATCHES or neg.sum() < _MIN_PATCHES:
         return margin
     if method == "lr":

@@ -1,10 +1,17 @@
 """Tissue detection on a thumbnail, for bright-field (white glass) and fluorescence (dark) slides.
 
+The mask drives three things: which tiles are segmented, which patches a tile's self-training
+learns from (tissue only), and where predictions are kept (tissue grown by a margin, so that a
+gland lumen open to the tissue edge, paler than the Otsu threshold, is not cut away while
+glass far from tissue never becomes a detection).
+
 The background colour is the median of the thumbnail's border; tissue is whatever differs from it
 by more than an Otsu threshold on the colour distance, cleaned by morphology.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -27,3 +34,23 @@ def tissue_mask(thumb: np.ndarray, min_fraction: float = 0.0005, min_distance: f
     mask = ndimage.binary_fill_holes(mask)
     min_size = max(4, int(min_fraction * mask.size))
     return remove_small_objects(mask, max_size=min_size - 1)
+
+
+@dataclass(frozen=True)
+class TissueMasks:
+    """Thumbnail-resolution masks: `tissue` as detected, `keep` = tissue grown by the margin."""
+
+    tissue: np.ndarray
+    keep: np.ndarray
+
+
+def grow(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """`mask` dilated by a disk of `radius_px` (thumbnail pixels; ≤ 0 returns it unchanged)."""
+    if radius_px <= 0 or not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask) <= radius_px
+
+
+def tissue_masks(thumb: np.ndarray, margin_px: float) -> TissueMasks:
+    tissue = tissue_mask(thumb)
+    return TissueMasks(tissue, grow(tissue, margin_px))
