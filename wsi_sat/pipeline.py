@@ -102,7 +102,7 @@ def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
     return out or [(image, mask)]
 
 
-def _read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarray:
+def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarray:
     x, y, w, h = scale.to_level0(tile.read)
     return slide.read_padded(x, y, w, h, (tile_px, tile_px))
 
@@ -141,7 +141,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     scale = Scale(task.slide_mpp, task.working_mpp)
     timings["setup"] += time.perf_counter() - t
     t = time.perf_counter()
-    images = [_read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles]
+    images = [read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles]
     timings["read"] += time.perf_counter() - t
     tile_tissue = [_tile_tissue(tissue.tissue, tile, task.working_size) for tile in task.tiles]
     results = seg.segment(images, reference, mpp=task.working_mpp,

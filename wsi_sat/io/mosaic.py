@@ -47,3 +47,59 @@ def mosaic(pairs: list[tuple[np.ndarray, np.ndarray]], cols: int, cell_hw: tuple
         image[y : y + ih, x : x + iw] = img[:ih, :iw]
         mask[y : y + ih, x : x + iw] = m[:ih, :iw]
     return image, mask
+
+
+def _render(placements: list[tuple[int, int, np.ndarray]], box: tuple[int, int, int, int],
+            downsample: int, cache: dict[tuple[int, int], np.ndarray],
+            background: int) -> np.ndarray:
+    """Pixels of `box` (x0, y0, x1, y1, pixels of the level) of a layout at `downsample`."""
+    x0, y0, x1, y1 = box
+    out = np.full((y1 - y0, x1 - x0, 3), background, np.uint8)
+    for i, (px, py, img) in enumerate(placements):
+        key = (i, downsample)
+        lx, ly = px // downsample, py // downsample
+        lh, lw = max(1, img.shape[0] // downsample), max(1, img.shape[1] // downsample)
+        if lx >= x1 or ly >= y1 or lx + lw <= x0 or ly + lh <= y0:
+            continue
+        if key not in cache:
+            cache[key] = img if downsample == 1 else np.asarray(
+                Image.fromarray(img).resize((lw, lh), Image.Resampling.BOX))
+        src = cache[key]
+        ax0, ay0 = max(x0, lx), max(y0, ly)
+        ax1, ay1 = min(x1, lx + src.shape[1]), min(y1, ly + src.shape[0])
+        out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = src[ay0 - ly : ay1 - ly, ax0 - lx : ax1 - lx]
+    return out
+
+
+def write_layout_tiff(path: Path, size_wh: tuple[int, int],
+                      placements: list[tuple[int, int, np.ndarray]], mpp: float,
+                      tile_px: int = 256, min_px: int = 512, background: int = 255) -> int:
+    """A pyramidal tiled TIFF of any size (40k x 40k included) from images placed at (x, y)
+    level-0 pixels on glass, rendered tile by tile: memory holds the placed images, never the
+    slide. Returns the level count."""
+    w, h = size_wh
+    downsamples = [1]
+    while max(w, h) // (downsamples[-1] * 2) >= min_px:
+        downsamples.append(downsamples[-1] * 2)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def tiles(ds: int):
+        lw, lh = w // ds, h // ds
+        for ty in range(0, lh, tile_px):
+            for tx in range(0, lw, tile_px):
+                tile = np.full((tile_px, tile_px, 3), background, np.uint8)
+                part = _render(placements, (tx, ty, min(lw, tx + tile_px), min(lh, ty + tile_px)),
+                               ds, cache, background)
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield tile
+
+    with tifffile.TiffWriter(path, bigtiff=w * h * 3 > 2**31) as tif:
+        for i, ds in enumerate(downsamples):
+            res = 1e4 / (mpp * ds)
+            tif.write(
+                tiles(ds), shape=(h // ds, w // ds, 3), dtype=np.uint8, tile=(tile_px, tile_px),
+                photometric="rgb", compression="zlib", resolution=(res, res),
+                resolutionunit="CENTIMETER", subifds=len(downsamples) - 1 if i == 0 else None,
+                subfiletype=1 if i else 0, metadata=None,
+            )
+    return len(downsamples)

@@ -1,0 +1,352 @@
+"""Throughput and scale: wsi-sat vs the encoder-only limit vs a naive per-tile SAT, one run.
+
+    .venv/bin/python benchmarks/throughput.py [--sizes 10000] [--large] [--workers 1,2]
+        [--naive-tiles 8] [--device cpu|cuda] [--out bench_out/throughput.json]
+
+Builds its slides on the fly (pyramidal tiled TIFF, 0.62 µm/px, rendered tile by tile from GlaS
+images of ../shared/data/tiles/glas_colon_glands; never committed):
+
+* dense  — the whole slide covered with GlaS images (most tiles are tissue with glands);
+* sparse — glass with a few islands: GlaS images (glands) and blocks of gland-free tissue cut
+  from the same images; the islands are the same at every size, so memory and tile counts can
+  be compared between a 10k and a 40k slide.
+
+For each slide, in this process and on the same slide file:
+1. wsi-sat as shipped (`run_slide`, in-process), stage times from its run.json;
+2. the encoder alone over exactly the tiles wsi-sat segmented, in batches of `wsi.batch_tiles`
+   (the limit; tiles read beforehand, untimed);
+3. a naive per-tile SAT in the shape of the published GBMSeg code: every tile of the grid (no
+   tissue skip), the reference re-encoded for each tile, a separate feature pass and a separate
+   SAM pass per tile (three encoder passes per tile), matching, prompts and SAM decoding, one
+   process. With `--naive-tiles N` it runs on N tiles spread over the grid and is extrapolated
+   to the whole grid (printed as such); 0 runs it on every tile.
+Then wsi-sat with 1 and 2 Dask workers (LocalCluster) on the dense slide for the scaling.
+Peak RSS is sampled over this process and all its children (Dask workers) every 0.1 s.
+`--large` adds a 40000 px sparse slide (the dense 40k slide is ~1700 tiles: hours on a CPU;
+`--large-dense` adds it for GPU machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from wsi_sat.config import Config, load_config  # noqa: E402
+from wsi_sat.geometry import Scale  # noqa: E402
+from wsi_sat.io.image import read_image, read_mask  # noqa: E402
+from wsi_sat.io.mosaic import write_layout_tiff  # noqa: E402
+from wsi_sat.io.slide import Slide  # noqa: E402
+from wsi_sat.pipeline import (  # noqa: E402
+    RunOptions,
+    plan_slide,
+    read_tile,
+    run_slide,
+    tile_encode_scale,
+)
+from wsi_sat.runtime import dask_client, register_segmenter  # noqa: E402
+from wsi_sat.sat.matching import match  # noqa: E402
+from wsi_sat.sat.patches import patch_colour  # noqa: E402
+from wsi_sat.sat.predict import predict, refine_match  # noqa: E402
+from wsi_sat.sat.segment import Segmenter  # noqa: E402
+from wsi_sat.tiling.grid import make_grid  # noqa: E402
+
+GLAS = ROOT.parent / "shared" / "data" / "tiles" / "glas_colon_glands"
+MPP = 0.62
+CELL_HW = (512, 768)
+STAGES = ("read", "tissue", "encode", "match", "decode", "stitch", "write")
+
+
+# -- slides --------------------------------------------------------------------------------
+def glas_images() -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
+    stems = sorted(p.stem for p in (GLAS / "images").iterdir())
+    pairs = [(read_image(next((GLAS / "images").glob(s + ".*")))[0],
+              read_mask(GLAS / "masks" / f"{s}.png")) for s in stems]
+    return pairs[1:], pairs[0]  # targets, reference (the protocol's ref0, not in the slides)
+
+
+def gland_free_block(pairs: list[tuple[np.ndarray, np.ndarray]], block_hw: tuple[int, int],
+                     win: int = 128) -> np.ndarray:
+    """A block of tissue without glands: 128-px windows of GlaS images whose mask is empty."""
+    wins = []
+    for img, m in pairs:
+        for y in range(0, m.shape[0] - win + 1, win):
+            for x in range(0, m.shape[1] - win + 1, win):
+                crop = img[y : y + win, x : x + win]
+                if not m[y : y + win, x : x + win].any() and crop.mean() < 215:
+                    wins.append(crop)
+    rows, cols = block_hw[0] // win, block_hw[1] // win
+    out = np.full((rows * win, cols * win, 3), 255, np.uint8)
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        out[r * win : (r + 1) * win, c * win : (c + 1) * win] = wins[i % len(wins)]
+    return out
+
+
+def dense_layout(size: int, pairs: list[tuple[np.ndarray, np.ndarray]]
+                 ) -> list[tuple[int, int, np.ndarray]]:
+    ch, cw = CELL_HW
+    out = []
+    for i, y in enumerate(range(0, size - ch + 1, ch)):
+        for j, x in enumerate(range(0, size - cw + 1, cw)):
+            img = pairs[(i * 7 + j) % len(pairs)][0][:ch, :cw]
+            out.append((x, y, img))
+    return out
+
+
+def sparse_layout(size: int, pairs: list[tuple[np.ndarray, np.ndarray]]
+                  ) -> list[tuple[int, int, np.ndarray]]:
+    """Three gland images and three gland-free blocks, always in the same 4k corner region
+    plus one gland image at the far corner, so the 10k and 40k slides hold the same tissue."""
+    free = gland_free_block(pairs, (1024, 1536))
+    ch, cw = CELL_HW
+    glands = [pairs[k][0][:ch, :cw] for k in (3, 17, 40)]
+    out = [(600, 600, glands[0]), (2600, 700, free), (900, 2200, free),
+           (2900, 2500, glands[1]), (600, 3600, free)]
+    out.append((size - 1400, size - 1200, glands[2]))
+    return out
+
+
+def build_slides(tmp: Path, sizes: list[int], large: bool, large_dense: bool
+                 ) -> list[tuple[str, Path, int]]:
+    pairs, _ = glas_images()
+    slides = []
+    for size in sizes:
+        for kind in ("dense", "sparse"):
+            slides.append((kind, size))
+    if large:
+        slides.append(("sparse", 40000))
+    if large_dense:
+        slides.append(("dense", 40000))
+    out = []
+    for kind, size in slides:
+        path = tmp / f"{kind}_{size}.tif"
+        layout = dense_layout(size, pairs) if kind == "dense" else sparse_layout(size, pairs)
+        write_layout_tiff(path, (size, size), layout, MPP)
+        out.append((kind, path, size))
+    return out
+
+
+# -- measurement ---------------------------------------------------------------------------
+class PeakRss:
+    """Largest RSS of one process and of the whole tree (this process + children)."""
+
+    def __init__(self) -> None:
+        self.process = self.total = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            procs = [me, *me.children(recursive=True)]
+            rss = []
+            for p in procs:
+                try:
+                    rss.append(p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            self.process = max(self.process, max(rss, default=0))
+            self.total = max(self.total, sum(rss))
+            self._stop.wait(0.1)
+
+    @contextmanager
+    def watch(self) -> Iterator[PeakRss]:
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+def stage_times(run: dict[str, Any]) -> dict[str, float]:
+    t = run["timings_s"]
+    get = lambda *keys: sum(t.get(k, 0.0) for k in keys)  # noqa: E731
+    return {
+        "read": get("tiles_read"),
+        "tissue": get("tissue"),
+        "encode": get("tiles_encode", "tiles_features"),
+        "match": get("tiles_match"),
+        "decode": get("tiles_decode", "tiles_postprocess"),  # prompts + SAM + clean-up
+        "stitch": get("tiles_polygons", "merge", "pyramid"),
+        "write": get("tiles_write", "write_outputs"),
+    }
+
+
+def run_wsi_sat(seg: Segmenter, cfg: Config, reference: Any, slide: Path, out: Path,
+                workers: int) -> dict[str, Any]:
+    wcfg = cfg.model_copy(deep=True)
+    wcfg.wsi.workers = workers
+    register_segmenter(wcfg, seg)
+    peak = PeakRss()
+    with peak.watch():
+        t = time.perf_counter()
+        with dask_client(workers, None, None) as client:
+            summary = run_slide(slide, reference, {"names": ["glas ref0"]}, wcfg,
+                                RunOptions(out), client, {})
+        wall = time.perf_counter() - t
+    run = json.loads((out / f"{slide.stem}.run.json").read_text())
+    return {"wall_s": wall, "tiles": run["tiles"], "segmented": summary.tiles_segmented,
+            "stages_s": stage_times(run), "objects": summary.objects,
+            "peak_rss_mb": peak.process / 2**20, "peak_rss_tree_mb": peak.total / 2**20}
+
+
+def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, Any]:
+    """The encoder alone over the tiles wsi-sat segments (same grid, same batches)."""
+    slide = Slide(slide_path, None)
+    scale, _, grid = plan_slide(slide, cfg, RunOptions(Path(".")))
+    scale_enc = tile_encode_scale(seg, cfg)
+    total, n = 0.0, len(grid.tiles)
+    for i in range(0, n, cfg.wsi.batch_tiles):
+        tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px)
+                 for t in grid.tiles[i : i + cfg.wsi.batch_tiles]]
+        t = time.perf_counter()
+        seg.engine.encode(tiles, scale_enc)
+        total += time.perf_counter() - t
+    slide.close()
+    return {"wall_s": total, "tiles": n}
+
+
+def naive_gbmseg(seg: Segmenter, cfg: Config, reference: Any, ref_image: np.ndarray,
+                 slide_path: Path, sample: int) -> dict[str, Any]:
+    """GBMSeg-shaped: every grid tile; per tile the reference is encoded again, the tile is
+    encoded once for features and once more for SAM; union decoding, one process."""
+    slide = Slide(slide_path, None)
+    scale = Scale(slide.require_mpp(), slide.require_mpp())
+    grid = make_grid(scale.working_size(*slide.dimensions), cfg.wsi.tile_px,
+                     cfg.wsi.overlap_px, None)
+    tiles = grid.tiles
+    if 0 < sample < len(tiles):
+        tiles = [tiles[int(i)] for i in np.linspace(0, len(tiles) - 1, sample).round()]
+    enc_scale = tile_encode_scale(seg, cfg)
+    thr = reference.calibration.threshold
+    t0 = time.perf_counter()
+    for tile in tiles:
+        img = read_tile(slide, scale, tile, cfg.wsi.tile_px)
+        seg.engine.encode([ref_image], enc_scale)  # reference again, every tile
+        feat_enc = seg.engine.encode([img], enc_scale)[0]  # feature pass
+        grid_f = seg.backbone.grids([img], [feat_enc])[0]
+        sam_enc = seg.engine.encode([img], enc_scale)[0]  # separate SAM pass
+        feats = reference.features(grid_f, patch_colour(img, grid_f.grid_hw, grid_f.patch_hw))
+        res = refine_match(match(feats, reference.bank, reference.labels,
+                                 cfg.sat.matching.top_k), feats, thr, cfg.sat)
+        predict(seg.engine, sam_enc, img, grid_f, feats, res, thr, "union", None, cfg.sat)
+    measured = time.perf_counter() - t0
+    slide.close()
+    per_tile = measured / max(1, len(tiles))
+    return {"wall_s": per_tile * grid.n_grid, "measured_s": measured, "tiles_run": len(tiles),
+            "tiles": grid.n_grid, "extrapolated": len(tiles) < grid.n_grid}
+
+
+# -- report --------------------------------------------------------------------------------
+def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], device: str) -> None:
+    print(f"\ndevice: {device}; tiles {rows[0]['tile_px']} px at {MPP} µm/px\n")
+    print("| slide | grid / tissue / segmented | wsi-sat s | tiles/s | encoder-only s | "
+          "wsi-sat / limit | naive s | naive / wsi-sat | peak RSS MB (process / tree) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        w, lim, nv = r["wsi_sat"], r["limit"], r["naive"]
+        note = f" (from {nv['tiles_run']} tiles)" if nv["extrapolated"] else ""
+        print(f"| {r['slide']} | {w['tiles']['grid']} / {w['tiles']['tissue']} / "
+              f"{w['segmented']} | {w['wall_s']:.1f} | {w['segmented'] / w['wall_s']:.3f} | "
+              f"{lim['wall_s']:.1f} | {w['wall_s'] / max(lim['wall_s'], 1e-9):.2f} | "
+              f"{nv['wall_s']:.0f}{note} | {nv['wall_s'] / w['wall_s']:.1f} | "
+              f"{w['peak_rss_mb']:.0f} / {w['peak_rss_tree_mb']:.0f} |")
+    print("\nstage seconds (wsi-sat, summed over tiles; decode = prompts + SAM + clean-up):\n")
+    print("| slide | " + " | ".join(STAGES) + " | wall |")
+    print("|---|" + "---|" * (len(STAGES) + 1))
+    for r in rows:
+        st = r["wsi_sat"]["stages_s"]
+        print(f"| {r['slide']} | " + " | ".join(f"{st[s]:.1f}" for s in STAGES)
+              + f" | {r['wsi_sat']['wall_s']:.1f} |")
+    if scaling:
+        print("\nDask workers (LocalCluster, worker start and model load included):\n")
+        print("| slide | workers | wall s | tiles/s | speed-up vs 1 | peak RSS MB (largest "
+              "process / tree) |")
+        print("|---|---|---|---|---|---|")
+        base = scaling[0]["wall_s"]
+        for s in scaling:
+            print(f"| {s['slide']} | {s['workers']} | {s['wall_s']:.1f} | "
+                  f"{s['segmented'] / s['wall_s']:.3f} | {base / s['wall_s']:.2f} | "
+                  f"{s['peak_rss_mb']:.0f} / {s['peak_rss_tree_mb']:.0f} |")
+    sparse = {r["size"]: r for r in rows if r["kind"] == "sparse"}
+    if len(sparse) > 1:
+        lo, hi = sparse[min(sparse)], sparse[max(sparse)]
+        print(f"\npeak RSS, sparse {max(sparse)} vs {min(sparse)}: "
+              f"{hi['wsi_sat']['peak_rss_mb'] / lo['wsi_sat']['peak_rss_mb']:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000", help="slide sides in px, comma-separated")
+    parser.add_argument("--large", action="store_true", help="add a 40000 px sparse slide")
+    parser.add_argument("--large-dense", action="store_true", help="add a 40000 px dense slide")
+    parser.add_argument("--workers", default="1,2", help="Dask worker counts ('' skips)")
+    parser.add_argument("--scaling-size", type=int, default=0,
+                        help="side of the dense slide for the worker scaling (0: the first "
+                        "dense slide)")
+    parser.add_argument("--naive-tiles", type=int, default=8,
+                        help="naive baseline on this many tiles, extrapolated (0 = all)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--set", action="append", default=[])
+    args = parser.parse_args()
+    if not GLAS.is_dir():
+        sys.exit(f"needs {GLAS}")
+    cfg = load_config(None, [f"runtime.device={args.device}", *args.set])
+    seg = Segmenter.from_config(cfg)
+    _, (ref_img, ref_mask) = glas_images()
+    t = time.perf_counter()
+    reference = seg.prepare_reference([(ref_img, ref_mask)],
+                                      encode_scale=tile_encode_scale(seg, cfg))
+    print(f"reference encoded + calibrated once in {time.perf_counter() - t:.1f} s "
+          f"(mode {reference.calibration.mode})", flush=True)
+    rows, scaling = [], []
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        slides = build_slides(tmp, [int(s) for s in args.sizes.split(",") if s],
+                              args.large, args.large_dense)
+        for kind, path, size in slides:
+            name = f"{kind} {size // 1000}k"
+            w = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_{path.stem}", 0)
+            print(f"{name}: wsi-sat {w['wall_s']:.1f} s", flush=True)
+            lim = encoder_limit(seg, cfg, path)
+            print(f"{name}: encoder-only {lim['wall_s']:.1f} s", flush=True)
+            nv = naive_gbmseg(seg, cfg, reference, ref_img, path, args.naive_tiles)
+            print(f"{name}: naive {nv['wall_s']:.1f} s", flush=True)
+            rows.append({"slide": name, "kind": kind, "size": size, "tile_px": cfg.wsi.tile_px,
+                         "wsi_sat": w, "limit": lim, "naive": nv})
+        dense = [s for s in slides if s[0] == "dense" and s[2] < 40000]
+        if args.scaling_size:
+            path = tmp / f"dense_{args.scaling_size}.tif"
+            pairs, _ = glas_images()
+            write_layout_tiff(path, (args.scaling_size,) * 2,
+                              dense_layout(args.scaling_size, pairs), MPP)
+            dense = [("dense", path, args.scaling_size)]
+        for workers in [int(x) for x in args.workers.split(",") if x] if dense else []:
+            kind, path, size = dense[0]
+            w = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_w{workers}", workers)
+            w.update(slide=f"{kind} {size // 1000}k", workers=workers)
+            scaling.append(w)
+            print(f"{w['slide']}: {workers} workers {w['wall_s']:.1f} s", flush=True)
+    print_report(rows, scaling, str(seg.engine.device))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"rows": rows, "scaling": scaling}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
