@@ -52,11 +52,14 @@ from wsi_sat.io.slide import Slide  # noqa: E402
 from wsi_sat.pipeline import (  # noqa: E402
     RunOptions,
     plan_slide,
+    prepare_slide_references,
     read_tile,
     run_slide,
     tile_encode_scale,
 )
 from wsi_sat.runtime import dask_client, register_segmenter  # noqa: E402
+from wsi_sat.sat.metrics import dice  # noqa: E402
+from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 from wsi_sat.sat.matching import match  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.sat.predict import predict, refine_match  # noqa: E402
@@ -95,36 +98,45 @@ def gland_free_block(pairs: list[tuple[np.ndarray, np.ndarray]], block_hw: tuple
     return out
 
 
-def dense_layout(size: int, pairs: list[tuple[np.ndarray, np.ndarray]]
-                 ) -> list[tuple[int, int, np.ndarray]]:
+Layout = list[tuple[int, int, np.ndarray, np.ndarray]]  # (x, y, image, mask) level-0 px
+
+
+def dense_layout(size: int, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Layout:
     ch, cw = CELL_HW
     out = []
     for i, y in enumerate(range(0, size - ch + 1, ch)):
         for j, x in enumerate(range(0, size - cw + 1, cw)):
-            img = pairs[(i * 7 + j) % len(pairs)][0][:ch, :cw]
-            out.append((x, y, img))
+            img, m = pairs[(i * 7 + j) % len(pairs)]
+            out.append((x, y, img[:ch, :cw], m[:ch, :cw]))
     return out
 
 
-def sparse_layout(size: int, pairs: list[tuple[np.ndarray, np.ndarray]]
-                  ) -> list[tuple[int, int, np.ndarray]]:
+def sparse_layout(size: int, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Layout:
     """Three gland images and three gland-free blocks, always in the same 4k corner region
     plus one gland image at the far corner, so the 10k and 40k slides hold the same tissue."""
     free = gland_free_block(pairs, (1024, 1536))
     ch, cw = CELL_HW
-    glands = [pairs[k][0][:ch, :cw] for k in (3, 17, 40)]
-    out = [(600, 600, glands[0]), (2600, 700, free), (900, 2200, free),
-           (2900, 2500, glands[1]), (600, 3600, free)]
-    out.append((size - 1400, size - 1200, glands[2]))
+    glands = [(pairs[k][0][:ch, :cw], pairs[k][1][:ch, :cw]) for k in (3, 17, 40)]
+    none = np.zeros(free.shape[:2], bool)
+    out = [(600, 600, *glands[0]), (2600, 700, free, none), (900, 2200, free, none),
+           (2900, 2500, *glands[1]), (600, 3600, free, none)]
+    out.append((size - 1400, size - 1200, *glands[2]))
     return out
 
 
-def build_slides(tmp: Path, sizes: list[int], large: bool, large_dense: bool
-                 ) -> list[tuple[str, Path, int]]:
+def truth_mask(size: int, layout: Layout) -> np.ndarray:
+    out = np.zeros((size, size), bool)
+    for x, y, _, m in layout:
+        out[y : y + m.shape[0], x : x + m.shape[1]] = m
+    return out
+
+
+def build_slides(tmp: Path, sizes: list[int], kinds: list[str], large: bool,
+                 large_dense: bool) -> list[tuple[str, Path, int, Layout]]:
     pairs, _ = glas_images()
     slides = []
     for size in sizes:
-        for kind in ("dense", "sparse"):
+        for kind in kinds:
             slides.append((kind, size))
     if large:
         slides.append(("sparse", 40000))
@@ -134,8 +146,8 @@ def build_slides(tmp: Path, sizes: list[int], large: bool, large_dense: bool
     for kind, size in slides:
         path = tmp / f"{kind}_{size}.tif"
         layout = dense_layout(size, pairs) if kind == "dense" else sparse_layout(size, pairs)
-        write_layout_tiff(path, (size, size), layout, MPP)
-        out.append((kind, path, size))
+        write_layout_tiff(path, (size, size), [(x, y, img) for x, y, img, _ in layout], MPP)
+        out.append((kind, path, size, layout))
     return out
 
 
@@ -183,25 +195,32 @@ def stage_times(run: dict[str, Any]) -> dict[str, float]:
         "decode": get("tiles_decode", "tiles_postprocess"),  # prompts + SAM + clean-up
         "stitch": get("tiles_polygons", "merge", "pyramid"),
         "write": get("tiles_write", "write_outputs"),
+        "coarse": get("coarse"),
     }
 
 
 def run_wsi_sat(seg: Segmenter, cfg: Config, reference: Any, slide: Path, out: Path,
-                workers: int) -> dict[str, Any]:
+                workers: int, coarse: Any = None, coarse_downsample: int = 0,
+                truth: np.ndarray | None = None) -> dict[str, Any]:
     wcfg = cfg.model_copy(deep=True)
     wcfg.wsi.workers = workers
+    wcfg.wsi.coarse_downsample = coarse_downsample
     register_segmenter(wcfg, seg)
     peak = PeakRss()
     with peak.watch():
         t = time.perf_counter()
         with dask_client(workers, None, None) as client:
             summary = run_slide(slide, reference, {"names": ["glas ref0"]}, wcfg,
-                                RunOptions(out), client, {})
+                                RunOptions(out), client, {}, coarse)
         wall = time.perf_counter() - t
     run = json.loads((out / f"{slide.stem}.run.json").read_text())
-    return {"wall_s": wall, "tiles": run["tiles"], "segmented": summary.tiles_segmented,
-            "stages_s": stage_times(run), "objects": summary.objects,
-            "peak_rss_mb": peak.process / 2**20, "peak_rss_tree_mb": peak.total / 2**20}
+    row = {"wall_s": wall, "tiles": run["tiles"], "segmented": summary.tiles_segmented,
+           "stages_s": stage_times(run), "objects": summary.objects,
+           "peak_rss_mb": peak.process / 2**20, "peak_rss_tree_mb": peak.total / 2**20}
+    if truth is not None:
+        pred = read_level(out / f"{slide.stem}.ome.zarr", 0) > 0
+        row["dice"] = dice(pred, truth)
+    return row
 
 
 def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, Any]:
@@ -255,8 +274,8 @@ def naive_gbmseg(seg: Segmenter, cfg: Config, reference: Any, ref_image: np.ndar
 def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], device: str) -> None:
     print(f"\ndevice: {device}; tiles {rows[0]['tile_px']} px at {MPP} µm/px\n")
     print("| slide | grid / tissue / segmented | wsi-sat s | tiles/s | encoder-only s | "
-          "wsi-sat / limit | naive s | naive / wsi-sat | peak RSS MB (process / tree) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "wsi-sat / limit | naive s | naive / wsi-sat | peak RSS MB (process / tree) | Dice |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         w, lim, nv = r["wsi_sat"], r["limit"], r["naive"]
         note = f" (from {nv['tiles_run']} tiles)" if nv["extrapolated"] else ""
@@ -264,7 +283,8 @@ def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], devi
               f"{w['segmented']} | {w['wall_s']:.1f} | {w['segmented'] / w['wall_s']:.3f} | "
               f"{lim['wall_s']:.1f} | {w['wall_s'] / max(lim['wall_s'], 1e-9):.2f} | "
               f"{nv['wall_s']:.0f}{note} | {nv['wall_s'] / w['wall_s']:.1f} | "
-              f"{w['peak_rss_mb']:.0f} / {w['peak_rss_tree_mb']:.0f} |")
+              f"{w['peak_rss_mb']:.0f} / {w['peak_rss_tree_mb']:.0f} | "
+              + (f"{w['dice']:.3f} |" if "dice" in w else "- |"))
     print("\nstage seconds (wsi-sat, summed over tiles; decode = prompts + SAM + clean-up):\n")
     print("| slide | " + " | ".join(STAGES) + " | wall |")
     print("|---|" + "---|" * (len(STAGES) + 1))
@@ -282,6 +302,21 @@ def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], devi
             print(f"| {s['slide']} | {s['workers']} | {s['wall_s']:.1f} | "
                   f"{s['segmented'] / s['wall_s']:.3f} | {base / s['wall_s']:.2f} | "
                   f"{s['peak_rss_mb']:.0f} / {s['peak_rss_tree_mb']:.0f} |")
+    c2f = [r for r in rows if r.get("coarse_to_fine")]
+    if c2f:
+        print("\ncoarse-to-fine (sparse slides; Dice of the OME-Zarr level 0 vs ground truth):\n")
+        print("| slide | tiles segmented: all tissue → coarse-to-fine | cut | Dice all → "
+              "coarse-to-fine | wall s all → coarse-to-fine (coarse pass s) |")
+        print("|---|---|---|---|---|")
+        for r in c2f:
+            a, c = r["wsi_sat"], r["coarse_to_fine"]
+            da, dc = a.get("dice"), c.get("dice")
+            dice_txt = f"{da:.3f} → {dc:.3f} ({dc - da:+.3f})" if da is not None else "-"
+            coarse_s = c["tiles"].get("coarse", {})
+            print(f"| {r['slide']} | {a['segmented']} → {c['segmented']} | "
+                  f"{a['segmented'] / max(1, c['segmented']):.1f}x | {dice_txt} | "
+                  f"{a['wall_s']:.1f} → {c['wall_s']:.1f} ({c['stages_s'].get('coarse', 0):.1f})"
+                  f" |")
     sparse = {r["size"]: r for r in rows if r["kind"] == "sparse"}
     if len(sparse) > 1:
         lo, hi = sparse[min(sparse)], sparse[max(sparse)]
@@ -292,6 +327,7 @@ def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], devi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000", help="slide sides in px, comma-separated")
+    parser.add_argument("--kinds", default="dense,sparse", help="which slides to build")
     parser.add_argument("--large", action="store_true", help="add a 40000 px sparse slide")
     parser.add_argument("--large-dense", action="store_true", help="add a 40000 px dense slide")
     parser.add_argument("--workers", default="1,2", help="Dask worker counts ('' skips)")
@@ -301,6 +337,9 @@ def main() -> None:
     parser.add_argument("--naive-tiles", type=int, default=8,
                         help="naive baseline on this many tiles, extrapolated (0 = all)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--coarse", type=int, default=4,
+                        help="also run coarse-to-fine at this downsample on the sparse slides "
+                        "(0 = skip)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
@@ -310,34 +349,44 @@ def main() -> None:
     seg = Segmenter.from_config(cfg)
     _, (ref_img, ref_mask) = glas_images()
     t = time.perf_counter()
-    reference = seg.prepare_reference([(ref_img, ref_mask)],
-                                      encode_scale=tile_encode_scale(seg, cfg))
+    ccfg = cfg.model_copy(deep=True)
+    ccfg.wsi.coarse_downsample = args.coarse
+    reference, coarse = prepare_slide_references(seg, [(ref_img, ref_mask, "ref0")], ccfg)
     print(f"reference encoded + calibrated once in {time.perf_counter() - t:.1f} s "
           f"(mode {reference.calibration.mode})", flush=True)
     rows, scaling = [], []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         slides = build_slides(tmp, [int(s) for s in args.sizes.split(",") if s],
-                              args.large, args.large_dense)
-        for kind, path, size in slides:
+                              args.kinds.split(","), args.large, args.large_dense)
+        for kind, path, size, layout in slides:
             name = f"{kind} {size // 1000}k"
-            w = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_{path.stem}", 0)
+            truth = truth_mask(size, layout) if size <= 12000 else None
+            w = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_{path.stem}", 0,
+                            coarse if cfg.wsi.coarse_downsample > 1 else None,
+                            cfg.wsi.coarse_downsample, truth)
             print(f"{name}: wsi-sat {w['wall_s']:.1f} s", flush=True)
+            c2f = None
+            if kind == "sparse" and coarse is not None and cfg.wsi.coarse_downsample <= 1:
+                c2f = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_c_{path.stem}", 0,
+                                  coarse, args.coarse, truth)
+                print(f"{name}: wsi-sat coarse-to-fine {c2f['wall_s']:.1f} s", flush=True)
             lim = encoder_limit(seg, cfg, path)
             print(f"{name}: encoder-only {lim['wall_s']:.1f} s", flush=True)
             nv = naive_gbmseg(seg, cfg, reference, ref_img, path, args.naive_tiles)
             print(f"{name}: naive {nv['wall_s']:.1f} s", flush=True)
             rows.append({"slide": name, "kind": kind, "size": size, "tile_px": cfg.wsi.tile_px,
-                         "wsi_sat": w, "limit": lim, "naive": nv})
+                         "wsi_sat": w, "limit": lim, "naive": nv, "coarse_to_fine": c2f})
         dense = [s for s in slides if s[0] == "dense" and s[2] < 40000]
         if args.scaling_size:
             path = tmp / f"dense_{args.scaling_size}.tif"
             pairs, _ = glas_images()
+            layout = dense_layout(args.scaling_size, pairs)
             write_layout_tiff(path, (args.scaling_size,) * 2,
-                              dense_layout(args.scaling_size, pairs), MPP)
-            dense = [("dense", path, args.scaling_size)]
+                              [(x, y, img) for x, y, img, _ in layout], MPP)
+            dense = [("dense", path, args.scaling_size, layout)]
         for workers in [int(x) for x in args.workers.split(",") if x] if dense else []:
-            kind, path, size = dense[0]
+            kind, path, size, _ = dense[0]
             w = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_w{workers}", workers)
             w.update(slide=f"{kind} {size // 1000}k", workers=workers)
             scaling.append(w)

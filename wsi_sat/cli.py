@@ -164,7 +164,7 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
         rescale_reference,
     )
     from wsi_sat.io.slide import Slide, list_slides
-    from wsi_sat.pipeline import RunOptions, reference_windows, run_slide, tile_encode_scale
+    from wsi_sat.pipeline import RunOptions, prepare_slide_references, run_slide
     from wsi_sat.runtime import dask_client, register_segmenter
     from wsi_sat.sat.segment import Segmenter
     from wsi_sat.writers.provenance import array_hash
@@ -196,10 +196,8 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     t0 = time.perf_counter()
     seg = Segmenter.from_config(cfg)
     register_segmenter(cfg, seg)
-    pairs = [(pair, r.name) for r in refs
-             for pair in reference_windows(r.image, r.mask, cfg.wsi.tile_px)]
-    reference = seg.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
-                                      encode_scale=tile_encode_scale(seg, cfg))
+    reference, coarse_reference = prepare_slide_references(
+        seg, [(r.image, r.mask, r.name) for r in refs], cfg)
     cal = reference.calibration
     click.echo(f"reference ready in {time.perf_counter() - t0:.1f}s: mode {cal.mode}, "
                f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)
@@ -216,7 +214,7 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     with dask_client(cfg.wsi.workers, scheduler, cluster_file) as client:
         for path in paths:
             summary = run_slide(path, reference, reference_info, cfg, options, client,
-                                model_info)
+                                model_info, coarse_reference)
             click.echo(
                 f"{summary.slide}: {summary.tiles_segmented}/{summary.tiles_grid} tiles "
                 f"segmented (tissue {summary.tiles_tissue}), {summary.objects} objects, "

@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,15 @@ from skimage.measure import find_contours
 from tqdm import tqdm
 
 from wsi_sat.config import Config, config_to_dict
-from wsi_sat.errors import ConfigError
+from wsi_sat.errors import ConfigError, WsiSatError
 from wsi_sat.geometry import Scale
+from wsi_sat.io.reference import Reference, rescale_reference
 from wsi_sat.io.slide import Slide
 from wsi_sat.runtime import segmenter_for
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Grid, Tile, make_grid
+from wsi_sat.tiling.select import select_tiles
 from wsi_sat.tiling.tissue import TissueMasks, tissue_masks
 from wsi_sat.writers.atomic import write_atomic
 from wsi_sat.writers.geojson import feature_collection, write_geojson
@@ -82,6 +84,33 @@ class SlideSummary:
 def tile_encode_scale(seg: Any, config: Config) -> float:
     """Encoder px per working px for tiles; the reference is encoded at the same scale."""
     return float(seg.engine.input_px) / config.wsi.tile_px
+
+
+def prepare_slide_references(seg: Any, refs: list[tuple[np.ndarray, np.ndarray, str]],
+                             config: Config) -> tuple[ReferenceEmbedding,
+                                                      ReferenceEmbedding | None]:
+    """The reference for the tiles (encoded at the tiles' scale, cut into tile windows when
+    larger) and, with coarse-to-fine on, the same reference at the coarse magnification
+    (map mode: the coarse pass only matches); None when it is too small to be used there."""
+    scale = tile_encode_scale(seg, config)
+    tile_px = config.wsi.tile_px
+    pairs = [(pair, name) for image, mask, name in refs
+             for pair in reference_windows(image, mask, tile_px)]
+    reference = seg.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
+                                      encode_scale=scale)
+    d = config.wsi.coarse_downsample
+    if d <= 1:
+        return reference, None
+    try:
+        small = [rescale_reference(Reference(name, image, mask, "coarse"), 1.0 / d)
+                 for image, mask, name in refs]
+        coarse = seg.prepare_reference([(r.image, r.mask) for r in small],
+                                       [r.name for r in small], encode_scale=scale)
+    except WsiSatError as err:
+        log.warning("coarse-to-fine off: the reference is too small at 1/%d (%s)", d, err)
+        return reference, None
+    return reference, coarse.with_calibration(replace(coarse.calibration, mode="map",
+                                                      use_pixel=False), None)
 
 
 def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
@@ -223,7 +252,8 @@ def plan_slide(slide: Slide, config: Config, options: RunOptions
 
 def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: dict[str, Any],
               config: Config, options: RunOptions, client: Any,
-              model_info: dict[str, Any]) -> SlideSummary:
+              model_info: dict[str, Any],
+              coarse_reference: ReferenceEmbedding | None = None) -> SlideSummary:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(options.out_dir)
@@ -234,6 +264,18 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     scale, tissue, grid = plan_slide(slide, config, options)
     timings["tissue"] = time.perf_counter() - t
     wcfg = config.wsi
+    tiles = grid.tiles
+    coarse_info: dict[str, Any] = {"enabled": False}
+    if coarse_reference is not None and wcfg.coarse_downsample > 1 and tiles:
+        seg = segmenter_for(config)
+        sel = select_tiles(seg, coarse_reference, slide, scale, tissue, grid,
+                           wcfg.coarse_downsample, wcfg.coarse_min_prob, wcfg.tile_px,
+                           wcfg.overlap_px, wcfg.batch_tiles, tile_encode_scale(seg, config),
+                           read_tile, _tile_tissue)
+        tiles = sel.tiles
+        timings["coarse"] = sel.seconds
+        coarse_info = {"enabled": True, "downsample": wcfg.coarse_downsample,
+                       "coarse_tiles": sel.coarse_tiles, "selected": len(tiles)}
     instances = reference.calibration.mode == "instances"
     partial = out / f"{stem}.ome.zarr.partial"
     final_zarr = out / f"{stem}.ome.zarr"
@@ -243,8 +285,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
         shutil.rmtree(shard_dir, ignore_errors=True)
     shard_dir.mkdir(parents=True, exist_ok=True)
     create_level0(partial, grid.working_size, grid.stride, "uint32" if instances else "uint8")
-    batches = [grid.tiles[i : i + wcfg.batch_tiles]
-               for i in range(0, len(grid.tiles), wcfg.batch_tiles)]
+    batches = [tiles[i : i + wcfg.batch_tiles] for i in range(0, len(tiles), wcfg.batch_tiles)]
     tasks = [
         BatchTask(b, str(slide_path), scale.slide_mpp, scale.working_mpp, tuple(tiles),
                   wcfg.tile_px, grid.working_size, str(partial),
@@ -257,7 +298,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
         pending = pending[: options.max_batches]
     done_tiles = sum(len(t.tiles) for t in tasks) - sum(len(t.tiles) for t in pending)
     t = time.perf_counter()
-    bar = tqdm(total=len(grid.tiles), initial=done_tiles, unit="tile", desc=stem,
+    bar = tqdm(total=len(tiles), initial=done_tiles, unit="tile", desc=stem,
                disable=None, dynamic_ncols=True)
     if client is None:
         for task in pending:
@@ -276,7 +317,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     timings["segment_wall"] = time.perf_counter() - t
     unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
     if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
-        done = len(grid.tiles) - sum(len(x.tiles) for x in unfinished)
+        done = len(tiles) - sum(len(x.tiles) for x in unfinished)
         return SlideSummary(stem, grid.n_grid, len(grid.tiles), done, 0,
                             time.perf_counter() - t_start)
     t = time.perf_counter()
@@ -310,7 +351,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
         "tile_px": wcfg.tile_px,
         "overlap_px": wcfg.overlap_px,
         "tiles": {"grid": grid.n_grid, "tissue": len(grid.tiles),
-                  "segmented": len(grid.tiles), "batches": len(tasks)},
+                  "segmented": len(tiles), "batches": len(tasks), "coarse": coarse_info},
         "objects": len(objs),
         "object_type": "detection" if instances else "annotation",
         "zarr": {"path": str(final_zarr), "levels": levels,
@@ -326,7 +367,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     write_run_json(run_json, record)
     shutil.rmtree(shard_dir, ignore_errors=True)
     slide.close()
-    return SlideSummary(stem, grid.n_grid, len(grid.tiles), len(grid.tiles), len(objs),
+    return SlideSummary(stem, grid.n_grid, len(grid.tiles), len(tiles), len(objs),
                         timings["total"], {"zarr": str(final_zarr), "geojson": str(geojson_path),
                                            "run": str(run_json), "overview": str(overview_path)})
 

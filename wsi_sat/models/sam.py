@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from wsi_sat.device import autocast_dtype
 from wsi_sat.errors import WeightsError
 from wsi_sat.models.registry import ModelSpec, checked_weights
 
@@ -71,7 +72,8 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
 class SamEngine:
     """A loaded SAM model with batched encode and batched point decode."""
 
-    def __init__(self, spec: ModelSpec, checkpoint: Path | None, device: torch.device) -> None:
+    def __init__(self, spec: ModelSpec, checkpoint: Path | None, device: torch.device,
+                 precision: str = "fp32", encoder_batch: int = 0) -> None:
         path, digest = checked_weights(spec, checkpoint)
         model = _build(spec.arch)
         missing, unexpected = model.load_state_dict(load_state(path), strict=False)
@@ -87,6 +89,8 @@ class SamEngine:
         self.spec = spec
         self.weights_path = path
         self.weights_sha256 = digest
+        self.autocast = autocast_dtype(device, precision)
+        self.encoder_batch = encoder_batch or (1 if device.type == "cpu" else 8)
         self.input_px: int = int(model.image_encoder.img_size)
         self.embed_grid: int = self.input_px // 16
         log.info("loaded %s from %s on %s", spec.name, path, device)
@@ -104,22 +108,34 @@ class SamEngine:
     def _prepare(self, image: np.ndarray, scale: float | None = None
                  ) -> tuple[torch.Tensor, tuple[int, int]]:
         ih, iw = self.input_size(image.shape[:2], scale)
-        resized = np.array(Image.fromarray(image).resize((iw, ih), Image.Resampling.BILINEAR))
-        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float()
+        if (ih, iw) != image.shape[:2]:
+            image = np.asarray(Image.fromarray(image).resize((iw, ih), Image.Resampling.BILINEAR))
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        x = torch.from_numpy(image if image.flags.writeable else image.copy())
+        if self.device.type == "cuda":  # uint8 through pinned memory: 4x less to copy
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(2, 0, 1).float()
         x = self.model.preprocess(x[None])[0]  # normalise + pad to a square input
         return x, (ih, iw)
 
     # -- encoder ------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, images: list[np.ndarray], scale: float | None = None) -> list[Encoded]:
-        """Encode RGB uint8 images (H, W, 3) in one batched encoder pass (see `input_size`)."""
-        prepared = [self._prepare(img, scale) for img in images]
-        batch = torch.stack([p[0] for p in prepared])
-        emb = self.model.image_encoder(batch)
-        return [
-            Encoded(emb[i], (img.shape[0], img.shape[1]), prepared[i][1])
-            for i, img in enumerate(images)
-        ]
+        """Encode RGB uint8 images (H, W, 3) in batches of `encoder_batch` (see `input_size`);
+        on CUDA under autocast when `precision` allows (the embedding is returned in fp32)."""
+        out: list[Encoded] = []
+        for start in range(0, len(images), self.encoder_batch):
+            chunk = images[start : start + self.encoder_batch]
+            prepared = [self._prepare(img, scale) for img in chunk]
+            batch = torch.stack([p[0] for p in prepared])
+            if self.autocast is not None:
+                with torch.autocast(device_type="cuda", dtype=self.autocast):
+                    emb = self.model.image_encoder(batch).float()
+            else:
+                emb = self.model.image_encoder(batch)
+            out += [Encoded(emb[i], (img.shape[0], img.shape[1]), prepared[i][1])
+                    for i, img in enumerate(chunk)]
+        return out
 
     # -- decoder ------------------------------------------------------------------------------
     @torch.inference_mode()
