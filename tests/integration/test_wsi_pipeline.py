@@ -16,7 +16,13 @@ from tests.conftest import blobs_image
 from wsi_sat.config import load_config
 from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
 from wsi_sat.models.features import SamEncoderFeatures
-from wsi_sat.pipeline import RunOptions, reference_windows, run_slide, tile_encode_scale
+from wsi_sat.pipeline import (
+    RunOptions,
+    prepare_slide_references,
+    reference_windows,
+    run_slide,
+    tile_encode_scale,
+)
 from wsi_sat.runtime import register_segmenter
 from wsi_sat.sat.metrics import dice, iou
 from wsi_sat.sat.segment import Segmenter
@@ -197,3 +203,33 @@ def test_large_references_are_cut_into_tile_sized_windows():
     assert all(w[0].shape[:2] == w[1].shape == (256, 256) for w in windows)
     assert all(0 < w[1].mean() < 1 for w in windows)
     assert reference_windows(img[:200, :200], mask[:200, :200], 256)[0][1].shape == (200, 200)
+
+
+def test_coarse_to_fine_skips_tissue_without_the_target(fake_engine, tmp_path):
+    """Blobs in one cell, plain tissue in the others: the coarse pass keeps the tiles around
+    the blobs only, and the result there is the one of the full run."""
+    cells = [blobs_image(30, size=(200, 240), n=4, radius=(26, 34))]
+    cells += [blobs_image(31 + i, size=(200, 240), n=0) for i in range(8)]
+    image, truth = mosaic(cells, cols=3, cell_hw=(200, 240), gap_px=40)
+    path = tmp_path / "sparse.tif"
+    write_pyramidal_tiff(path, image, MPP, tile_px=128, min_px=256)
+    ref = blobs_image(0, size=(400, 480), n=8, radius=(26, 34))
+    runs = {}
+    for d in (0, 2):
+        cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
+                                 "sat.decode.mode=map", "wsi.tile_px=256", "wsi.overlap_px=32",
+                                 "wsi.batch_tiles=2", "wsi.pyramid_min_px=64",
+                                 f"wsi.coarse_downsample={d}"])
+        seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
+        register_segmenter(cfg, seg)
+        reference, coarse = prepare_slide_references(seg, [(*ref, "blobs")], cfg)
+        assert (coarse is None) == (d == 0)
+        out = tmp_path / f"out{d}"
+        summary = run_slide(path, reference, {}, cfg, RunOptions(out), None, {}, coarse)
+        run = json.loads((out / "sparse.run.json").read_text())
+        runs[d] = (summary, run, read_level(out / "sparse.ome.zarr", 0) > 0)
+    full, c2f = runs[0], runs[2]
+    assert full[1]["tiles"]["coarse"] == {"enabled": False}
+    assert c2f[1]["tiles"]["coarse"]["enabled"] and c2f[1]["tiles"]["coarse"]["coarse_tiles"] > 0
+    assert 0 < c2f[0].tiles_segmented < full[0].tiles_segmented / 2
+    assert dice(c2f[2], truth) >= dice(full[2], truth) - 0.01 > 0.5

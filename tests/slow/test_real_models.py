@@ -83,3 +83,21 @@ def test_sam_vit_b_user_checkpoint_path(tmp_path):
     assert tuple(enc.embedding.shape) == (256, 64, 64) and enc.input_hw == (1024, 768)
     low, iou = engine.decode(enc, np.array([[[40.0, 60.0]]]), np.array([[1]]))
     assert engine.upscale(enc, low).shape == (1, 120, 90)
+
+
+def test_encoder_micro_batches_give_the_batched_embeddings(segmenter):
+    """On CPUs the encoder runs one image per call (faster there); the embeddings must be
+    those of one batched call."""
+    engine = segmenter.engine
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (256, 320, 3), dtype=np.uint8) for _ in range(3)]
+    assert engine.encoder_batch == 1 and engine.autocast is None  # CPU defaults
+    one_by_one = engine.encode(images, 1.0)
+    engine.encoder_batch = 3
+    try:
+        batched = engine.encode(images, 1.0)
+    finally:
+        engine.encoder_batch = 1
+    for a, b in zip(one_by_one, batched):
+        assert a.input_hw == b.input_hw
+        torch.testing.assert_close(a.embedding, b.embedding, atol=2e-3, rtol=1e-3)

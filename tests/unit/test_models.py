@@ -98,3 +98,17 @@ def test_encoder_input_size_longest_side_or_fixed_scale():
     assert SamEngine.input_size(eng, (522, 775)) == (690, 1024)  # SAM default: longest → 1024
     assert SamEngine.input_size(eng, (522, 775), 1.0) == (522, 775)  # whole slides: one scale
     assert SamEngine.input_size(eng, (2048, 1024), 1.0) == (1024, 512)  # never above the input
+
+
+def test_gpu_precision_and_worker_placement_rules():
+    import torch
+
+    from wsi_sat.device import autocast_dtype, worker_gpu
+
+    cpu = torch.device("cpu")
+    assert all(autocast_dtype(cpu, p) is None for p in ("auto", "fp32", "bf16", "fp16"))
+    cuda = torch.device("cuda", 0)
+    assert autocast_dtype(cuda, "fp32") is None
+    assert autocast_dtype(cuda, "fp16") is torch.float16
+    assert autocast_dtype(cuda, "bf16") is torch.bfloat16
+    assert worker_gpu(1) == 0 and worker_gpu(4) == 0  # outside a Dask worker

@@ -8,6 +8,7 @@ resolves structures thinner than the encoder's 16 px patches (membranes, gland b
 from __future__ import annotations
 
 import numpy as np
+from joblib import parallel_config
 from scipy.ndimage import gaussian_filter
 from skimage.feature import multiscale_basic_features
 from sklearn.ensemble import RandomForestClassifier
@@ -56,13 +57,15 @@ def fit_pixel_model(features: list[np.ndarray], masks: list[np.ndarray], cfg: Pi
         n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=4,
         n_jobs=-1, random_state=seed,
     )
-    model.fit(np.concatenate(xs), y)
+    with parallel_config(backend="threading"):  # threads: also inside daemonic Dask workers
+        model.fit(np.concatenate(xs), y)
     return model
 
 
 def predict_pixels(model: RandomForestClassifier, features: np.ndarray) -> np.ndarray:
     """Foreground probability (H, W) from a fitted pixel model."""
     h, w, f = features.shape
-    prob = model.predict_proba(features.reshape(-1, f))
+    with parallel_config(backend="threading"):
+        prob = model.predict_proba(features.reshape(-1, f))
     col = list(model.classes_).index(True)
     return prob[:, col].reshape(h, w).astype(np.float32)
