@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
+from itertools import islice
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,24 +105,36 @@ class Segmenter:
         return calibrate(views, bank, self.engine, self.sat)
 
     # -- targets ------------------------------------------------------------------------------
-    def segment(self, images: list[np.ndarray], reference: ReferenceEmbedding,
+    def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,
                 mpp: float | None = None, encode_scale: float | None = None,
-                tissue: list[np.ndarray] | None = None) -> list[SegmentResult]:
-        """Segment a batch of images: one batched encoder pass, then SAT per image.
+                tissue: Iterable[np.ndarray] | None = None) -> list[SegmentResult]:
+        """Segment images: encoder calls of `encoder_batch` images, then SAT per image.
 
-        `tissue` (one (H, W) bool mask per image, whole slides) limits the per-image
-        self-training to patches that are mostly tissue; predictions are not masked here."""
-        t0 = time.perf_counter()
-        encoded = self.engine.encode(images, encode_scale)
-        t_enc = (time.perf_counter() - t0) / max(1, len(images))
-        grids = self.backbone.grids(images, encoded)
-        t_feat = (time.perf_counter() - t0) / max(1, len(images)) - t_enc
-        out = []
-        masks: list[np.ndarray | None] = list(tissue) if tissue is not None else [None] * len(images)
-        for image, enc, grid, tissue_mask in zip(images, encoded, grids, masks):
-            timings: dict[str, float] = defaultdict(float, encode=t_enc, features=t_feat)
-            out.append(self._segment_one(image, enc, grid, reference, mpp, timings, tissue_mask))
-        return out
+        `images` may be a lazy iterable (whole slides pass tiles still being read, so reading
+        overlaps the encoder); it is consumed one encoder batch at a time. `tissue` (one (H, W)
+        bool mask per image, whole slides) limits the per-image self-training to patches that
+        are mostly tissue; predictions are not masked here."""
+        step = max(1, int(getattr(self.engine, "encoder_batch", 8)))
+        source = iter(images)
+        masks = iter(tissue) if tissue is not None else None
+        out: list[SegmentResult] = []
+        while True:
+            t0 = time.perf_counter()
+            chunk = list(islice(source, step))
+            t_wait = time.perf_counter() - t0
+            if not chunk:
+                return out
+            t0 = time.perf_counter()
+            encoded = self.engine.encode(chunk, encode_scale)
+            t_enc = (time.perf_counter() - t0) / len(chunk)
+            grids = self.backbone.grids(chunk, encoded)
+            t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
+            for image, enc, grid in zip(chunk, encoded, grids):
+                timings: dict[str, float] = defaultdict(float, encode=t_enc, features=t_feat,
+                                                        read_wait=t_wait / len(chunk))
+                tissue_mask = next(masks) if masks is not None else None
+                out.append(self._segment_one(image, enc, grid, reference, mpp, timings,
+                                             tissue_mask))
 
     def _segment_one(self, image, enc, grid, reference, mpp, timings, tissue=None
                      ) -> SegmentResult:
