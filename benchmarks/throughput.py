@@ -271,8 +271,7 @@ def naive_gbmseg(seg: Segmenter, cfg: Config, reference: Any, ref_image: np.ndar
 
 
 # -- report --------------------------------------------------------------------------------
-def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], device: str) -> None:
-    print(f"\ndevice: {device}; tiles {rows[0]['tile_px']} px at {MPP} µm/px\n")
+def print_rows(rows: list[dict[str, Any]]) -> None:
     print("| slide | grid / tissue / segmented | wsi-sat s | tiles/s | encoder-only s | "
           "wsi-sat / limit | naive s | naive / wsi-sat | peak RSS MB (process / tree) | Dice |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -292,31 +291,43 @@ def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], devi
         st = r["wsi_sat"]["stages_s"]
         print(f"| {r['slide']} | " + " | ".join(f"{st[s]:.1f}" for s in STAGES)
               + f" | {r['wsi_sat']['wall_s']:.1f} |")
+
+
+def print_scaling(scaling: list[dict[str, Any]]) -> None:
+    print("\nDask workers (LocalCluster, worker start and model load included):\n")
+    print("| slide | workers | wall s | tiles/s | speed-up vs 1 | peak RSS MB (largest "
+          "process / tree) |")
+    print("|---|---|---|---|---|---|")
+    base = scaling[0]["wall_s"]
+    for s in scaling:
+        print(f"| {s['slide']} | {s['workers']} | {s['wall_s']:.1f} | "
+              f"{s['segmented'] / s['wall_s']:.3f} | {base / s['wall_s']:.2f} | "
+              f"{s['peak_rss_mb']:.0f} / {s['peak_rss_tree_mb']:.0f} |")
+
+
+def print_coarse(rows: list[dict[str, Any]]) -> None:
+    print("\ncoarse-to-fine (sparse slides; Dice of the OME-Zarr level 0 vs ground truth):\n")
+    print("| slide | tiles segmented: all tissue → coarse-to-fine | cut | Dice all → "
+          "coarse-to-fine | wall s all → coarse-to-fine (coarse pass s) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        a, c = r["wsi_sat"], r["coarse_to_fine"]
+        da, dc = a.get("dice"), c.get("dice")
+        dice_txt = f"{da:.3f} → {dc:.3f} ({dc - da:+.3f})" if da is not None else "-"
+        print(f"| {r['slide']} | {a['segmented']} → {c['segmented']} | "
+              f"{a['segmented'] / max(1, c['segmented']):.1f}x | {dice_txt} | "
+              f"{a['wall_s']:.1f} → {c['wall_s']:.1f} ({c['stages_s'].get('coarse', 0):.1f}) |")
+
+
+def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], device: str) -> None:
+    print(f"\ndevice: {device}; {MPP} µm/px\n")
+    if rows:
+        print_rows(rows)
     if scaling:
-        print("\nDask workers (LocalCluster, worker start and model load included):\n")
-        print("| slide | workers | wall s | tiles/s | speed-up vs 1 | peak RSS MB (largest "
-              "process / tree) |")
-        print("|---|---|---|---|---|---|")
-        base = scaling[0]["wall_s"]
-        for s in scaling:
-            print(f"| {s['slide']} | {s['workers']} | {s['wall_s']:.1f} | "
-                  f"{s['segmented'] / s['wall_s']:.3f} | {base / s['wall_s']:.2f} | "
-                  f"{s['peak_rss_mb']:.0f} / {s['peak_rss_tree_mb']:.0f} |")
+        print_scaling(scaling)
     c2f = [r for r in rows if r.get("coarse_to_fine")]
     if c2f:
-        print("\ncoarse-to-fine (sparse slides; Dice of the OME-Zarr level 0 vs ground truth):\n")
-        print("| slide | tiles segmented: all tissue → coarse-to-fine | cut | Dice all → "
-              "coarse-to-fine | wall s all → coarse-to-fine (coarse pass s) |")
-        print("|---|---|---|---|---|")
-        for r in c2f:
-            a, c = r["wsi_sat"], r["coarse_to_fine"]
-            da, dc = a.get("dice"), c.get("dice")
-            dice_txt = f"{da:.3f} → {dc:.3f} ({dc - da:+.3f})" if da is not None else "-"
-            coarse_s = c["tiles"].get("coarse", {})
-            print(f"| {r['slide']} | {a['segmented']} → {c['segmented']} | "
-                  f"{a['segmented'] / max(1, c['segmented']):.1f}x | {dice_txt} | "
-                  f"{a['wall_s']:.1f} → {c['wall_s']:.1f} ({c['stages_s'].get('coarse', 0):.1f})"
-                  f" |")
+        print_coarse(c2f)
     sparse = {r["size"]: r for r in rows if r["kind"] == "sparse"}
     if len(sparse) > 1:
         lo, hi = sparse[min(sparse)], sparse[max(sparse)]
