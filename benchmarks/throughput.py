@@ -53,18 +53,17 @@ from wsi_sat.pipeline import (  # noqa: E402
     RunOptions,
     plan_slide,
     prepare_slide_references,
-    read_tile,
     run_slide,
     tile_encode_scale,
 )
 from wsi_sat.runtime import dask_client, register_segmenter  # noqa: E402
-from wsi_sat.sat.metrics import dice  # noqa: E402
-from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 from wsi_sat.sat.matching import match  # noqa: E402
+from wsi_sat.sat.metrics import dice  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.sat.predict import predict, refine_match  # noqa: E402
 from wsi_sat.sat.segment import Segmenter  # noqa: E402
-from wsi_sat.tiling.grid import make_grid  # noqa: E402
+from wsi_sat.tiling.grid import make_grid, read_tile  # noqa: E402
+from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 
 GLAS = ROOT.parent / "shared" / "data" / "tiles" / "glas_colon_glands"
 MPP = 0.62

@@ -28,6 +28,7 @@ SHARED_TILES = SHARED / "data" / "tiles"
 class FakeEngine:
     input_px = 256
     embed_grid = 16
+    encoder_batch = 8
     device = torch.device("cpu")
 
     def __init__(self) -> None:

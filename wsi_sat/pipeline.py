@@ -33,9 +33,9 @@ from wsi_sat.io.slide import Slide
 from wsi_sat.runtime import segmenter_for
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
-from wsi_sat.tiling.grid import Grid, Tile, make_grid
+from wsi_sat.tiling.grid import Grid, Tile, make_grid, read_tile
 from wsi_sat.tiling.select import select_tiles
-from wsi_sat.tiling.tissue import TissueMasks, tissue_masks
+from wsi_sat.tiling.tissue import TissueMasks, tile_mask, tissue_masks
 from wsi_sat.writers.atomic import write_atomic
 from wsi_sat.writers.geojson import feature_collection, write_geojson
 from wsi_sat.writers.ome_zarr import build_pyramid, create_level0, open_level0, read_level
@@ -132,11 +132,6 @@ def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
     return out or [(image, mask)]
 
 
-def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarray:
-    x, y, w, h = scale.to_level0(tile.read)
-    return slide.read_padded(x, y, w, h, (tile_px, tile_px))
-
-
 _SLIDES: dict[tuple[str, float], Slide] = {}
 
 
@@ -146,17 +141,6 @@ def _slide_for(path: str, mpp: float) -> Slide:
         _SLIDES.clear()
         _SLIDES[key] = Slide(Path(path), mpp)
     return _SLIDES[key]
-
-
-def _tile_tissue(tissue: np.ndarray, tile: Tile, working_size: tuple[int, int]) -> np.ndarray:
-    """The tissue mask resampled onto a tile's read box (working pixels), nearest neighbour."""
-    th, tw = tissue.shape
-    w, h = working_size
-    ys = np.clip(((np.arange(tile.read.y0, tile.read.y1) + 0.5) * th / h).astype(int), -1, th)
-    xs = np.clip(((np.arange(tile.read.x0, tile.read.x1) + 0.5) * tw / w).astype(int), -1, tw)
-    inside = ((ys >= 0) & (ys < th))[:, None] & ((xs >= 0) & (xs < tw))[None, :]
-    out = tissue[np.clip(ys, 0, th - 1)][:, np.clip(xs, 0, tw - 1)]
-    return out & inside
 
 
 def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks
@@ -170,7 +154,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     slide = _slide_for(task.slide_path, task.slide_mpp)
     scale = Scale(task.slide_mpp, task.working_mpp)
     timings["setup"] += time.perf_counter() - t
-    tile_tissue = [_tile_tissue(tissue.tissue, tile, task.working_size) for tile in task.tiles]
+    tile_tissue = [tile_mask(tissue.tissue, tile, task.working_size) for tile in task.tiles]
     # tiles are read by one background thread ahead of the encoder (prefetch: reading overlaps
     # compute; one thread, so a slide handle is never read concurrently); `read` is the time
     # the encoder waited for them
@@ -187,7 +171,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
         t = time.perf_counter()
         oy, ox = tile.core.y0 - tile.read.y0, tile.core.x0 - tile.read.x0
         core = np.s_[oy : oy + tile.core.height, ox : ox + tile.core.width]
-        mask = res.mask[core] & _tile_tissue(tissue.keep, tile, task.working_size)[core]
+        mask = res.mask[core] & tile_mask(tissue.keep, tile, task.working_size)[core]
         labels = None
         if task.instances and res.labels is not None:
             local = res.labels[core]
@@ -272,10 +256,8 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     coarse_info: dict[str, Any] = {"enabled": False}
     if coarse_reference is not None and wcfg.coarse_downsample > 1 and tiles:
         seg = segmenter_for(config)
-        sel = select_tiles(seg, coarse_reference, slide, scale, tissue, grid,
-                           wcfg.coarse_downsample, wcfg.coarse_min_prob, wcfg.tile_px,
-                           wcfg.overlap_px, wcfg.batch_tiles, tile_encode_scale(seg, config),
-                           read_tile, _tile_tissue)
+        sel = select_tiles(seg, coarse_reference, slide, scale, tissue, grid, wcfg,
+                           tile_encode_scale(seg, config))
         tiles = sel.tiles
         timings["coarse"] = sel.seconds
         coarse_info = {"enabled": True, "downsample": wcfg.coarse_downsample,

@@ -13,8 +13,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
@@ -114,7 +114,7 @@ class Segmenter:
         overlaps the encoder); it is consumed one encoder batch at a time. `tissue` (one (H, W)
         bool mask per image, whole slides) limits the per-image self-training to patches that
         are mostly tissue; predictions are not masked here."""
-        step = max(1, int(getattr(self.engine, "encoder_batch", 8)))
+        step = max(1, self.engine.encoder_batch)
         source = iter(images)
         masks = iter(tissue) if tissue is not None else None
         out: list[SegmentResult] = []

@@ -1,4 +1,4 @@
-"""The tile grid at the working resolution; reads no pixels.
+"""The tile grid at the working resolution (no pixels), and `read_tile` for one tile's pixels.
 
 Tile cores lie on a regular lattice of `stride = tile_px - overlap_px` working pixels; each tile
 is its core plus a halo of `overlap_px / 2` on every side, so each tile contributes exactly its core
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsi_sat.geometry import Box
+from wsi_sat.geometry import Box, Scale
+from wsi_sat.io.slide import Slide
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,10 @@ def _tissue_fraction(tissue: np.ndarray, core: Box, w: int, h: int) -> float:
     x0, x1 = int(core.x0 * tw / w), max(int(core.x0 * tw / w) + 1, math.ceil(core.x1 * tw / w))
     patch = tissue[y0:y1, x0:x1]
     return float(patch.mean()) if patch.size else 0.0
+
+
+def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarray:
+    """A tile's read box (working pixels) as a (tile_px, tile_px) RGB array; outside the
+    slide is white."""
+    x, y, w, h = scale.to_level0(tile.read)
+    return slide.read_padded(x, y, w, h, (tile_px, tile_px))

@@ -1,11 +1,11 @@
 """Coarse-to-fine tile selection: a matching-only pass at low magnification over the tissue
 picks the tiles that can contain the target; only those reach the full-resolution encoder.
 
-The coarse pass reads the slide at `downsample` x the working µm/px in tiles of the same pixel
+The coarse pass reads the slide at `wsi.coarse_downsample` x the working µm/px in tiles of the same pixel
 size (each covers downsample² working tiles, so it costs about 1/downsample² of the fine pass),
 matches them against the reference encoded at that magnification (map mode: no SAM decoding),
 and keeps a working tile when the coarse foreground probability anywhere in its read box
-(core + halo) reaches `min_prob`.
+(core + halo) reaches `wsi.coarse_min_prob`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from wsi_sat.config import WsiConfig
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
-from wsi_sat.tiling.grid import Grid, Tile, make_grid
-from wsi_sat.tiling.tissue import TissueMasks
+from wsi_sat.tiling.grid import Grid, Tile, make_grid, read_tile
+from wsi_sat.tiling.tissue import TissueMasks, tile_mask
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,14 @@ class Selection:
 
 
 def select_tiles(seg: Any, coarse_reference: Any, slide: Slide, scale: Scale,
-                 tissue: TissueMasks, grid: Grid, downsample: int, min_prob: float,
-                 tile_px: int, overlap_px: int, batch_tiles: int, encode_scale: float,
-                 read_tile: Any, tile_mask: Any) -> Selection:
-    """The tiles of `grid` that the coarse pass finds the target in (or near)."""
+                 tissue: TissueMasks, grid: Grid, wcfg: WsiConfig, encode_scale: float
+                 ) -> Selection:
+    """The tiles of `grid` that the coarse pass (`wcfg.coarse_downsample`,
+    `wcfg.coarse_min_prob`) finds the target in (or near)."""
     t0 = time.perf_counter()
+    downsample, tile_px, batch_tiles = wcfg.coarse_downsample, wcfg.tile_px, wcfg.batch_tiles
     coarse = Scale(scale.slide_mpp, scale.working_mpp * downsample)
-    cgrid = make_grid(coarse.working_size(*slide.dimensions), tile_px, overlap_px,
+    cgrid = make_grid(coarse.working_size(*slide.dimensions), tile_px, wcfg.overlap_px,
                       tissue.tissue)
     hits: set[int] = set()  # lattice indices of working tiles whose read box holds a hit
     rows, cols = grid.shape
@@ -54,7 +56,7 @@ def select_tiles(seg: Any, coarse_reference: Any, slide: Slide, scale: Scale,
             oy, ox = ctile.core.y0 - ctile.read.y0, ctile.core.x0 - ctile.read.x0
             core = np.s_[oy : oy + ctile.core.height, ox : ox + ctile.core.width]
             keep_mask = tile_mask(tissue.keep, ctile, cgrid.working_size)[core]
-            ys, xs = np.nonzero((res.prob[core] >= min_prob) & keep_mask)
+            ys, xs = np.nonzero((res.prob[core] >= wcfg.coarse_min_prob) & keep_mask)
             if not len(ys):
                 continue
             wx = (xs + ctile.core.x0 + 0.5) * downsample  # coarse pixels → working pixels

@@ -18,6 +18,8 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.morphology import remove_small_objects
 
+from wsi_sat.tiling.grid import Tile
+
 
 def tissue_mask(thumb: np.ndarray, min_fraction: float = 0.0005, min_distance: float = 12.0
                 ) -> np.ndarray:
@@ -54,3 +56,14 @@ def grow(mask: np.ndarray, radius_px: float) -> np.ndarray:
 def tissue_masks(thumb: np.ndarray, margin_px: float) -> TissueMasks:
     tissue = tissue_mask(thumb)
     return TissueMasks(tissue, grow(tissue, margin_px))
+
+
+def tile_mask(tissue: np.ndarray, tile: Tile, working_size: tuple[int, int]) -> np.ndarray:
+    """The tissue mask resampled onto a tile's read box (working pixels), nearest neighbour."""
+    th, tw = tissue.shape
+    w, h = working_size
+    ys = np.clip(((np.arange(tile.read.y0, tile.read.y1) + 0.5) * th / h).astype(int), -1, th)
+    xs = np.clip(((np.arange(tile.read.x0, tile.read.x1) + 0.5) * tw / w).astype(int), -1, tw)
+    inside = ((ys >= 0) & (ys < th))[:, None] & ((xs >= 0) & (xs < tw))[None, :]
+    out = tissue[np.clip(ys, 0, th - 1)][:, np.clip(xs, 0, tw - 1)]
+    return out & inside
