@@ -14,7 +14,6 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -155,14 +154,12 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     scale = Scale(task.slide_mpp, task.working_mpp)
     timings["setup"] += time.perf_counter() - t
     tile_tissue = [tile_mask(tissue.tissue, tile, task.working_size) for tile in task.tiles]
-    # tiles are read by one background thread ahead of the encoder (prefetch: reading overlaps
-    # compute; one thread, so a slide handle is never read concurrently); `read` is the time
-    # the encoder waited for them
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        reads = [pool.submit(read_tile, slide, scale, tile, task.tile_px) for tile in task.tiles]
-        results = seg.segment((f.result() for f in reads), reference, mpp=task.working_mpp,
-                              encode_scale=tile_encode_scale(seg, task.config),
-                              tissue=tile_tissue)
+    # a lazy generator: the segmenter's reader thread reads the next tiles while this batch's
+    # are matched and decoded (prefetch; one thread, so a slide handle is never read
+    # concurrently); `read` is the time the encoder waited for them
+    tiles = (read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles)
+    results = seg.segment(tiles, reference, mpp=task.working_mpp,
+                          encode_scale=tile_encode_scale(seg, task.config), tissue=tile_tissue)
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
     for tile, res in zip(task.tiles, results):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 
 import numpy as np
@@ -49,6 +50,10 @@ class SegmentResult:
     n_positive: int
     n_negative: int
     timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _take(source: Iterator[np.ndarray], n: int) -> list[np.ndarray]:
+    return list(islice(source, n))
 
 
 class Segmenter:
@@ -110,31 +115,43 @@ class Segmenter:
                 tissue: Iterable[np.ndarray] | None = None) -> list[SegmentResult]:
         """Segment images: encoder calls of `encoder_batch` images, then SAT per image.
 
-        `images` may be a lazy iterable (whole slides pass tiles still being read, so reading
-        overlaps the encoder); it is consumed one encoder batch at a time. `tissue` (one (H, W)
-        bool mask per image, whole slides) limits the per-image self-training to patches that
-        are mostly tissue; predictions are not masked here."""
+        `images` may be a lazy iterable (whole slides pass a generator that reads tiles): it is
+        consumed one encoder batch at a time by one background thread, which reads the next
+        batch while this one is matched and decoded — on a CPU after the encoder call (the
+        encoder's threads take every core; SAT leaves one idle), on a GPU before it (reading
+        overlaps the encoder too). `tissue` (one (H, W) bool mask per image, whole slides)
+        limits the per-image self-training to patches that are mostly tissue; predictions are
+        not masked here."""
         step = max(1, self.engine.encoder_batch)
         source = iter(images)
         masks = iter(tissue) if tissue is not None else None
+        early = self.engine.device.type != "cpu"
         out: list[SegmentResult] = []
-        while True:
-            t0 = time.perf_counter()
-            chunk = list(islice(source, step))
-            t_wait = time.perf_counter() - t0
-            if not chunk:
-                return out
-            t0 = time.perf_counter()
-            encoded = self.engine.encode(chunk, encode_scale)
-            t_enc = (time.perf_counter() - t0) / len(chunk)
-            grids = self.backbone.grids(chunk, encoded)
-            t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
-            for image, enc, grid in zip(chunk, encoded, grids):
-                timings: dict[str, float] = defaultdict(float, encode=t_enc, features=t_feat,
-                                                        read_wait=t_wait / len(chunk))
-                tissue_mask = next(masks) if masks is not None else None
-                out.append(self._segment_one(image, enc, grid, reference, mpp, timings,
-                                             tissue_mask))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wsi-sat-read") as reader:
+            pending: Future[list[np.ndarray]] | None = reader.submit(_take, source, step)
+            while pending is not None:
+                t0 = time.perf_counter()
+                chunk = pending.result()
+                t_wait = time.perf_counter() - t0
+                pending = None
+                if not chunk:
+                    break
+                if early:
+                    pending = reader.submit(_take, source, step)
+                t0 = time.perf_counter()
+                encoded = self.engine.encode(chunk, encode_scale)
+                t_enc = (time.perf_counter() - t0) / len(chunk)
+                if not early:
+                    pending = reader.submit(_take, source, step)
+                grids = self.backbone.grids(chunk, encoded)
+                t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
+                for image, enc, grid in zip(chunk, encoded, grids):
+                    timings: dict[str, float] = defaultdict(
+                        float, encode=t_enc, features=t_feat, read_wait=t_wait / len(chunk))
+                    tissue_mask = next(masks) if masks is not None else None
+                    out.append(self._segment_one(image, enc, grid, reference, mpp, timings,
+                                                 tissue_mask))
+        return out
 
     def _segment_one(self, image, enc, grid, reference, mpp, timings, tissue=None
                      ) -> SegmentResult:
