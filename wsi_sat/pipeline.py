@@ -311,7 +311,9 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
         objs, mapping = merge_regions(objs), {}
     timings["merge"] = time.perf_counter() - t
     t = time.perf_counter()
-    levels = build_pyramid(partial, wcfg.pyramid_min_px, scale.working_mpp, stem, mapping)
+    written = {(t.core.y0 // grid.stride, t.core.x0 // grid.stride) for t in tiles}
+    levels = build_pyramid(partial, wcfg.pyramid_min_px, scale.working_mpp, stem, mapping,
+                           written)
     shutil.rmtree(final_zarr, ignore_errors=True)
     partial.rename(final_zarr)
     timings["pyramid"] = time.perf_counter() - t

@@ -137,3 +137,18 @@ def test_self_training_learns_only_from_valid_patches():
     tissue = slice(0, 80)
     assert ((restricted[tissue] > 0) == truth[tissue]).all()
     assert ((plain[tissue] > 0) == truth[tissue]).mean() < 0.8
+
+
+def test_column_max_equals_torch_max_with_ties():
+    import torch
+
+    from wsi_sat.sat.matching import _column_max
+
+    sim = torch.tensor([[0.1, 0.5, 0.3], [0.7, 0.5, -0.2], [0.7, 0.2, 0.3]])
+    val, idx = _column_max(sim)
+    assert val.tolist() == pytest.approx([0.7, 0.5, 0.3])
+    assert idx.tolist() == [1, 0, 0]  # first row of each maximum, as torch.max
+    big = torch.randn(300, 200)
+    v2, i2 = big.max(dim=0)
+    v1, i1 = _column_max(big)
+    assert torch.equal(v1, v2) and torch.equal(i1, i2)

@@ -70,3 +70,32 @@ def test_tissue_margin_grows_the_mask_by_a_disk():
     thumb[20:40, 20:40] = (150, 80, 160)
     masks = tissue_masks(thumb, 3.0)
     assert masks.keep.sum() > masks.tissue.sum() > 0 and (masks.keep >= masks.tissue).all()
+
+
+def test_pixel_colour_equals_scikit_image():
+    from skimage.color import rgb2hed, rgb2lab
+
+    from wsi_sat.sat.patches import pixel_colour
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    img[0, :10] = 0  # the dark (linear) segment of Lab
+    lab, hed = rgb2lab(img), rgb2hed(img)
+    want = np.concatenate([
+        lab[..., :1] / 50.0 - 1.0, lab[..., 1:] / 64.0, np.maximum(hed[..., :2], 0) * 10.0,
+    ], axis=-1)
+    assert np.abs(pixel_colour(img) - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (70, 53)])
+def test_patch_colour_fast_path_equals_the_general_block_mean(hw):
+    from wsi_sat.sat.patches import _block_mean, pixel_colour
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    grid = (-(-hw[0] // 16), -(-hw[1] // 16))
+    pc = pixel_colour(img).astype(np.float64)
+    mean = _block_mean(pc, grid, (16.0, 16.0))
+    std = np.sqrt(np.maximum(_block_mean(pc * pc, grid, (16.0, 16.0)) - mean * mean, 0))
+    got = patch_colour(img, grid, (16.0, 16.0))
+    assert np.abs(got - np.concatenate([mean, std], axis=-1)).max() < 1e-3

@@ -6,6 +6,7 @@ row and column may cover the image only partly and are used like every other pat
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -50,43 +51,69 @@ def mask_fraction(mask: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[fl
 
 
 # sRGB → CIE Lab (D65) and Ruifrok–Johnston H&E(-DAB) deconvolution, as scikit-image's
-# rgb2lab / rgb2hed compute them (equal within 1e-4), in float32 with per-channel lookup tables
-# for the uint8 input: several times faster than the float64 originals.
+# rgb2lab / rgb2hed compute them (equal within 1e-5), in float32: per-channel lookup tables for
+# the uint8 input and OpenCV's vectorised LUT / colour-matrix / power kernels, on 3-channel
+# arrays throughout (OpenCV's fast paths) — ~8x faster than float64 scikit-image.
 _RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
                         [0.212671, 0.715160, 0.072169],
                         [0.019334, 0.119193, 0.950227]])
 _D65 = np.array([0.95047, 1.0, 1.08883])
-_XYZ_N = ((_RGB_TO_XYZ / _D65[:, None]).T).astype(np.float32)
-_HED_FROM_RGB = np.linalg.inv(np.array([[0.65, 0.70, 0.29],
-                                        [0.07, 0.99, 0.11],
-                                        [0.27, 0.57, 0.78]]))[:, :2].astype(np.float32)
+_XYZ_N = (_RGB_TO_XYZ / _D65[:, None]).astype(np.float32)  # rows: X/Xn, Y/Yn, Z/Zn
+# f(X), f(Y), f(Z) → L, a, b scaled to ~[-1, 1] (affine: the last column is the offset)
+_LAB = np.array([[0.0, 116.0 / 50.0, 0.0, -(16.0 / 50.0 + 1.0)],
+                 [500.0 / 64.0, -500.0 / 64.0, 0.0, 0.0],
+                 [0.0, 200.0 / 64.0, -200.0 / 64.0, 0.0]], np.float32)
+_HED = np.zeros((3, 3), np.float32)  # optical density → H, E (x10); third row unused (0)
+_HED[:2] = np.linalg.inv(np.array([[0.65, 0.70, 0.29],
+                                   [0.07, 0.99, 0.11],
+                                   [0.27, 0.57, 0.78]]))[:, :2].T * 10.0
 _LEVELS = np.arange(256, dtype=np.float64) / 255.0
-_LINEAR = np.where(_LEVELS > 0.04045, ((_LEVELS + 0.055) / 1.055) ** 2.4,
-                   _LEVELS / 12.92).astype(np.float32)
-_OPTICAL = (np.log(np.maximum(_LEVELS, 1e-6)) / np.log(1e-6)).astype(np.float32)
+_LINEAR = np.repeat(np.where(_LEVELS > 0.04045, ((_LEVELS + 0.055) / 1.055) ** 2.4,
+                             _LEVELS / 12.92).astype(np.float32)[None, :, None], 3, axis=2)
+_OPTICAL = np.repeat((np.log(np.maximum(_LEVELS, 1e-6)) / np.log(1e-6)).astype(np.float32)
+                     [None, :, None], 3, axis=2)
+
+
+def _lab_hed(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) Lab scaled to ~[-1, 1] and (H, W, 3) H, E stains (x10) with a zero channel."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    f = cv2.transform(cv2.LUT(image, _LINEAR), _XYZ_N)
+    dark = f <= 0.008856
+    f = cv2.pow(f, 1.0 / 3.0)
+    if dark.any():  # the linear segment of Lab near black
+        cube = f[dark] ** 3
+        f[dark] = 7.787 * cube + 16.0 / 116.0
+    lab = cv2.transform(f, _LAB)
+    hed = cv2.transform(cv2.LUT(image, _OPTICAL), _HED)
+    np.maximum(hed, 0.0, out=hed)
+    return lab, hed
 
 
 def pixel_colour(image: np.ndarray) -> np.ndarray:
     """Per-pixel colour/stain channels (H, W, 5): L, a, b scaled to ~[-1, 1], H and E stains."""
-    image = np.asarray(image, dtype=np.uint8)
-    out = np.empty((*image.shape[:2], 5), np.float32)
-    f = _LINEAR[image] @ _XYZ_N
-    dark = f <= 0.008856
-    np.cbrt(f, out=f)
-    if dark.any():  # the linear segment of Lab near black
-        f[dark] = 7.787 * (f[dark] ** 3) + 16.0 / 116.0
-    out[..., 0] = f[..., 1] * (116.0 / 50.0) - (16.0 / 50.0 + 1.0)
-    out[..., 1] = (f[..., 0] - f[..., 1]) * (500.0 / 64.0)
-    out[..., 2] = (f[..., 1] - f[..., 2]) * (200.0 / 64.0)
-    out[..., 3:5] = np.maximum(_OPTICAL[image] @ _HED_FROM_RGB, 0.0) * 10.0
-    return out
+    lab, hed = _lab_hed(image)
+    return np.concatenate([lab, hed[..., :2]], axis=-1)
+
+
+def _patch_mean(values: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[float, float]
+                ) -> np.ndarray:
+    """`_block_mean` of an (H, W, 3) float32 array; OpenCV's area resize when the patches tile
+    the image exactly (whole slides: 1024-px tiles, 16-px patches), which is the same mean."""
+    h, w = values.shape[:2]
+    gh, gw = grid_hw
+    if gh * patch_hw[0] == h and gw * patch_hw[1] == w and float(patch_hw[0]).is_integer() \
+            and float(patch_hw[1]).is_integer():
+        return cv2.resize(values, (gw, gh), interpolation=cv2.INTER_AREA)
+    return _block_mean(values, grid_hw, patch_hw)
 
 
 def patch_colour(image: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[float, float]
                  ) -> np.ndarray:
     """Colour features per patch (gh, gw, 10): mean and standard deviation of `pixel_colour`."""
-    pc = pixel_colour(image)
-    mean = _block_mean(pc, grid_hw, patch_hw)
-    sq = _block_mean(pc * pc, grid_hw, patch_hw)
-    std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
-    return np.concatenate([mean, std], axis=-1)
+    stats = []
+    for channels in _lab_hed(image):
+        mean = _patch_mean(channels, grid_hw, patch_hw)
+        sq = _patch_mean(cv2.multiply(channels, channels), grid_hw, patch_hw)
+        stats.append((mean, np.sqrt(np.maximum(sq - mean * mean, 0.0))))
+    (lab_m, lab_s), (hed_m, hed_s) = stats
+    return np.concatenate([lab_m, hed_m[..., :2], lab_s, hed_s[..., :2]], axis=-1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from skimage.morphology import remove_small_holes, remove_small_objects
 
 from wsi_sat.config import PostprocessConfig
 
@@ -16,16 +16,26 @@ def min_area_px(cfg: PostprocessConfig, mpp: float | None) -> int:
 
 
 def clean_mask(mask: np.ndarray, cfg: PostprocessConfig, mpp: float | None = None) -> np.ndarray:
-    """Remove objects smaller than the min area; fill holes smaller than it."""
+    """Remove objects smaller than the min area; fill holes smaller than it (4-connected, as
+    scikit-image's remove_small_objects / remove_small_holes; holes touching the border count)."""
     area = min_area_px(cfg, mpp)
     out = mask.astype(bool)
     if area > 0:
-        out = remove_small_objects(out, max_size=area - 1) if _new_api() else \
-            remove_small_objects(out, min_size=area)
+        out = _large_components(out, area)
         if cfg.fill_holes:
-            out = remove_small_holes(out, max_size=area - 1) if _new_api() else \
-                remove_small_holes(out, area_threshold=area)
+            out = ~_large_components(~out, area)
     return out
+
+
+def _large_components(mask: np.ndarray, area: int) -> np.ndarray:
+    """Pixels of the 4-connected components of `mask` with at least `area` pixels."""
+    if not mask.any():
+        return mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4,
+                                                           ltype=cv2.CV_32S)
+    keep = stats[:, cv2.CC_STAT_AREA] >= area
+    keep[0] = False  # OpenCV's label 0 is the unset pixels
+    return keep[labels]
 
 
 def clean_labels(labels: np.ndarray, cfg: PostprocessConfig, mpp: float | None = None
@@ -40,9 +50,3 @@ def clean_labels(labels: np.ndarray, cfg: PostprocessConfig, mpp: float | None =
     out = labels.copy()
     out[np.isin(out, small)] = 0
     return out
-
-
-def _new_api() -> bool:
-    import inspect
-
-    return "max_size" in inspect.signature(remove_small_objects).parameters

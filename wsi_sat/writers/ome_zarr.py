@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import zarr
 
@@ -35,26 +34,42 @@ def open_level0(path: Path) -> zarr.Array:
     return zarr.open_array(str(path / "0"), mode="r+", **FORMAT)
 
 
+Chunk = tuple[int, int]  # (row, column) index of a chunk
+
+
 def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
-                  mapping: dict[int, int] | None = None) -> int:
+                  mapping: dict[int, int] | None = None,
+                  written: set[Chunk] | None = None) -> int:
     """Write levels 1..n by 2x subsampling and the NGFF 0.4 metadata; returns the level count.
 
+    `written`: the level-0 chunks the tiles wrote (None = every chunk). Only the chunks of each
+    level that cover written ones are computed; the rest stay unwritten and read as the fill
+    value 0, so the cost follows the segmented tiles, not the slide's area.
     `mapping` (instance label → merged label) is applied to level 0 first."""
     root = zarr.open_group(str(path), mode="a", **FORMAT)
     level0 = root["0"]
+    ch, cw = level0.chunks
+    if written is None:
+        written = {(y, x) for y in range(-(-level0.shape[0] // ch))
+                   for x in range(-(-level0.shape[1] // cw))}
     if mapping:
-        _relabel(level0, mapping)
+        _relabel(level0, mapping, written)
     for key in list(root.array_keys()):
         if key != "0":
             del root[key]
     levels = 1
-    current = da.from_zarr(level0)
-    while max(current.shape) >= 2 * min_px:
-        current = current[::2, ::2].rechunk(level0.chunks)
-        target = root.create_array(str(levels), shape=current.shape, chunks=level0.chunks,
+    source, chunks = level0, written
+    while max(source.shape) >= 2 * min_px:
+        shape = (-(-source.shape[0] // 2), -(-source.shape[1] // 2))
+        target = root.create_array(str(levels), shape=shape, chunks=(ch, cw),
                                    dtype=level0.dtype, fill_value=0)
-        da.store(current, target, lock=False, compute=True)
-        current = da.from_zarr(target)
+        chunks = {(y // 2, x // 2) for y, x in chunks}
+        for y, x in sorted(chunks):  # each target chunk from its 2x2 source chunks
+            block = source[2 * y * ch : 2 * (y + 1) * ch, 2 * x * cw : 2 * (x + 1) * cw]
+            if block.any():
+                sub = block[::2, ::2]
+                target[y * ch : y * ch + sub.shape[0], x * cw : x * cw + sub.shape[1]] = sub
+        source = target
         levels += 1
     datasets = [
         {"path": str(i), "coordinateTransformations": [
@@ -75,21 +90,21 @@ def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
     return levels
 
 
-def _relabel(arr: zarr.Array, mapping: dict[int, int]) -> None:
+def _relabel(arr: zarr.Array, mapping: dict[int, int], chunks: set[Chunk]) -> None:
     keys = np.array(sorted(mapping), dtype=np.int64)
     values = np.array([mapping[k] for k in keys], dtype=np.int64)
-    ch = arr.chunks[0]
-    for y in range(0, arr.shape[0], ch):
-        for x in range(0, arr.shape[1], arr.chunks[1]):
-            block = arr[y : y + ch, x : x + arr.chunks[1]]
-            if not block.any():
-                continue
-            flat = block.astype(np.int64).ravel()
-            idx = np.searchsorted(keys, flat)
-            idx = np.clip(idx, 0, len(keys) - 1)
-            hit = keys[idx] == flat
-            flat[hit] = values[idx[hit]]
-            arr[y : y + ch, x : x + arr.chunks[1]] = flat.reshape(block.shape).astype(block.dtype)
+    ch, cw = arr.chunks
+    for cy, cx in sorted(chunks):
+        y, x = cy * ch, cx * cw
+        block = arr[y : y + ch, x : x + cw]
+        if not block.any():
+            continue
+        flat = block.astype(np.int64).ravel()
+        idx = np.searchsorted(keys, flat)
+        idx = np.clip(idx, 0, len(keys) - 1)
+        hit = keys[idx] == flat
+        flat[hit] = values[idx[hit]]
+        arr[y : y + ch, x : x + cw] = flat.reshape(block.shape).astype(block.dtype)
 
 
 def read_level(path: Path, level: int) -> np.ndarray:
