@@ -58,9 +58,11 @@ def fuse(emb: np.ndarray, colour: np.ndarray, colour_mean: np.ndarray, colour_st
     return normalise(np.concatenate([e, c.astype(np.float32)], axis=-1))
 
 
-def _topk_mean(sim: torch.Tensor, k: int) -> torch.Tensor:
+def _topk_mean(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each row's k largest values, and the largest."""
     k = max(1, min(k, sim.shape[1]))
-    return sim.topk(k, dim=1).values.mean(dim=1)
+    top = sim.topk(k, dim=1).values
+    return top.mean(dim=1), top[:, 0]
 
 
 def _column_max(sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,11 +116,14 @@ def match(
             d2 = torch.cdist(torch.from_numpy(qxy[start:stop]).float(), torch.from_numpy(bxy).float())
             same = torch.from_numpy(qref[start:stop])[:, None] == torch.from_numpy(bref)[None, :]
             sim = sim.masked_fill(same & (d2 < radius), -2.0)
+        fg_top = bg_top = torch.full((stop - start,), -3.0)
         if len(fg_idx):
-            fg_sim[start:stop] = _topk_mean(sim[:, nb:], top_k)
+            fg_sim[start:stop], fg_top = _topk_mean(sim[:, nb:], top_k)
         if len(bg_idx):
-            bg_sim[start:stop] = _topk_mean(sim[:, :nb], top_k)
-        back[start:stop] = lab[sim.argmax(dim=1)]
+            bg_sim[start:stop], bg_top = _topk_mean(sim[:, :nb], top_k)
+        # the best bank match is foreground iff the best fg beats the best bg (ties: bg, as
+        # an arg-max over the bg-first bank order)
+        back[start:stop] = (fg_top > bg_top).long()
         val, idx = _column_max(sim)
         better = val > best_q_val
         best_q_val = torch.where(better, val, best_q_val)

@@ -47,7 +47,17 @@ def _block_mean(values: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[fl
 def mask_fraction(mask: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[float, float]
                   ) -> np.ndarray:
     """Fraction (gh, gw) of each patch's pixels that are foreground in a binary mask."""
-    return _block_mean(mask.astype(np.float32)[..., None], grid_hw, patch_hw)[..., 0]
+    values = mask.astype(np.float32)
+    if _exact_grid(values.shape[:2], grid_hw, patch_hw):
+        return cv2.resize(values, (grid_hw[1], grid_hw[0]), interpolation=cv2.INTER_AREA)
+    return _block_mean(values[..., None], grid_hw, patch_hw)[..., 0]
+
+
+def _exact_grid(hw: tuple[int, int], grid_hw: tuple[int, int], patch_hw: tuple[float, float]
+                ) -> bool:
+    """Whole patches of whole pixels tile the image exactly (then OpenCV's area resize is the
+    block mean): whole-slide tiles, 1024 px in 16-px patches."""
+    return all(g * p == n and float(p).is_integer() for n, g, p in zip(hw, grid_hw, patch_hw))
 
 
 # sRGB → CIE Lab (D65) and Ruifrok–Johnston H&E(-DAB) deconvolution, as scikit-image's
@@ -99,11 +109,8 @@ def _patch_mean(values: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[fl
                 ) -> np.ndarray:
     """`_block_mean` of an (H, W, 3) float32 array; OpenCV's area resize when the patches tile
     the image exactly (whole slides: 1024-px tiles, 16-px patches), which is the same mean."""
-    h, w = values.shape[:2]
-    gh, gw = grid_hw
-    if gh * patch_hw[0] == h and gw * patch_hw[1] == w and float(patch_hw[0]).is_integer() \
-            and float(patch_hw[1]).is_integer():
-        return cv2.resize(values, (gw, gh), interpolation=cv2.INTER_AREA)
+    if _exact_grid(values.shape[:2], grid_hw, patch_hw):
+        return cv2.resize(values, (grid_hw[1], grid_hw[0]), interpolation=cv2.INTER_AREA)
     return _block_mean(values, grid_hw, patch_hw)
 
 
