@@ -229,7 +229,9 @@ def plan_slide(slide: Slide, config: Config, options: RunOptions
     if wcfg.overlap_px % 2 or wcfg.overlap_px >= wcfg.tile_px:
         raise ConfigError("wsi.overlap_px must be even and smaller than wsi.tile_px")
     thumb, downsample = slide.thumbnail(wcfg.thumbnail_px)
-    tissue = tissue_masks(thumb, wcfg.tissue_margin_um / (slide_mpp * downsample))
+    thumb_mpp = slide_mpp * downsample
+    tissue = tissue_masks(thumb, wcfg.tissue_margin_um / thumb_mpp,
+                          wcfg.min_tissue_area_um2 / thumb_mpp**2)
     grid = make_grid(scale.working_size(*slide.dimensions), wcfg.tile_px, wcfg.overlap_px,
                      tissue.tissue, wcfg.min_tissue_fraction)
     return scale, tissue, grid

@@ -21,9 +21,10 @@ from skimage.morphology import remove_small_objects
 from wsi_sat.tiling.grid import Tile
 
 
-def tissue_mask(thumb: np.ndarray, min_fraction: float = 0.0005, min_distance: float = 12.0
+def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float = 12.0
                 ) -> np.ndarray:
-    """Boolean tissue mask of an RGB thumbnail."""
+    """Boolean tissue mask of an RGB thumbnail; pieces under `min_area_px` thumbnail pixels
+    (the caller converts a physical area) are dropped."""
     img = ndimage.uniform_filter(thumb.astype(np.float32), size=(3, 3, 1))
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     background = np.median(border, axis=0)
@@ -34,7 +35,7 @@ def tissue_mask(thumb: np.ndarray, min_fraction: float = 0.0005, min_distance: f
     mask = dist > threshold
     mask = ndimage.binary_closing(mask, iterations=2)
     mask = ndimage.binary_fill_holes(mask)
-    min_size = max(4, int(min_fraction * mask.size))
+    min_size = max(4, int(round(min_area_px)))
     return remove_small_objects(mask, max_size=min_size - 1)
 
 
@@ -53,8 +54,10 @@ def grow(mask: np.ndarray, radius_px: float) -> np.ndarray:
     return ndimage.distance_transform_edt(~mask) <= radius_px
 
 
-def tissue_masks(thumb: np.ndarray, margin_px: float) -> TissueMasks:
-    tissue = tissue_mask(thumb)
+def tissue_masks(thumb: np.ndarray, margin_px: float, min_area_px: float = 4.0) -> TissueMasks:
+    """Tissue (pieces of at least `min_area_px`) and tissue grown by `margin_px`, both in
+    thumbnail pixels."""
+    tissue = tissue_mask(thumb, min_area_px)
     return TissueMasks(tissue, grow(tissue, margin_px))
 
 
