@@ -45,7 +45,8 @@ def _pipeline(fake_engine, slide_path, out, mode="map", **opts):
     cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
                              f"sat.decode.mode={mode}", "wsi.tile_px=256", "wsi.overlap_px=32",
                              "wsi.batch_tiles=2", "wsi.workers=0", "wsi.class_name=Blob",
-                             "wsi.pyramid_min_px=64"])
+                             "wsi.pyramid_min_px=64",
+                             "wsi.min_tissue_area_um2=100"])  # a toy-scale slide: 20 µm blobs
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
     register_segmenter(cfg, seg)
     ref_img, ref_mask = blobs_image(0)
