@@ -275,10 +275,10 @@ class WsiConfig(_Section):
         2048, ge=128, le=16384, description="Longer side of the tissue-detection thumbnail."
     )
     min_tissue_area_um2: float = Field(
-        10000.0,
+        500.0,
         ge=0.0,
-        description="Tissue pieces smaller than this (µm²; 10000 = 0.01 mm²) are dropped as "
-        "debris; physical, so a small biopsy fragment counts on any slide size.",
+        description="Tissue pieces smaller than this (µm²; 500 ≈ a 22 µm square, a few cells) "
+        "are dropped as debris; physical, so a small fragment counts on any slide size.",
     )
     tissue_margin_um: float = Field(
         25.0,

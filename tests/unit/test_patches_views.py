@@ -107,7 +107,7 @@ def test_small_tissue_pieces_are_dropped_by_physical_area():
     thumb = np.full((200, 200, 3), 245, np.uint8)
     thumb[20:60, 20:60] = (150, 80, 160)  # 1600 px
     thumb[150:156, 150:156] = (150, 80, 160)  # 36 px of debris
-    # at 10 µm per thumbnail pixel, 0.01 mm² = 100 px: the piece stays, the debris goes
+    # at 10 µm per thumbnail pixel, 10000 µm² = 100 px: the piece stays, the debris goes
     mask = tissue_mask(thumb, min_area_px=1e4 / 10.0**2)
     assert mask[40, 40] and not mask[152, 152]
     # a slide 4x larger has a 4x coarser thumbnail: the same piece is 100 px and still stays
