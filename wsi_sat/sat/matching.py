@@ -95,13 +95,10 @@ def match(
         exclude = (qxy, qref, bxy[order], bref[order], radius)
     # similarities by numpy's BLAS (OpenBLAS: 2.5x faster than torch's MKL sgemm on AMD CPUs,
     # measured); the reductions by torch, on the same memory
-    q_np = np.ascontiguousarray(query, dtype=np.float32)
-    b_np = np.ascontiguousarray(bank[order], dtype=np.float32)
-    q, b = torch.from_numpy(q_np), torch.from_numpy(b_np)
-    lab = torch.from_numpy(bank_labels[order].astype(np.int64))
-    nb = int((bank_labels == 0).sum())
-    fg_idx = torch.arange(nb, len(lab))
-    bg_idx = torch.arange(0, nb)
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    b = np.ascontiguousarray(bank[order], dtype=np.float32)
+    nb = int((bank_labels == 0).sum())  # bank[:nb] background, bank[nb:] foreground
+    nf = len(bank_labels) - nb
     n = q.shape[0]
     fg_sim = torch.full((n,), -1.0)
     bg_sim = torch.full((n,), -1.0)
@@ -110,16 +107,16 @@ def match(
     best_q_idx = torch.zeros(b.shape[0], dtype=torch.int64)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        sim = torch.from_numpy(q_np[start:stop] @ b_np.T)
+        sim = torch.from_numpy(q[start:stop] @ b.T)
         if exclude is not None:
             qxy, qref, bxy, bref, radius = exclude
             d2 = torch.cdist(torch.from_numpy(qxy[start:stop]).float(), torch.from_numpy(bxy).float())
             same = torch.from_numpy(qref[start:stop])[:, None] == torch.from_numpy(bref)[None, :]
             sim = sim.masked_fill(same & (d2 < radius), -2.0)
         fg_top = bg_top = torch.full((stop - start,), -3.0)
-        if len(fg_idx):
+        if nf:
             fg_sim[start:stop], fg_top = _topk_mean(sim[:, nb:], top_k)
-        if len(bg_idx):
+        if nb:
             bg_sim[start:stop], bg_top = _topk_mean(sim[:, :nb], top_k)
         # the best bank match is foreground iff the best fg beats the best bg (ties: bg, as
         # an arg-max over the bg-first bank order)
@@ -128,8 +125,8 @@ def match(
         better = val > best_q_val
         best_q_val = torch.where(better, val, best_q_val)
         best_q_idx = torch.where(better, idx + start, best_q_idx)
-    fg_votes = torch.bincount(best_q_idx[nb:], minlength=n) if len(fg_idx) else torch.zeros(n)
-    bg_votes = torch.bincount(best_q_idx[:nb], minlength=n) if len(bg_idx) else torch.zeros(n)
+    fg_votes = torch.bincount(best_q_idx[nb:], minlength=n) if nf else torch.zeros(n)
+    bg_votes = torch.bincount(best_q_idx[:nb], minlength=n) if nb else torch.zeros(n)
     return MatchResult(
         margin=(fg_sim - bg_sim).numpy(),
         fg_sim=fg_sim.numpy(),

@@ -15,6 +15,10 @@ def _block_mean(values: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[fl
     """Mean of `values` (H, W, C) over each patch (gh, gw, C); patches clipped to the image."""
     h, w = values.shape[:2]
     gh, gw = grid_hw
+    if _exact_grid((h, w), grid_hw, patch_hw):  # whole slides: OpenCV's area resize, same mean
+        out = cv2.resize(values.astype(np.float32, copy=False), (gw, gh),
+                         interpolation=cv2.INTER_AREA)
+        return out.reshape(gh, gw, values.shape[2])
     y0 = np.minimum(np.round(np.arange(gh) * patch_hw[0]).astype(int), h - 1)
     x0 = np.minimum(np.round(np.arange(gw) * patch_hw[1]).astype(int), w - 1)
     if (np.diff(y0) > 0).all() and (np.diff(x0) > 0).all():  # the usual case: sums per block
@@ -47,10 +51,7 @@ def _block_mean(values: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[fl
 def mask_fraction(mask: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[float, float]
                   ) -> np.ndarray:
     """Fraction (gh, gw) of each patch's pixels that are foreground in a binary mask."""
-    values = mask.astype(np.float32)
-    if _exact_grid(values.shape[:2], grid_hw, patch_hw):
-        return cv2.resize(values, (grid_hw[1], grid_hw[0]), interpolation=cv2.INTER_AREA)
-    return _block_mean(values[..., None], grid_hw, patch_hw)[..., 0]
+    return _block_mean(mask.astype(np.float32)[..., None], grid_hw, patch_hw)[..., 0]
 
 
 def _exact_grid(hw: tuple[int, int], grid_hw: tuple[int, int], patch_hw: tuple[float, float]
@@ -105,22 +106,13 @@ def pixel_colour(image: np.ndarray) -> np.ndarray:
     return np.concatenate([lab, hed[..., :2]], axis=-1)
 
 
-def _patch_mean(values: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[float, float]
-                ) -> np.ndarray:
-    """`_block_mean` of an (H, W, 3) float32 array; OpenCV's area resize when the patches tile
-    the image exactly (whole slides: 1024-px tiles, 16-px patches), which is the same mean."""
-    if _exact_grid(values.shape[:2], grid_hw, patch_hw):
-        return cv2.resize(values, (grid_hw[1], grid_hw[0]), interpolation=cv2.INTER_AREA)
-    return _block_mean(values, grid_hw, patch_hw)
-
-
 def patch_colour(image: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[float, float]
                  ) -> np.ndarray:
     """Colour features per patch (gh, gw, 10): mean and standard deviation of `pixel_colour`."""
     stats = []
     for channels in _lab_hed(image):
-        mean = _patch_mean(channels, grid_hw, patch_hw)
-        sq = _patch_mean(cv2.multiply(channels, channels), grid_hw, patch_hw)
+        mean = _block_mean(channels, grid_hw, patch_hw)
+        sq = _block_mean(cv2.multiply(channels, channels), grid_hw, patch_hw)
         stats.append((mean, np.sqrt(np.maximum(sq - mean * mean, 0.0))))
     (lab_m, lab_s), (hed_m, hed_s) = stats
     return np.concatenate([lab_m, hed_m[..., :2], lab_s, hed_s[..., :2]], axis=-1)
