@@ -101,3 +101,18 @@ def test_encoder_micro_batches_give_the_batched_embeddings(segmenter):
     for a, b in zip(one_by_one, batched):
         assert a.input_hw == b.input_hw
         torch.testing.assert_close(a.embedding, b.embedding, atol=2e-3, rtol=1e-3)
+
+
+def test_optimised_encoder_gives_the_stock_embeddings(segmenter):
+    """Batch norms folded into the convolutions + channels-last layout: the same embeddings as
+    the published model code's layout (the benchmark's naive baseline runs that one)."""
+    from wsi_sat.models.sam import SamEngine
+
+    stock = SamEngine(get_spec("mobilesam"), None, torch.device("cpu"), optimise=False)
+    engine = segmenter.engine
+    assert engine.channels_last and not stock.channels_last
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in engine.model.image_encoder.modules())
+    image = np.random.default_rng(1).integers(0, 255, (300, 420, 3), dtype=np.uint8)
+    fast, ref = engine.encode([image], 1.0)[0], stock.encode([image], 1.0)[0]
+    assert fast.embedding.is_contiguous()
+    torch.testing.assert_close(fast.embedding, ref.embedding, atol=1e-4, rtol=1e-4)

@@ -112,3 +112,36 @@ def test_gpu_precision_and_worker_placement_rules():
     assert autocast_dtype(cuda, "fp16") is torch.float16
     assert autocast_dtype(cuda, "bf16") is torch.bfloat16
     assert worker_gpu(1) == 0 and worker_gpu(4) == 0  # outside a Dask worker
+
+
+def test_fold_batchnorm_keeps_the_function():
+    """conv + batch norm pairs (TinyViT's Conv2d_BN) fold into one convolution, nested ones
+    too, with trained (non-trivial) running statistics; other modules are left alone."""
+    from wsi_sat.models.sam import fold_batchnorm, optimise_encoder
+
+    def conv_bn(cin: int, cout: int, groups: int = 1) -> torch.nn.Sequential:
+        seq = torch.nn.Sequential()
+        seq.add_module("c", torch.nn.Conv2d(cin, cout, 3, padding=1, groups=groups, bias=False))
+        seq.add_module("bn", torch.nn.BatchNorm2d(cout))
+        return seq
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(conv_bn(3, 8), torch.nn.GELU(),
+                              torch.nn.Sequential(conv_bn(8, 8, groups=8), torch.nn.ReLU()),
+                              torch.nn.LayerNorm([8, 12, 12]))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    net.eval()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        want = net(x)
+        assert optimise_encoder(net)
+        got = net(x.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert isinstance(net[3], torch.nn.LayerNorm)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.ReLU())) == 0
