@@ -116,3 +116,36 @@ def test_optimised_encoder_gives_the_stock_embeddings(segmenter):
     fast, ref = engine.encode([image], 1.0)[0], stock.encode([image], 1.0)[0]
     assert fast.embedding.is_contiguous()
     torch.testing.assert_close(fast.embedding, ref.embedding, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_encoder_gives_the_eager_embeddings():
+    """runtime.compile_encoder: torch.compile'd encoder, same embeddings; a partial batch is
+    padded to the compiled shape and cut back."""
+    from wsi_sat.models.sam import SamEngine
+
+    eager = SamEngine(get_spec("mobilesam"), None, torch.device("cpu"))
+    compiled = SamEngine(get_spec("mobilesam"), None, torch.device("cpu"), encoder_batch=2,
+                         compile_encoder=True)
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(3)]
+    got = compiled.encode(images, 1.0)
+    assert compiled.compiled and len(got) == 3
+    for a, b in zip(got, eager.encode(images, 1.0)):
+        torch.testing.assert_close(a.embedding, b.embedding, atol=1e-4, rtol=1e-4)
+
+
+def test_failed_compile_falls_back_to_the_eager_encoder(monkeypatch, caplog):
+    from wsi_sat.models.sam import SamEngine
+
+    def broken(*_args, **_kwargs):
+        def call(_batch):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    engine = SamEngine(get_spec("mobilesam"), None, torch.device("cpu"), compile_encoder=True)
+    image = np.random.default_rng(3).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    with caplog.at_level("WARNING"):
+        out = engine.encode([image], 1.0)
+    assert not engine.compiled and out[0].embedding.shape[0] == 256
+    assert "no C++ compiler found" in caplog.text and "eagerly" in caplog.text

@@ -152,3 +152,23 @@ def test_column_max_equals_torch_max_with_ties():
     v2, i2 = big.max(dim=0)
     v1, i1 = _column_max(big)
     assert torch.equal(v1, v2) and torch.equal(i1, i2)
+
+
+@pytest.mark.parametrize("threads, rows", [(1, 4096), (2, 4096), (2, 1500), (4, 300)])
+def test_similarity_row_split_equals_the_product(threads, rows):
+    import torch
+
+    from wsi_sat.sat.matching import _similarity
+
+    rng = np.random.default_rng(rows)
+    q = rng.standard_normal((rows, 40)).astype(np.float32)
+    b = rng.standard_normal((70, 40)).astype(np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = _similarity(q, b.T)
+    finally:
+        torch.set_num_threads(before)
+    assert got.shape == (rows, 70) and got.dtype == np.float32
+    np.testing.assert_allclose(got, q.astype(np.float64) @ b.T.astype(np.float64),
+                               rtol=1e-4, atol=1e-4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,8 +104,8 @@ class SamEngine:
     """A loaded SAM model with batched encode and batched point decode."""
 
     def __init__(self, spec: ModelSpec, checkpoint: Path | None, device: torch.device,
-                 precision: str = "fp32", encoder_batch: int = 0, optimise: bool = True
-                 ) -> None:
+                 precision: str = "fp32", encoder_batch: int = 0, optimise: bool = True,
+                 compile_encoder: bool = False) -> None:
         path, digest = checked_weights(spec, checkpoint)
         model = _build(spec.arch)
         missing, unexpected = model.load_state_dict(load_state(path), strict=False)
@@ -119,6 +120,11 @@ class SamEngine:
         # optimise=False only for benchmarks' stock baselines (the published codes' layout)
         self.channels_last = optimise and optimise_encoder(model.image_encoder)
         self.model = model
+        self.compiled = compile_encoder
+        self._first_compiled_call = compile_encoder
+        self._encoder: torch.nn.Module | Callable[..., torch.Tensor] = model.image_encoder
+        if compile_encoder:  # compiled lazily, at the first call; one input shape (see encode)
+            self._encoder = torch.compile(model.image_encoder, dynamic=False)
         self.device = device
         self.spec = spec
         self.weights_path = path
@@ -162,17 +168,37 @@ class SamEngine:
             chunk = images[start : start + self.encoder_batch]
             prepared = [self._prepare(img, scale) for img in chunk]
             batch = torch.stack([p[0] for p in prepared])
+            if self.compiled and len(chunk) < self.encoder_batch:  # one shape: no recompiles
+                batch = torch.cat([batch, batch[-1:].expand(self.encoder_batch - len(chunk),
+                                                            *batch.shape[1:])])
             if self.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            if self.autocast is not None:
-                with torch.autocast(device_type="cuda", dtype=self.autocast):
-                    emb = self.model.image_encoder(batch).float()
-            else:
-                emb = self.model.image_encoder(batch)
+            emb = self._run_encoder(batch)[: len(chunk)]
             emb = emb.contiguous()  # (B, C, G, G) in the standard layout for matching
             out += [Encoded(emb[i], (img.shape[0], img.shape[1]), prepared[i][1])
                     for i, img in enumerate(chunk)]
         return out
+
+    def _run_encoder(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self._first_compiled_call:
+            return self._call_encoder(batch)
+        self._first_compiled_call = False
+        try:
+            return self._call_encoder(batch)
+        except Exception as exc:
+            # torch.compile's failures (no C++ compiler, unsupported backend) surface at the
+            # first call; the eager encoder computes the same embeddings
+            log.warning("torch.compile of the image encoder failed (%s: %s); running it "
+                        "eagerly", exc.__class__.__name__, str(exc).splitlines()[0][:200])
+            self.compiled = False
+            self._encoder = self.model.image_encoder
+            return self._call_encoder(batch)
+
+    def _call_encoder(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.autocast is None:
+            return self._encoder(batch)
+        with torch.autocast(device_type="cuda", dtype=self.autocast):
+            return self._encoder(batch).float()
 
     # -- decoder ------------------------------------------------------------------------------
     @torch.inference_mode()

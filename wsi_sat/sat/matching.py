@@ -9,6 +9,7 @@ class it was voted for; foreground votes that fail the cycle are hard negatives.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,24 @@ def _topk_mean(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return top.mean(dim=1), top[:, 0]
 
 
+def _similarity(q: np.ndarray, bank_t: np.ndarray) -> np.ndarray:
+    """q @ bank_t by numpy's BLAS, rows split over torch's intra-op thread count: inside the
+    per-image SAT numpy's BLAS is held to one thread (see `Segmenter`), and this product is
+    its one large call (a 1024-px tile: 4096 x ~4000 x ~270)."""
+    out = np.empty((q.shape[0], bank_t.shape[1]), dtype=np.float32)
+    parts = max(1, min(torch.get_num_threads(), q.shape[0] // 512))
+    if parts == 1:
+        return np.matmul(q, bank_t, out=out)
+    cuts = np.linspace(0, q.shape[0], parts + 1).round().astype(int)
+    with ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="wsi-sat-sim") as pool:
+        rest = [pool.submit(np.matmul, q[a:b], bank_t, out=out[a:b])
+                for a, b in zip(cuts[1:-1], cuts[2:])]
+        np.matmul(q[: cuts[1]], bank_t, out=out[: cuts[1]])
+        for f in rest:
+            f.result()
+    return out
+
+
 def _column_max(sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sim.max(dim=0) (values, first row index of each column's maximum), computed as the
     column maxima and then the rows that reach them: torch's CPU arg-reduction over rows is
@@ -107,7 +126,7 @@ def match(
     best_q_idx = torch.zeros(b.shape[0], dtype=torch.int64)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        sim = torch.from_numpy(q[start:stop] @ b.T)
+        sim = torch.from_numpy(_similarity(q[start:stop], b.T))
         if exclude is not None:
             qxy, qref, bxy, bref, radius = exclude
             d2 = torch.cdist(torch.from_numpy(qxy[start:stop]).float(), torch.from_numpy(bxy).float())

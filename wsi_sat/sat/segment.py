@@ -79,7 +79,8 @@ class Segmenter:
         device = select_device(config.runtime.device, config.runtime.threads)
         sam_cfg, feat_cfg = config.models.sam, config.models.features
         engine = SamEngine(get_spec(sam_cfg.name), sam_cfg.checkpoint, device,
-                           config.runtime.precision, config.runtime.encoder_batch)
+                           config.runtime.precision, config.runtime.encoder_batch,
+                           compile_encoder=config.runtime.compile_encoder)
         backbone = load_backbone(get_spec(feat_cfg.name), feat_cfg.checkpoint, device,
                                  feat_cfg.input_px)
         return cls(engine, backbone, config)
