@@ -250,6 +250,35 @@ def stock_engine(seg: Segmenter, cfg: Config) -> SamEngine:
                      cfg.runtime.precision, 1, optimise=False)
 
 
+def encoder_variants(seg: Segmenter, stock: SamEngine, cfg: Config, slide_path: Path,
+                     n_tiles: int, rounds: int = 2) -> dict[str, Any]:
+    """Seconds per encoder pass on the same tiles, side by side, alternating: the stock model
+    layout (the naive baseline's), wsi-sat's default (batch norms folded, channels-last) and
+    the opt-in `runtime.compile_encoder` (its one-off compile timed apart)."""
+    slide = Slide(slide_path, None)
+    scale = Scale(slide.require_mpp(), slide.require_mpp())
+    grid = make_grid(scale.working_size(*slide.dimensions), cfg.wsi.tile_px,
+                     cfg.wsi.overlap_px, None)
+    tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px) for t in grid.tiles[:n_tiles]]
+    slide.close()
+    enc_scale = tile_encode_scale(seg, cfg)
+    compiled = SamEngine(seg.engine.spec, cfg.models.sam.checkpoint, seg.engine.device,
+                         cfg.runtime.precision, seg.engine.encoder_batch, compile_encoder=True)
+    t = time.perf_counter()
+    compiled.encode(tiles[:1], enc_scale)
+    compile_s = time.perf_counter() - t
+    engines = {"stock": stock, "default": seg.engine, "compiled": compiled}
+    spent = {k: 0.0 for k in engines}
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            t = time.perf_counter()
+            engine.encode(tiles, enc_scale)
+            spent[name] += time.perf_counter() - t
+    per_pass = {k: v / (rounds * len(tiles)) for k, v in spent.items()}
+    return {"per_pass_s": per_pass, "compile_s": compile_s, "compiled": compiled.compiled,
+            "tiles": len(tiles), "rounds": rounds}
+
+
 def naive_gbmseg(seg: Segmenter, stock: SamEngine, cfg: Config, reference: Any,
                  ref_image: np.ndarray, slide_path: Path, sample: int) -> dict[str, Any]:
     """GBMSeg-shaped, on the stock model: every grid tile; per tile the reference is encoded
@@ -305,12 +334,6 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
               f"{nv['wall_s']:.0f}{note} | {nv['wall_s'] / w['wall_s']:.1f} | "
               f"{w['peak_rss_mb']:.0f} / {w['peak_rss_tree_mb']:.0f} | "
               + (f"{w['dice']:.3f} |" if "dice" in w else "- |"))
-    print("\nencoder seconds per 1024-px pass, the naive baseline's stock model layout vs "
-          "wsi-sat's (batch norms folded, channels-last):\n")
-    for r in rows:
-        stock = r["naive"]["encode_per_pass_s"]
-        fast = r["limit"]["wall_s"] / max(1, r["limit"]["tiles"])
-        print(f"- {r['slide']}: {stock:.2f} vs {fast:.2f} s ({stock / max(fast, 1e-9):.2f}x)")
     print("\nstage seconds (wsi-sat, summed over tiles; decode = prompts + SAM + clean-up):\n")
     print("| slide | " + " | ".join(STAGES) + " | wall |")
     print("|---|" + "---|" * (len(STAGES) + 1))
@@ -346,10 +369,24 @@ def print_coarse(rows: list[dict[str, Any]]) -> None:
               f"{a['wall_s']:.1f} → {c['wall_s']:.1f} ({c['stages_s'].get('coarse', 0):.1f}) |")
 
 
-def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], device: str) -> None:
+def print_variants(var: dict[str, Any]) -> None:
+    p = var["per_pass_s"]
+    print(f"\nencoder seconds per 1024-px pass ({var['tiles']} tiles x {var['rounds']} rounds, "
+          "alternating): stock layout (naive baseline) {:.2f}, wsi-sat default (batch norms "
+          "folded, channels-last) {:.2f} ({:.2f}x), runtime.compile_encoder {:.2f} ({:.2f}x; "
+          "compile {:.0f} s{})".format(
+              p["stock"], p["default"], p["stock"] / p["default"], p["compiled"],
+              p["stock"] / p["compiled"], var["compile_s"],
+              "" if var["compiled"] else ", FAILED: ran eagerly"))
+
+
+def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], device: str,
+                 variants: dict[str, Any] | None = None) -> None:
     print(f"\ndevice: {device}; {MPP} µm/px\n")
     if rows:
         print_rows(rows)
+    if variants:
+        print_variants(variants)
     if scaling:
         print_scaling(scaling)
     c2f = [r for r in rows if r.get("coarse_to_fine")]
@@ -375,6 +412,9 @@ def main() -> None:
     parser.add_argument("--naive-tiles", type=int, default=8,
                         help="naive baseline on this many tiles, extrapolated (0 = all)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--variant-tiles", type=int, default=4,
+                        help="encoder layouts (stock / default / compiled) timed side by side "
+                        "on this many tiles of the first slide (0 = skip)")
     parser.add_argument("--coarse", type=int, default=4,
                         help="also run coarse-to-fine at this downsample on the sparse slides "
                         "(0 = skip)")
@@ -393,7 +433,9 @@ def main() -> None:
     reference, coarse = prepare_slide_references(seg, [(ref_img, ref_mask, "ref0")], ccfg)
     print(f"reference encoded + calibrated once in {time.perf_counter() - t:.1f} s "
           f"(mode {reference.calibration.mode})", flush=True)
-    rows, scaling = [], []
+    rows: list[dict[str, Any]] = []
+    scaling: list[dict[str, Any]] = []
+    variants = None
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         slides = build_slides(tmp, [int(s) for s in args.sizes.split(",") if s],
@@ -437,10 +479,14 @@ def main() -> None:
             w.update(slide=f"{kind} {size // 1000}k", workers=workers)
             scaling.append(w)
             print(f"{w['slide']}: {workers} workers {w['wall_s']:.1f} s", flush=True)
-    print_report(rows, scaling, str(seg.engine.device))
+        if args.variant_tiles and slides:  # last: compiling leaves inductor's worker pool
+            variants = encoder_variants(seg, stock, cfg, slides[0][1], args.variant_tiles)
+            print(f"encoder variants: {variants['per_pass_s']}", flush=True)
+    print_report(rows, scaling, str(seg.engine.device), variants)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"rows": rows, "scaling": scaling}, indent=1))
+        args.out.write_text(json.dumps({"rows": rows, "scaling": scaling,
+                                        "encoder_variants": variants}, indent=1))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def test_upsample_keeps_the_original_size():
 
 
 def test_tissue_margin_grows_the_mask_by_a_disk():
-    from wsi_sat.tiling.tissue import grow, tissue_masks
+    from wsi_sat.morphology import grow
+    from wsi_sat.tiling.tissue import tissue_masks
 
     mask = np.zeros((41, 41), bool)
     mask[20, 20] = True

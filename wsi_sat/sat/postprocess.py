@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from wsi_sat.config import PostprocessConfig
+from wsi_sat.morphology import large_components
 
 
 def min_area_px(cfg: PostprocessConfig, mpp: float | None) -> int:
@@ -21,21 +21,10 @@ def clean_mask(mask: np.ndarray, cfg: PostprocessConfig, mpp: float | None = Non
     area = min_area_px(cfg, mpp)
     out = mask.astype(bool)
     if area > 0:
-        out = _large_components(out, area)
+        out = large_components(out, area)
         if cfg.fill_holes:
-            out = ~_large_components(~out, area)
+            out = ~large_components(~out, area)
     return out
-
-
-def _large_components(mask: np.ndarray, area: int) -> np.ndarray:
-    """Pixels of the 4-connected components of `mask` with at least `area` pixels."""
-    if not mask.any():
-        return mask
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4,
-                                                           ltype=cv2.CV_32S)
-    keep = stats[:, cv2.CC_STAT_AREA] >= area
-    keep[0] = False  # OpenCV's label 0 is the unset pixels
-    return keep[labels]
 
 
 def clean_labels(labels: np.ndarray, cfg: PostprocessConfig, mpp: float | None = None

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy import ndimage
 from skimage.filters import threshold_otsu
-from skimage.morphology import remove_small_objects
 
+from wsi_sat.morphology import closing, fill_holes, grow, large_components
 from wsi_sat.tiling.grid import Tile
 
 
@@ -25,18 +25,18 @@ def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float
                 ) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail; pieces under `min_area_px` thumbnail pixels
     (the caller converts a physical area) are dropped."""
-    img = ndimage.uniform_filter(thumb.astype(np.float32), size=(3, 3, 1))
+    # 3x3 mean per channel, mirrored border (scipy's uniform_filter 'reflect')
+    img = cv2.blur(np.ascontiguousarray(thumb, dtype=np.float32), (3, 3),
+                   borderType=cv2.BORDER_REFLECT)
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     background = np.median(border, axis=0)
-    dist = np.linalg.norm(img - background, axis=-1)
+    diff = img - background.astype(np.float32)
+    dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
     if float(dist.max() - dist.min()) < 1e-6:
         return np.zeros(thumb.shape[:2], dtype=bool)
     threshold = max(threshold_otsu(dist), min_distance)
-    mask = dist > threshold
-    mask = ndimage.binary_closing(mask, iterations=2)
-    mask = ndimage.binary_fill_holes(mask)
-    min_size = max(4, int(round(min_area_px)))
-    return remove_small_objects(mask, max_size=min_size - 1)
+    mask = fill_holes(closing(dist > threshold, iterations=2))
+    return large_components(mask, max(4, int(round(min_area_px))))
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,6 @@ class TissueMasks:
 
     tissue: np.ndarray
     keep: np.ndarray
-
-
-def grow(mask: np.ndarray, radius_px: float) -> np.ndarray:
-    """`mask` dilated by a disk of `radius_px` (thumbnail pixels; ≤ 0 returns it unchanged)."""
-    if radius_px <= 0 or not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask) <= radius_px
 
 
 def tissue_masks(thumb: np.ndarray, margin_px: float, min_area_px: float = 4.0) -> TissueMasks:

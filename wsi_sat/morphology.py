@@ -1,0 +1,60 @@
+"""Binary-mask morphology on OpenCV kernels, equal to scipy.ndimage's / scikit-image's.
+
+Shared by tissue detection on the thumbnail (tiling/) and the per-tile mask clean-up (sat/);
+4-connectivity (scipy's default cross structure) throughout. OpenCV's versions run 5-20x faster
+than scipy's on a 2048-px thumbnail, which matters once per slide for cohorts of small biopsies
+(and once per tile for the clean-up).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def large_components(mask: np.ndarray, area: int) -> np.ndarray:
+    """Pixels of the 4-connected components of `mask` with at least `area` pixels (scikit-image's
+    remove_small_objects(mask, max_size=area - 1))."""
+    if not mask.any():
+        return mask.astype(bool)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(mask, dtype=bool).view(np.uint8), connectivity=4,
+        ltype=cv2.CV_32S)
+    keep = stats[:, cv2.CC_STAT_AREA] >= area
+    keep[0] = False  # OpenCV's label 0 is the unset pixels
+    return keep[labels]
+
+
+def closing(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """scipy.ndimage.binary_closing(mask, iterations=n): n cross dilations, then n erosions,
+    with the outside of the image counted as background in both (scipy's border_value=0)."""
+    m = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    border = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+    m = cv2.dilate(m, _CROSS, iterations=iterations, **border)
+    return cv2.erode(m, _CROSS, iterations=iterations, **border).astype(bool)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.binary_fill_holes: background not 4-connected to the image border."""
+    background = ~np.asarray(mask, dtype=bool)
+    if not background.any():
+        return ~background
+    _, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4,
+                                        ltype=cv2.CV_32S)
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    outside = np.zeros(int(labels.max()) + 1, dtype=bool)
+    outside[edge[edge > 0]] = True
+    return ~outside[labels]
+
+
+def grow(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """`mask` dilated by a disk of `radius_px` pixels: every pixel within that Euclidean
+    distance of the mask (scipy's exact distance_transform_edt(~mask) <= r; OpenCV's exact
+    L2 transform). radius ≤ 0 returns a copy."""
+    mask = np.asarray(mask, dtype=bool)
+    if radius_px <= 0 or not mask.any():
+        return mask.copy()
+    dist = cv2.distanceTransform((~mask).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return dist <= radius_px
