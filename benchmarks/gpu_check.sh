@@ -47,4 +47,7 @@ dice = [2 * (a & b).sum() / max(1, a.sum() + b.sum()) for a, b in zip(out["fp32"
 print(f"fp32 vs auto: embedding cosine min {min(cos):.4f}; mask Dice mean {np.mean(dice):.4f}, "
       f"min {np.min(dice):.4f}")
 PY
-"$PYTHON" benchmarks/throughput.py --device cuda --sizes 10000 --workers 1 --naive-tiles 16
+# the compiled-encoder comparison (--variant-tiles) is left out: inductor/Triton compiling
+# can take minutes; run it apart with --variant-tiles 8
+"$PYTHON" benchmarks/throughput.py --device cuda --sizes 10000 --workers 1 --naive-tiles 16 \
+    --variant-tiles 0

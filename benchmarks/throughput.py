@@ -1,7 +1,8 @@
 """Throughput and scale: wsi-sat vs the encoder-only limit vs a naive per-tile SAT, one run.
 
     .venv/bin/python benchmarks/throughput.py [--sizes 10000] [--large] [--workers 1,2]
-        [--naive-tiles 8] [--device cpu|cuda] [--out bench_out/throughput.json]
+        [--naive-tiles 8] [--variant-tiles 4] [--coarse 4] [--device cpu|cuda]
+        [--out bench_out/throughput.json]
 
 Builds its slides on the fly (pyramidal tiled TIFF, 0.62 µm/px, rendered tile by tile from GlaS
 images of ../shared/data/tiles/glas_colon_glands; never committed):
@@ -18,12 +19,15 @@ For each slide, in this process and on the same slide file:
    averaged, since a shared machine's speed drifts; "wsi-sat / own encode" divides by the
    encoder seconds inside the same run instead;
 3. a naive per-tile SAT in the shape of the published GBMSeg code, on the stock model layout
-   (as the published code runs it; wsi-sat folds batch norms and uses channels-last memory,
-   whose encoder speed-up is printed separately): every tile of the grid (no tissue skip), the reference re-encoded for each tile, a separate feature pass and a separate
-   SAM pass per tile (three encoder passes per tile), matching, prompts and SAM decoding, one
-   process. With `--naive-tiles N` it runs on N tiles spread over the grid and is extrapolated
+   as the published code runs it (wsi-sat folds batch norms and uses channels-last memory; that
+   speed-up is printed apart, see below): every tile of the grid (no tissue skip), the
+   reference re-encoded for each tile, a separate feature pass and a separate SAM pass per
+   tile (three encoder passes per tile), matching, prompts and SAM decoding, one process. With `--naive-tiles N` it runs on N tiles spread over the grid and is extrapolated
    to the whole grid (printed as such); 0 runs it on every tile.
-Then wsi-sat with 1 and 2 Dask workers (LocalCluster) on the dense slide for the scaling.
+Then wsi-sat with 1 and 2 Dask workers (LocalCluster) on the dense slide for the scaling, and
+last the encoder alone in three layouts on the same tiles, alternating: the stock model code's
+(the naive baseline's), wsi-sat's default (batch norms folded, channels-last) and the opt-in
+`runtime.compile_encoder` (its one-off compile timed apart).
 Peak RSS is sampled over this process and all its children (Dask workers) every 0.1 s.
 `--large` adds a 40000 px sparse slide (the dense 40k slide is ~1700 tiles: hours on a CPU;
 `--large-dense` adds it for GPU machines).

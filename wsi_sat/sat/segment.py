@@ -20,6 +20,7 @@ from itertools import islice
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from wsi_sat.allocator import keep_freed_memory
 from wsi_sat.config import Config, SatConfig
 from wsi_sat.device import select_device
 from wsi_sat.errors import ReferenceError
@@ -76,6 +77,8 @@ class Segmenter:
 
     @classmethod
     def from_config(cls, config: Config) -> Segmenter:
+        if config.runtime.keep_freed_memory:
+            keep_freed_memory()  # process-wide; before the models allocate anything
         device = select_device(config.runtime.device, config.runtime.threads)
         sam_cfg, feat_cfg = config.models.sam, config.models.features
         engine = SamEngine(get_spec(sam_cfg.name), sam_cfg.checkpoint, device,
