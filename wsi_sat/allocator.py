@@ -7,7 +7,8 @@ tile, measured, and 1.9 s per tile instead of 1.25 s on a 2-core CPU (benchmarks
 prints both). `keep_freed_memory` fixes the mmap threshold at glibc's maximum (32 MiB, so the
 activations come from the heap) and turns trimming off: the process keeps its high-water
 mark instead of returning it to the system between tiles. Peak memory is the encoder's either
-way; Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers, which this overrides.
+way. Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers (runtime.py leaves it out
+for local clusters); this overrides it in any worker, SLURM jobs included.
 
 Process-wide, so it is called explicitly when models load (`Segmenter.from_config`, when
 `runtime.keep_freed_memory` is on), never at import. A no-op where glibc is not the allocator.

@@ -84,10 +84,10 @@ class RuntimeConfig(_Section):
     compile_encoder: bool = Field(
         False,
         description="Compile the image encoder with torch.compile once per worker (measured "
-        "on a 2-core CPU, MobileSAM: 1.85 -> 1.5 s per 1024² tile, after a one-off compile of "
-        "~85 s, ~20 s when inductor's on-disk cache is warm); pays off from a few hundred "
-        "tiles per worker. Needs a C++ compiler on CPUs; falls back to the eager encoder, "
-        "with a warning, if compiling fails.",
+        "on a 2-core CPU, MobileSAM: 1.39 -> 1.15 s per 1024² tile, after a one-off compile "
+        "of ~85 s cold, ~10-20 s when inductor's on-disk cache is warm); pays off from a few "
+        "hundred tiles per worker. Needs a C++ compiler on CPUs; falls back to the eager "
+        "encoder, with a warning, if compiling fails.",
     )
 
 
