@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from skimage.draw import polygon as fill_polygon
 
 from wsi_sat.stitch.polygons import merge_regions, tile_objects
@@ -83,3 +84,33 @@ def test_regions_cut_by_a_tile_border_merge_into_one() -> None:
     merged = merge_regions(left + right)
     assert len(merged) == 1
     assert merged[0].polygon.area == m.sum()
+
+
+def test_region_merge_by_groups_is_the_union_of_everything() -> None:
+    """Group-wise merging gives the same parts as one union over all polygons (incl. chains
+    across several tiles, objects inside a tile, a hole closed only by the merge), and each
+    part's score weighs the objects it meets."""
+    import shapely
+    from shapely.geometry import box
+
+    from wsi_sat.stitch.polygons import TileObject, _polygons_of
+
+    rng = np.random.default_rng(7)
+    objs = [TileObject(0, int(x // 100), box(x, y, x + w, y + h), float(s), int(w * h))
+            for x, y, w, h, s in zip(rng.uniform(0, 900, 120), rng.uniform(0, 900, 120),
+                                     rng.uniform(5, 60, 120), rng.uniform(5, 60, 120),
+                                     rng.uniform(0, 1, 120))]
+    frame = [box(2000, 2000, 2100, 2010), box(2000, 2090, 2100, 2100),
+             box(2000, 2000, 2010, 2100), box(2090, 2000, 2100, 2100)]  # a ring from 4 tiles
+    objs += [TileObject(0, 50 + i, p, 0.5, 1000) for i, p in enumerate(frame)]
+    merged = merge_regions(objs)
+    want = _polygons_of(shapely.make_valid(shapely.union_all([o.polygon for o in objs])))
+    assert len(merged) == len(want)
+    got_union = shapely.union_all([m.polygon for m in merged])
+    assert got_union.symmetric_difference(shapely.union_all(want)).area < 1e-6
+    ring = next(m for m in merged if m.polygon.bounds == (2000.0, 2000.0, 2100.0, 2100.0))
+    assert len(ring.polygon.interiors) == 1 and ring.area_px == 4000
+    for m in merged:
+        meets = [o for o in objs if o.polygon.intersects(m.polygon)]
+        assert m.score == pytest.approx(sum(o.score * o.area_px for o in meets)
+                                        / sum(o.area_px for o in meets))

@@ -1,9 +1,10 @@
 """Masks → polygons (holes kept) and the merge of objects cut by tile borders.
 
 Per tile, each object of the core region becomes a valid shapely polygon in level-0 pixels.
-After all tiles: in region mode every polygon is unioned (objects that continue across a border
-become one); in instances mode only polygons of *different* tiles that touch are merged (found
-with an STRtree), so separate objects inside one tile stay separate.
+After all tiles: in region mode polygons that intersect are unioned (objects that continue
+across a border become one; the result is the union of all polygons, computed group by group);
+in instances mode only polygons of *different* tiles that touch are merged, so separate objects
+inside one tile stay separate. Both find their groups with an STRtree.
 """
 
 from __future__ import annotations
@@ -133,25 +134,11 @@ def _weighted_score(objs: list[TileObject]) -> float:
     return sum(o.score * o.area_px for o in objs) / total if total else 0.0
 
 
-def merge_regions(objs: list[TileObject]) -> list[TileObject]:
-    """Union of all region polygons; one object per connected part (holes kept)."""
-    if not objs:
-        return []
-    merged = shapely.union_all([o.polygon for o in objs])
-    parts = _polygons_of(shapely.make_valid(merged))
+def _touching_groups(objs: list[TileObject], across_tiles_only: bool
+                     ) -> tuple[list[list[int]], STRtree]:
+    """Connected groups of objects whose polygons intersect (touching counts), found with an
+    STRtree; `across_tiles_only` links only objects of different tiles. Also returns the tree."""
     tree = STRtree([o.polygon for o in objs])
-    out = []
-    for part in parts:
-        members = [objs[i] for i in tree.query(part, predicate="intersects")]
-        out.append(TileObject(0, -1, orient(part, 1.0), _weighted_score(members),
-                              sum(o.area_px for o in members)))
-    return out
-
-
-def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int, int]]:
-    """Merge instance polygons of different tiles that touch; returns the objects and the
-    label mapping (old label → kept label) to apply to the label image."""
-    polys = [o.polygon for o in objs]
     parent = list(range(len(objs)))
 
     def find(i: int) -> int:
@@ -160,19 +147,47 @@ def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int,
             i = parent[i]
         return i
 
-    if polys:
-        tree = STRtree(polys)
-        left, right = tree.query(polys, predicate="intersects")
-        for a, b in zip(left, right):
-            if a < b and objs[a].tile != objs[b].tile:
-                ra, rb = find(int(a)), find(int(b))
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
+    left, right = tree.query([o.polygon for o in objs], predicate="intersects")
+    for a, b in zip(left.tolist(), right.tolist()):
+        if a < b and not (across_tiles_only and objs[a].tile == objs[b].tile):
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
     groups: dict[int, list[int]] = {}
     for i in range(len(objs)):
         groups.setdefault(find(i), []).append(i)
+    return list(groups.values()), tree
+
+
+def merge_regions(objs: list[TileObject]) -> list[TileObject]:
+    """The union of all region polygons, one object per connected part (holes kept), each
+    scored by the area-weighted score of the tile objects it meets. Computed per group of
+    intersecting polygons: only objects cut by a tile border (or touching another) are unioned,
+    so the cost follows the border objects, not the slide (one union over a dense 10k slide's
+    2800 polygons took 6.7 s)."""
+    if not objs:
+        return []
+    groups, tree = _touching_groups(objs, across_tiles_only=False)
+    out = []
+    for members in groups:
+        polys = [objs[i].polygon for i in members]
+        geom = polys[0] if len(polys) == 1 and polys[0].is_valid else \
+            shapely.make_valid(shapely.union_all(polys))
+        for part in _polygons_of(geom):
+            meets = [objs[i] for i in tree.query(part, predicate="intersects")]
+            out.append(TileObject(0, -1, orient(part, 1.0), _weighted_score(meets),
+                                  sum(o.area_px for o in meets)))
+    return out
+
+
+def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int, int]]:
+    """Merge instance polygons of different tiles that touch; returns the objects and the
+    label mapping (old label → kept label) to apply to the label image."""
+    if not objs:
+        return [], {}
+    groups, _ = _touching_groups(objs, across_tiles_only=True)
     out, mapping = [], {}
-    for root, members in groups.items():
+    for members in groups:
         group = [objs[i] for i in members]
         geom = shapely.make_valid(shapely.union_all([g.polygon for g in group]))
         parts = _polygons_of(geom)
@@ -182,8 +197,8 @@ def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int,
         keep = min(g.label for g in group)
         for g in group:
             mapping[g.label] = keep
-        out.append(TileObject(keep, objs[root].tile, orient(poly, 1.0), _weighted_score(group),
-                              sum(g.area_px for g in group)))
+        out.append(TileObject(keep, objs[members[0]].tile, orient(poly, 1.0),
+                              _weighted_score(group), sum(g.area_px for g in group)))
     return out, mapping
 
 

@@ -12,7 +12,8 @@ import json
 import uuid
 from pathlib import Path
 
-from shapely.geometry import mapping
+import numpy as np
+import shapely
 from shapely.geometry.polygon import orient
 
 from wsi_sat.stitch.polygons import TileObject
@@ -25,10 +26,10 @@ def feature_collection(objs: list[TileObject], object_type: str, class_name: str
     namespace = uuid.UUID("6f1c0ad2-6e1d-4c43-9bd4-4a2b5c0c7a51")
     for i, obj in enumerate(objs):
         poly = orient(obj.polygon, 1.0)
-        geometry = mapping(poly)
+        rings = [poly.exterior, *poly.interiors]
         geometry = {"type": "Polygon",
-                    "coordinates": [[[round(x, 2), round(y, 2)] for x, y in ring]
-                                    for ring in geometry["coordinates"]]}
+                    "coordinates": [np.round(shapely.get_coordinates(r), 2).tolist()
+                                    for r in rings]}
         features.append({
             "type": "Feature",
             "id": str(uuid.uuid5(namespace, f"{i}:{poly.wkt[:200]}")),
