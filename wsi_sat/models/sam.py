@@ -75,7 +75,8 @@ def optimise_encoder(encoder: torch.nn.Module) -> bool:
     """Inference layout for an eval-mode image encoder, in place, same numbers (within 1e-5
     relative): batch norms folded into their convolutions and channels-last memory, which
     oneDNN's and cuDNN's convolution kernels prefer. MobileSAM's convolutional TinyViT encoder
-    on a 2-core CPU: 2.6 -> 1.8 s per 1024-px tile (measured side by side). SAM ViT-B/L/H
+    on a 2-core CPU: 1.2-1.4x faster per 1024-px tile (measured side by side, see
+    benchmarks/throughput.py). SAM ViT-B/L/H
     (no batch norm, convolutions only at their ends) are left as they are. Returns whether the
     encoder now wants channels-last input."""
     if not fold_batchnorm(encoder):
@@ -189,7 +190,7 @@ class SamEngine:
             # torch.compile's failures (no C++ compiler, unsupported backend) surface at the
             # first call; the eager encoder computes the same embeddings
             log.warning("torch.compile of the image encoder failed (%s: %s); running it "
-                        "eagerly", exc.__class__.__name__, str(exc).splitlines()[0][:200])
+                        "eagerly", exc.__class__.__name__, (str(exc).splitlines() or [""])[0][:200])
             self.compiled = False
             self._encoder = self.model.image_encoder
             return self._call_encoder(batch)
