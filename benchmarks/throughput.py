@@ -22,8 +22,9 @@ For each slide, in this process and on the same slide file:
    as the published code runs it (wsi-sat folds batch norms and uses channels-last memory; that
    speed-up is printed apart, see below): every tile of the grid (no tissue skip), the
    reference re-encoded for each tile, a separate feature pass and a separate SAM pass per
-   tile (three encoder passes per tile), matching, prompts and SAM decoding, one process. With `--naive-tiles N` it runs on N tiles spread over the grid and is extrapolated
-   to the whole grid (printed as such); 0 runs it on every tile.
+   tile (three encoder passes per tile), matching, prompts and SAM decoding, one process.
+   With `--naive-tiles N` it runs on N tiles spread over the grid and is extrapolated to the
+   whole grid (printed as such); 0 runs it on every tile.
 Then wsi-sat with 1 and 2 Dask workers (LocalCluster) on the dense slide for the scaling, and
 last the encoder alone in three layouts on the same tiles, alternating: the stock model code's
 (the naive baseline's), wsi-sat's default (batch norms folded, channels-last) and the opt-in
@@ -247,6 +248,21 @@ def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, An
     return {"wall_s": total, "tiles": n}
 
 
+def full_grid(slide_path: Path, cfg: Config, sample: int = 0
+              ) -> tuple[Slide, Scale, list[Any], int]:
+    """The slide (open: the caller closes it), its own-resolution scale and the boxes of its
+    whole grid (no tissue skip): all of them, or `sample` spread over the grid; also the grid's
+    size."""
+    slide = Slide(slide_path, None)
+    scale = Scale(slide.require_mpp(), slide.require_mpp())
+    grid = make_grid(scale.working_size(*slide.dimensions), cfg.wsi.tile_px,
+                     cfg.wsi.overlap_px, None)
+    boxes = grid.tiles
+    if 0 < sample < len(boxes):
+        boxes = [boxes[int(i)] for i in np.linspace(0, len(boxes) - 1, sample).round()]
+    return slide, scale, boxes, grid.n_grid
+
+
 def stock_engine(seg: Segmenter, cfg: Config) -> SamEngine:
     """The SAM model as the published code runs it: the model code's own layout (batch norms
     unfolded, contiguous NCHW), eager, one image per encoder call."""
@@ -259,11 +275,8 @@ def encoder_variants(seg: Segmenter, stock: SamEngine, cfg: Config, slide_path: 
     """Seconds per encoder pass on the same tiles, side by side, alternating: the stock model
     layout (the naive baseline's), wsi-sat's default (batch norms folded, channels-last) and
     the opt-in `runtime.compile_encoder` (its one-off compile timed apart)."""
-    slide = Slide(slide_path, None)
-    scale = Scale(slide.require_mpp(), slide.require_mpp())
-    grid = make_grid(scale.working_size(*slide.dimensions), cfg.wsi.tile_px,
-                     cfg.wsi.overlap_px, None)
-    tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px) for t in grid.tiles[:n_tiles]]
+    slide, scale, boxes, _ = full_grid(slide_path, cfg)
+    tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px) for t in boxes[:n_tiles]]
     slide.close()
     enc_scale = tile_encode_scale(seg, cfg)
     compiled = SamEngine(seg.engine.spec, cfg.models.sam.checkpoint, seg.engine.device,
@@ -288,27 +301,16 @@ def naive_gbmseg(seg: Segmenter, stock: SamEngine, cfg: Config, reference: Any,
     """GBMSeg-shaped, on the stock model: every grid tile; per tile the reference is encoded
     again, the tile is encoded once for features and once more for SAM; union decoding, one
     process."""
-    slide = Slide(slide_path, None)
-    scale = Scale(slide.require_mpp(), slide.require_mpp())
-    grid = make_grid(scale.working_size(*slide.dimensions), cfg.wsi.tile_px,
-                     cfg.wsi.overlap_px, None)
-    tiles = grid.tiles
-    if 0 < sample < len(tiles):
-        tiles = [tiles[int(i)] for i in np.linspace(0, len(tiles) - 1, sample).round()]
+    slide, scale, tiles, n_grid = full_grid(slide_path, cfg, sample)
     enc_scale = tile_encode_scale(seg, cfg)
     thr = reference.calibration.threshold
-    t_enc = 0.0
     t0 = time.perf_counter()
     for tile in tiles:
         img = read_tile(slide, scale, tile, cfg.wsi.tile_px)
-        t = time.perf_counter()
         stock.encode([ref_image], enc_scale)  # reference again, every tile
         feat_enc = stock.encode([img], enc_scale)[0]  # feature pass
-        t_enc += time.perf_counter() - t
         grid_f = seg.backbone.grids([img], [feat_enc])[0]
-        t = time.perf_counter()
         sam_enc = stock.encode([img], enc_scale)[0]  # separate SAM pass
-        t_enc += time.perf_counter() - t
         feats = reference.features(grid_f, patch_colour(img, grid_f.grid_hw, grid_f.patch_hw))
         res = refine_match(match(feats, reference.bank, reference.labels,
                                  cfg.sat.matching.top_k), feats, thr, cfg.sat)
@@ -316,9 +318,8 @@ def naive_gbmseg(seg: Segmenter, stock: SamEngine, cfg: Config, reference: Any,
     measured = time.perf_counter() - t0
     slide.close()
     per_tile = measured / max(1, len(tiles))
-    return {"wall_s": per_tile * grid.n_grid, "measured_s": measured, "tiles_run": len(tiles),
-            "tiles": grid.n_grid, "extrapolated": len(tiles) < grid.n_grid,
-            "encode_per_pass_s": t_enc / max(1, 3 * len(tiles))}
+    return {"wall_s": per_tile * n_grid, "measured_s": measured, "tiles_run": len(tiles),
+            "tiles": n_grid, "extrapolated": len(tiles) < n_grid}
 
 
 # -- report --------------------------------------------------------------------------------
