@@ -57,6 +57,7 @@ from wsi_sat.geometry import Scale  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.io.mosaic import write_layout_tiff  # noqa: E402
 from wsi_sat.io.slide import Slide  # noqa: E402
+from wsi_sat.models.sam import SamEngine  # noqa: E402
 from wsi_sat.pipeline import (  # noqa: E402
     RunOptions,
     plan_slide,
@@ -69,7 +70,6 @@ from wsi_sat.sat.matching import match  # noqa: E402
 from wsi_sat.sat.metrics import dice  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.sat.predict import predict, refine_match  # noqa: E402
-from wsi_sat.models.sam import SamEngine  # noqa: E402
 from wsi_sat.sat.segment import Segmenter  # noqa: E402
 from wsi_sat.tiling.grid import make_grid, read_tile  # noqa: E402
 from wsi_sat.writers.ome_zarr import read_level  # noqa: E402

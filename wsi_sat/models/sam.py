@@ -186,7 +186,7 @@ class SamEngine:
         self._first_compiled_call = False
         try:
             return self._call_encoder(batch)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any compile failure: fall back
             # torch.compile's failures (no C++ compiler, unsupported backend) surface at the
             # first call; the eager encoder computes the same embeddings
             log.warning("torch.compile of the image encoder failed (%s: %s); running it "

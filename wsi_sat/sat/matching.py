@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def _similarity(q: np.ndarray, bank_t: np.ndarray) -> np.ndarray:
     cuts = np.linspace(0, q.shape[0], parts + 1).round().astype(int)
     with ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="wsi-sat-sim") as pool:
         rest = [pool.submit(np.matmul, q[a:b], bank_t, out=out[a:b])
-                for a, b in zip(cuts[1:-1], cuts[2:])]
+                for a, b in pairwise(cuts[1:])]
         np.matmul(q[: cuts[1]], bank_t, out=out[: cuts[1]])
         for f in rest:
             f.result()

@@ -36,7 +36,7 @@ def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float
         return np.zeros(thumb.shape[:2], dtype=bool)
     threshold = max(threshold_otsu(dist), min_distance)
     mask = fill_holes(closing(dist > threshold, iterations=2))
-    return large_components(mask, max(4, int(round(min_area_px))))
+    return large_components(mask, max(4, round(min_area_px)))
 
 
 @dataclass(frozen=True)
