@@ -48,6 +48,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import psutil
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,7 +66,13 @@ from wsi_sat.pipeline import (  # noqa: E402
     run_slide,
     tile_encode_scale,
 )
-from wsi_sat.runtime import dask_client, register_segmenter  # noqa: E402
+from wsi_sat.runtime import (  # noqa: E402
+    core_share,
+    dask_client,
+    register_segmenter,
+    resolve_lanes,
+    run_in_lanes,
+)
 from wsi_sat.sat.matching import match  # noqa: E402
 from wsi_sat.sat.metrics import dice  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
@@ -218,7 +225,7 @@ def run_wsi_sat(seg: Segmenter, cfg: Config, reference: Any, slide: Path, out: P
     peak = PeakRss()
     with peak.watch():
         t = time.perf_counter()
-        with dask_client(workers, None, None) as client:
+        with dask_client(wcfg) as client:
             summary = run_slide(slide, reference, {"names": ["glas ref0"]}, wcfg,
                                 RunOptions(out), client, {}, coarse)
         wall = time.perf_counter() - t
@@ -233,19 +240,32 @@ def run_wsi_sat(seg: Segmenter, cfg: Config, reference: Any, slide: Path, out: P
 
 
 def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, Any]:
-    """The encoder alone over the tiles wsi-sat segments (same grid, same batches)."""
+    """The encoder alone over the tiles wsi-sat segments: same grid, same batches, on the same
+    lanes as wsi-sat in this process (`runtime.lanes` threads sharing the cores; tiles read
+    beforehand, untimed)."""
     slide = Slide(slide_path, None)
     scale, _, grid = plan_slide(slide, cfg, RunOptions(Path(".")))
     scale_enc = tile_encode_scale(seg, cfg)
-    total, n = 0.0, len(grid.tiles)
-    for i in range(0, n, cfg.wsi.batch_tiles):
-        tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px)
-                 for t in grid.tiles[i : i + cfg.wsi.batch_tiles]]
-        t = time.perf_counter()
-        seg.engine.encode(tiles, scale_enc)
-        total += time.perf_counter() - t
+    tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px) for t in grid.tiles]
     slide.close()
-    return {"wall_s": total, "tiles": n}
+    step = cfg.wsi.batch_tiles
+    batches = [tiles[i : i + step] for i in range(0, len(tiles), step)]
+    cores = torch.get_num_threads()
+    lanes = resolve_lanes(cfg.runtime.lanes, cfg.runtime.threads or cores)
+    share = core_share(cfg, cores)
+
+    def encode(batch: list[np.ndarray]) -> None:
+        with share.lane():
+            for i in range(0, len(batch), seg.engine.encoder_batch):  # as Segmenter.segment
+                torch.set_num_threads(share.threads())
+                seg.engine.encode(batch[i : i + seg.engine.encoder_batch], scale_enc)
+
+    t = time.perf_counter()
+    for _ in run_in_lanes(encode, batches, lanes):
+        pass
+    wall = time.perf_counter() - t
+    torch.set_num_threads(cores)
+    return {"wall_s": wall, "tiles": len(tiles), "lanes": lanes}
 
 
 def full_grid(slide_path: Path, cfg: Config, sample: int = 0

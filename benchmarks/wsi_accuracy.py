@@ -123,7 +123,7 @@ def main() -> None:
             wcfg.wsi.workers = workers
             register_segmenter(wcfg, seg)
             t = time.perf_counter()
-            with dask_client(workers, None, None) as client:
+            with dask_client(wcfg) as client:
                 summary = run_slide(slide_path, slide_reference, {"names": [ref_stem]}, wcfg,
                                     RunOptions(out, mpp=args.mpp), client, {})
             wall = time.perf_counter() - t

@@ -1,15 +1,23 @@
 """glibc malloc settings for the image encoder's large, short-lived activations.
 
-A 1024-px tile through MobileSAM's encoder allocates and frees ~1 GB of activations. With
-glibc's defaults, blocks above the (dynamic) mmap threshold are unmapped on free and freed heap
-tops are trimmed, so every encoder call faults its memory in afresh: ~290k page faults per
-tile, measured, and 1.9 s per tile instead of 1.25 s on a 2-core CPU (benchmarks/throughput.py
-prints both). `keep_freed_memory` fixes the mmap threshold at glibc's maximum (32 MiB, so the
-activations come from the heap) and turns trimming off: the process keeps its high-water
-mark instead of returning it to the system between tiles; freed blocks are reused, not
-returned, so peak RSS grows a little (throughput benchmark: +5-12 %, 1.85 -> 2.0 GB). Dask's
-nanny sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers (runtime.py leaves it out for local
-clusters); this overrides it in any worker, SLURM jobs included.
+A 1024-px tile through MobileSAM's encoder allocates and frees ~1 GB of activations, several
+blocks of them 32-64 MiB. With glibc's defaults, blocks above the (dynamic) mmap threshold are
+unmapped on free and freed heap tops are trimmed, so every encoder call faults its memory in
+afresh: ~290k page faults and 1.9 s per tile instead of ~1.2 s on a 2-core CPU. Fixing the mmap
+threshold at its maximum (32 MiB) is not enough — the encoder's 64 MiB blocks still went through
+mmap (~50-140k faults per tile, measured with getrusage) — so `keep_freed_memory` turns mmap off
+(`M_MMAP_MAX` 0: every block comes from the heap) and trimming off: the process keeps its
+high-water mark instead of returning it between tiles; freed blocks are reused, not returned,
+so peak RSS grows a little (throughput benchmark: +5-12 %).
+
+Threads: only the main arena grows without bounds; a thread on a secondary arena (glibc gives
+threads their own, with heaps of at most 64 MiB) still gets its 64 MiB blocks by mmap whatever
+the settings. A Dask worker runs tasks on such a thread (1.6 s per tile instead of 1.2, ~130k
+faults, measured). `M_ARENA_MAX` 1 here keeps threads started later on the main arena, and
+`worker_environ` puts `GLIBC_TUNABLES=glibc.malloc.arena_max=1` into a worker process's
+environment so that every one of its threads is (runtime.py, for local clusters and SLURM jobs).
+Dask's nanny also sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers; the settings here override
+it.
 
 Process-wide, so it is called explicitly when models load (`Segmenter.from_config`, when
 `runtime.keep_freed_memory` is on), never at import. A no-op where glibc is not the allocator.
@@ -21,15 +29,19 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 _MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 _TRIM_OFF = 2**31 - 1  # an int: mallopt takes C ints; 2 GiB of free heap top before trimming
 _TOP_PAD = 64 * 2**20  # grow the heap in 64 MiB steps (fewer brk calls)
+SHARED_ARENA_TUNABLE = "glibc.malloc.arena_max=1"
 
 
 def keep_freed_memory() -> bool:
@@ -44,7 +56,17 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     ok = all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX), (_M_TRIM_THRESHOLD, _TRIM_OFF),
-        (_M_TOP_PAD, _TOP_PAD)))
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX), (_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1),
+        (_M_TRIM_THRESHOLD, _TRIM_OFF), (_M_TOP_PAD, _TOP_PAD)))
     log.debug("glibc malloc: keep freed memory (%s)", "applied" if ok else "partly refused")
     return ok
+
+
+def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment additions for a worker process that will run the encoder on a thread:
+    glibc's tunable that keeps all its threads on the main arena, appended to any tunables
+    already in `environ` (glibc reads them only when a process starts)."""
+    current = environ.get("GLIBC_TUNABLES", "")
+    if SHARED_ARENA_TUNABLE in current.split(":"):
+        return {}
+    return {"GLIBC_TUNABLES": ":".join(x for x in (current, SHARED_ARENA_TUNABLE) if x)}

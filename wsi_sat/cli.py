@@ -211,7 +211,7 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
                   "features": {"name": cfg.models.features.name,
                                "sha256": getattr(seg.backbone, "weights_sha256", None)}}
     options = RunOptions(out_dir, slide_mpp, mpp, reference_mpp, resume)
-    with dask_client(cfg.wsi.workers, scheduler, cluster_file) as client:
+    with dask_client(cfg, scheduler, cluster_file) as client:
         for path in paths:
             summary = run_slide(path, reference, reference_info, cfg, options, client,
                                 model_info, coarse_reference)

@@ -67,6 +67,16 @@ class RuntimeConfig(_Section):
         "on a 2-core CPU, MobileSAM: 1.3 s per 1024² image one at a time, 1.8 s in batches "
         "of 4).",
     )
+    lanes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Lanes per worker: threads that each carry a chunk of tiles through the "
+        "encoder and SAT, sharing the worker's torch threads, so one lane's (mostly "
+        "single-threaded) SAT runs beside another's encoder pass; 0 = auto: 2 when the worker "
+        "has at least 2 CPU threads, else 1. Each lane holds one chunk's encoder activations "
+        "(~1 GB per 1024² tile on a CPU).",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="Image-encoder precision: auto = bf16 autocast on CUDA GPUs that support "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+import torch
 from PIL import Image, ImageDraw
 from skimage.measure import find_contours
 from tqdm import tqdm
@@ -29,7 +31,7 @@ from wsi_sat.errors import ConfigError, WsiSatError
 from wsi_sat.geometry import Scale
 from wsi_sat.io.reference import Reference, rescale_reference
 from wsi_sat.io.slide import Slide
-from wsi_sat.runtime import segmenter_for
+from wsi_sat.runtime import core_share, resolve_lanes, run_in_lanes, segmenter_for
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Grid, Tile, make_grid, read_tile
@@ -68,6 +70,7 @@ class BatchTask:
     shard_path: str
     instances: bool
     config: Config
+    cores: int = 0  # CPU cores its worker's lanes share; 0 = the worker's share
 
 
 @dataclass
@@ -131,15 +134,18 @@ def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
     return out or [(image, mask)]
 
 
-_SLIDES: dict[tuple[str, float], Slide] = {}
+_SLIDES = threading.local()  # per lane: a slide handle is never read by two threads
 
 
 def _slide_for(path: str, mpp: float) -> Slide:
     key = (path, mpp)
-    if key not in _SLIDES:
-        _SLIDES.clear()
-        _SLIDES[key] = Slide(Path(path), mpp)
-    return _SLIDES[key]
+    cached: tuple[tuple[str, float], Slide] | None = getattr(_SLIDES, "open", None)
+    if cached is None or cached[0] != key:
+        if cached is not None:
+            cached[1].close()
+        cached = (key, Slide(Path(path), mpp))
+        _SLIDES.open = cached
+    return cached[1]
 
 
 def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks
@@ -150,6 +156,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
     seg = segmenter_for(task.config)
+    cores = core_share(task.config, task.cores)
     slide = _slide_for(task.slide_path, task.slide_mpp)
     scale = Scale(task.slide_mpp, task.working_mpp)
     timings["setup"] += time.perf_counter() - t
@@ -158,8 +165,10 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     # are matched and decoded (prefetch; one thread, so a slide handle is never read
     # concurrently); `read` is the time the encoder waited for them
     tiles = (read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles)
-    results = seg.segment(tiles, reference, mpp=task.working_mpp,
-                          encode_scale=tile_encode_scale(seg, task.config), tissue=tile_tissue)
+    with cores.lane():  # each encoder call takes its lane's share of the cores
+        results = seg.segment(tiles, reference, mpp=task.working_mpp,
+                              encode_scale=tile_encode_scale(seg, task.config),
+                              tissue=tile_tissue, threads=cores.threads)
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
     for tile, res in zip(task.tiles, results):
@@ -271,11 +280,14 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     shard_dir.mkdir(parents=True, exist_ok=True)
     create_level0(partial, grid.working_size, grid.stride, "uint32" if instances else "uint8")
     batches = [tiles[i : i + wcfg.batch_tiles] for i in range(0, len(tiles), wcfg.batch_tiles)]
+    # in this process: lanes over this process's torch threads; Dask workers size their own
+    cores = torch.get_num_threads()
+    lanes = resolve_lanes(config.runtime.lanes, config.runtime.threads or cores)
     tasks = [
         BatchTask(b, str(slide_path), scale.slide_mpp, scale.working_mpp, tuple(tiles),
                   wcfg.tile_px, grid.working_size, str(partial),
                   str(shard_dir / f"batch_{b:05d}.json"),
-                  instances, config)
+                  instances, config, cores if client is None else 0)
         for b, tiles in enumerate(batches)
     ]
     pending = [task for task in tasks if not Path(task.shard_path).is_file()]
@@ -286,9 +298,12 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     bar = tqdm(total=len(tiles), initial=done_tiles, unit="tile", desc=stem,
                disable=None, dynamic_ncols=True)
     if client is None:
-        for task in pending:
-            segment_batch(task, reference, tissue)
-            bar.update(len(task.tiles))
+        try:
+            for shard in run_in_lanes(lambda task: segment_batch(task, reference, tissue),
+                                      pending, lanes):
+                bar.update(len(shard["tiles"]))
+        finally:
+            torch.set_num_threads(cores)  # where the build's thread pool is process-wide
     else:
         from dask.distributed import as_completed
 

@@ -1,3 +1,5 @@
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,44 @@ def test_segmenter_applies_keep_freed_memory_only_when_on(monkeypatch):
         with pytest.raises(Stop):
             segment.Segmenter.from_config(cfg)
         assert len(calls) == want
+
+
+def test_worker_environ_appends_the_shared_arena_tunable_once():
+    from wsi_sat.allocator import SHARED_ARENA_TUNABLE, worker_environ
+
+    assert worker_environ({}) == {"GLIBC_TUNABLES": SHARED_ARENA_TUNABLE}
+    assert worker_environ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) == {
+        "GLIBC_TUNABLES": f"glibc.malloc.hugetlb=1:{SHARED_ARENA_TUNABLE}"}
+    assert worker_environ({"GLIBC_TUNABLES": f"a=1:{SHARED_ARENA_TUNABLE}"}) == {}
+
+
+def test_slurm_job_script_exports_the_shared_arena_only_when_on():
+    from wsi_sat.allocator import SHARED_ARENA_TUNABLE
+
+    spec = load_cluster_spec(ROOT / "examples" / "slurm.yaml")
+    for on in (True, False):
+        cluster = slurm_cluster(spec, shared_arena=on)
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+        assert (SHARED_ARENA_TUNABLE in script) is on
+        assert "source .venv/bin/activate" in script  # the user's prologue is kept
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc arenas: Linux")
+def test_local_worker_threads_share_the_main_arena(monkeypatch):
+    """A local Dask worker process starts with the tunable in its environment (glibc reads it
+    only at start), so the thread that runs its tasks allocates from the main arena. (Dask's
+    nanny copies its pre-spawn environment into this process's too: restored afterwards.)"""
+    from wsi_sat.allocator import SHARED_ARENA_TUNABLE
+    from wsi_sat.runtime import dask_client
+
+    from wsi_sat.config import load_config
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    for on in (False, True):
+        cfg = load_config(None, ["wsi.workers=1", f"runtime.keep_freed_memory={str(on).lower()}"])
+        with dask_client(cfg) as client:
+            env = client.submit(os.environ.get, "GLIBC_TUNABLES", "", pure=False).result()
+        assert (SHARED_ARENA_TUNABLE in env.split(":")) is on

@@ -9,6 +9,7 @@ encoder's input is applied here, together for pixels and prompt coordinates.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ class SamEngine:
         self.model = model
         self.compiled = compile_encoder
         self._first_compiled_call = compile_encoder
+        self._compile_lock = threading.Lock()
         self._encoder: torch.nn.Module | Callable[..., torch.Tensor] = model.image_encoder
         if compile_encoder:  # compiled lazily, at the first call; one input shape (see encode)
             self._encoder = torch.compile(model.image_encoder, dynamic=False)
@@ -183,17 +185,22 @@ class SamEngine:
     def _run_encoder(self, batch: torch.Tensor) -> torch.Tensor:
         if not self._first_compiled_call:
             return self._call_encoder(batch)
-        self._first_compiled_call = False
-        try:
-            return self._call_encoder(batch)
-        except Exception as exc:  # noqa: BLE001 - any compile failure: fall back
-            # torch.compile's failures (no C++ compiler, unsupported backend) surface at the
-            # first call; the eager encoder computes the same embeddings
-            log.warning("torch.compile of the image encoder failed (%s: %s); running it "
-                        "eagerly", exc.__class__.__name__, (str(exc).splitlines() or [""])[0][:200])
-            self.compiled = False
-            self._encoder = self.model.image_encoder
-            return self._call_encoder(batch)
+        with self._compile_lock:  # lanes: one thread compiles, the others wait for it
+            if not self._first_compiled_call:
+                return self._call_encoder(batch)
+            try:
+                return self._call_encoder(batch)
+            except Exception as exc:  # noqa: BLE001 - any compile failure: fall back
+                # torch.compile's failures (no C++ compiler, unsupported backend) surface at
+                # the first call; the eager encoder computes the same embeddings
+                log.warning("torch.compile of the image encoder failed (%s: %s); running it "
+                            "eagerly", exc.__class__.__name__,
+                            (str(exc).splitlines() or [""])[0][:200])
+                self.compiled = False
+                self._encoder = self.model.image_encoder
+                return self._call_encoder(batch)
+            finally:
+                self._first_compiled_call = False
 
     def _call_encoder(self, batch: torch.Tensor) -> torch.Tensor:
         if self.autocast is None:

@@ -10,14 +10,18 @@ Images are RGB uint8 (H, W, 3) arrays; results are at each image's original size
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 import numpy as np
+import torch
 from threadpoolctl import ThreadpoolController
 
 from wsi_sat.allocator import keep_freed_memory
@@ -70,6 +74,26 @@ class Segmenter:
         # them to thread hand-offs against torch's and OpenCV's pools, so it runs on 1 thread
         # (measured: self-training 80 -> 16 ms, all of SAT 440 -> 270 ms per 1024-px tile)
         self._blas = ThreadpoolController()
+        self._blas_lock = threading.Lock()
+        self._blas_users = 0
+        self._blas_limiter: Any = None
+
+    @contextmanager
+    def _one_blas_thread(self) -> Iterator[None]:
+        """numpy's BLAS on one thread while any lane is inside `segment` (the limit is
+        process-wide: applied by the first lane in, restored by the last one out)."""
+        with self._blas_lock:
+            if self._blas_users == 0:
+                self._blas_limiter = self._blas.limit(limits=1, user_api="blas")
+            self._blas_users += 1
+        try:
+            yield
+        finally:
+            with self._blas_lock:
+                self._blas_users -= 1
+                if self._blas_users == 0:
+                    self._blas_limiter.restore_original_limits()
+                    self._blas_limiter = None
 
     @property
     def sat(self) -> SatConfig:
@@ -122,8 +146,10 @@ class Segmenter:
     # -- targets ------------------------------------------------------------------------------
     def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,
                 mpp: float | None = None, encode_scale: float | None = None,
-                tissue: Iterable[np.ndarray] | None = None) -> list[SegmentResult]:
+                tissue: Iterable[np.ndarray] | None = None,
+                threads: Callable[[], int] | None = None) -> list[SegmentResult]:
         """Segment images: encoder calls of `encoder_batch` images, then SAT per image.
+        `threads` (lanes, see wsi_sat.runtime) gives torch's CPU threads for each encoder call.
 
         `images` may be a lazy iterable (whole slides pass a generator that reads tiles): it is
         consumed one encoder batch at a time by one background thread, which reads the next
@@ -138,7 +164,7 @@ class Segmenter:
         early = self.engine.device.type != "cpu"
         out: list[SegmentResult] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wsi-sat-read") as reader, \
-                self._blas.limit(limits=1, user_api="blas"):
+                self._one_blas_thread():
             pending: Future[list[np.ndarray]] | None = reader.submit(_take, source, step)
             while pending is not None:
                 t0 = time.perf_counter()
@@ -149,6 +175,8 @@ class Segmenter:
                     break
                 if early:
                     pending = reader.submit(_take, source, step)
+                if threads is not None:
+                    torch.set_num_threads(threads())  # OpenMP: this thread's
                 t0 = time.perf_counter()
                 encoded = self.engine.encode(chunk, encode_scale)
                 t_enc = (time.perf_counter() - t0) / len(chunk)
