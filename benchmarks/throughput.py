@@ -67,8 +67,8 @@ from wsi_sat.pipeline import (  # noqa: E402
     tile_encode_scale,
 )
 from wsi_sat.runtime import (  # noqa: E402
-    core_share,
     dask_client,
+    lane_threads,
     register_segmenter,
     resolve_lanes,
     run_in_lanes,
@@ -78,6 +78,7 @@ from wsi_sat.sat.metrics import dice  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.sat.predict import predict, refine_match  # noqa: E402
 from wsi_sat.sat.segment import Segmenter  # noqa: E402
+from wsi_sat.tiling.batches import batch_slices  # noqa: E402
 from wsi_sat.tiling.grid import make_grid, read_tile  # noqa: E402
 from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 
@@ -248,17 +249,13 @@ def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, An
     scale_enc = tile_encode_scale(seg, cfg)
     tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px) for t in grid.tiles]
     slide.close()
-    step = cfg.wsi.batch_tiles
-    batches = [tiles[i : i + step] for i in range(0, len(tiles), step)]
+    batches = [tiles[s] for s in batch_slices(len(tiles), cfg.wsi.batch_tiles)]
     cores = torch.get_num_threads()
     lanes = resolve_lanes(cfg.runtime.lanes, cfg.runtime.threads or cores)
-    share = core_share(cfg, cores)
 
     def encode(batch: list[np.ndarray]) -> None:
-        with share.lane():
-            for i in range(0, len(batch), seg.engine.encoder_batch):  # as Segmenter.segment
-                torch.set_num_threads(share.threads())
-                seg.engine.encode(batch[i : i + seg.engine.encoder_batch], scale_enc)
+        torch.set_num_threads(lane_threads(cfg, lanes, cores))
+        seg.engine.encode(batch, scale_enc)
 
     t = time.perf_counter()
     for _ in run_in_lanes(encode, batches, lanes):

@@ -31,9 +31,16 @@ from wsi_sat.errors import ConfigError, WsiSatError
 from wsi_sat.geometry import Scale
 from wsi_sat.io.reference import Reference, rescale_reference
 from wsi_sat.io.slide import Slide
-from wsi_sat.runtime import core_share, resolve_lanes, run_in_lanes, segmenter_for
+from wsi_sat.runtime import (
+    lane_threads,
+    resolve_lanes,
+    run_in_lanes,
+    segmenter_for,
+    worker_lanes,
+)
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
+from wsi_sat.tiling.batches import batch_slices
 from wsi_sat.tiling.grid import Grid, Tile, make_grid, read_tile
 from wsi_sat.tiling.select import select_tiles
 from wsi_sat.tiling.tissue import TissueMasks, tile_mask, tissue_masks
@@ -70,7 +77,7 @@ class BatchTask:
     shard_path: str
     instances: bool
     config: Config
-    cores: int = 0  # CPU cores its worker's lanes share; 0 = the worker's share
+    threads: int = 0  # torch CPU threads of the lane that runs it; 0 = the worker's share
 
 
 @dataclass
@@ -155,8 +162,9 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     from tissue (glass, debris) are dropped."""
     timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
+    # this lane's share of the worker's cores (OpenMP: set per thread)
+    torch.set_num_threads(task.threads or lane_threads(task.config, worker_lanes() or 1))
     seg = segmenter_for(task.config)
-    cores = core_share(task.config, task.cores)
     slide = _slide_for(task.slide_path, task.slide_mpp)
     scale = Scale(task.slide_mpp, task.working_mpp)
     timings["setup"] += time.perf_counter() - t
@@ -165,10 +173,8 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     # are matched and decoded (prefetch; one thread, so a slide handle is never read
     # concurrently); `read` is the time the encoder waited for them
     tiles = (read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles)
-    with cores.lane():  # each encoder call takes its lane's share of the cores
-        results = seg.segment(tiles, reference, mpp=task.working_mpp,
-                              encode_scale=tile_encode_scale(seg, task.config),
-                              tissue=tile_tissue, threads=cores.threads)
+    results = seg.segment(tiles, reference, mpp=task.working_mpp,
+                          encode_scale=tile_encode_scale(seg, task.config), tissue=tile_tissue)
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
     for tile, res in zip(task.tiles, results):
@@ -279,7 +285,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
         shutil.rmtree(shard_dir, ignore_errors=True)
     shard_dir.mkdir(parents=True, exist_ok=True)
     create_level0(partial, grid.working_size, grid.stride, "uint32" if instances else "uint8")
-    batches = [tiles[i : i + wcfg.batch_tiles] for i in range(0, len(tiles), wcfg.batch_tiles)]
+    batches = [tiles[s] for s in batch_slices(len(tiles), wcfg.batch_tiles)]
     # in this process: lanes over this process's torch threads; Dask workers size their own
     cores = torch.get_num_threads()
     lanes = resolve_lanes(config.runtime.lanes, config.runtime.threads or cores)
@@ -287,7 +293,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
         BatchTask(b, str(slide_path), scale.slide_mpp, scale.working_mpp, tuple(tiles),
                   wcfg.tile_px, grid.working_size, str(partial),
                   str(shard_dir / f"batch_{b:05d}.json"),
-                  instances, config, cores if client is None else 0)
+                  instances, config, lane_threads(config, lanes, cores) if client is None else 0)
         for b, tiles in enumerate(batches)
     ]
     pending = [task for task in tasks if not Path(task.shard_path).is_file()]

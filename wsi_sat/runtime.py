@@ -37,7 +37,6 @@ R = TypeVar("R")
 # the CPU cores a local cluster gave this worker.
 _SEGMENTERS: dict[str, Any] = {}
 _CPU_SHARE: dict[str, int] = {}
-_CORE_SHARES: dict[int, CoreShare] = {}
 _LOAD_LOCK = threading.Lock()  # lanes: the first batches of a worker load the models once
 
 
@@ -51,6 +50,11 @@ def segmenter_for(config: Config) -> Any:
             _SEGMENTERS.clear()  # one model set per worker
             _SEGMENTERS[key] = Segmenter.from_config(config)
         return _SEGMENTERS[key]
+
+
+def register_segmenter(config: Config, segmenter: Any) -> None:
+    """Let in-process runs reuse the Segmenter the reference was prepared with."""
+    _SEGMENTERS[config.model_dump_json()] = segmenter
 
 
 def resolve_lanes(lanes: int, cores: int) -> int:
@@ -77,43 +81,21 @@ def cpu_share() -> int:
     return available_cores()
 
 
-class CoreShare:
-    """A process's CPU cores, split between the lanes running at the moment: each encoder call
-    takes `threads()` (a lane alone, e.g. the last batch of a slide, gets every core)."""
+def worker_lanes() -> int | None:
+    """The task threads (lanes) of the Dask worker this runs in; None outside a worker."""
+    try:
+        from dask.distributed import get_worker
 
-    def __init__(self, cores: int) -> None:
-        self.cores = max(1, cores)
-        self._running = 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def lane(self) -> Iterator[None]:
-        with self._lock:
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= 1
-
-    def threads(self) -> int:
-        return max(1, self.cores // max(1, self._running))
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
-def core_share(config: Config, cores: int = 0) -> CoreShare:
-    """This process's CoreShare over `runtime.threads`, else `cores`, else the worker's
-    share (created at run time, once per core count)."""
-    n = config.runtime.threads or cores or cpu_share()
-    with _LOAD_LOCK:
-        share = _CORE_SHARES.get(n)
-        if share is None:
-            share = _CORE_SHARES[n] = CoreShare(n)
-        return share
-
-
-def register_segmenter(config: Config, segmenter: Any) -> None:
-    """Let in-process runs reuse the Segmenter the reference was prepared with."""
-    _SEGMENTERS[config.model_dump_json()] = segmenter
+def lane_threads(config: Config, lanes: int, cores: int = 0) -> int:
+    """torch CPU threads of one lane: `runtime.threads` (else `cores`, else this worker's
+    share) split evenly between the lanes, for the whole run (a lane that took more cores
+    whenever the others paused would oversubscribe them as soon as they resumed)."""
+    return max(1, (config.runtime.threads or cores or cpu_share()) // max(1, lanes))
 
 
 def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int) -> Iterator[R]:

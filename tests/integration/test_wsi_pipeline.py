@@ -41,9 +41,10 @@ def slide(tmp_path_factory):
     return path, truth
 
 
-def _pipeline(fake_engine, slide_path, out, mode="map", **opts):
+def _pipeline(fake_engine, slide_path, out, mode="map", lanes=0, **opts):
     cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
-                             f"sat.decode.mode={mode}", "wsi.tile_px=256", "wsi.overlap_px=32",
+                             f"sat.decode.mode={mode}", f"runtime.lanes={lanes}",
+                             "wsi.tile_px=256", "wsi.overlap_px=32",
                              "wsi.batch_tiles=2", "wsi.workers=0", "wsi.class_name=Blob",
                              "wsi.pyramid_min_px=64",
                              "wsi.min_tissue_area_um2=100"])  # a toy-scale slide: 20 µm blobs
@@ -133,6 +134,22 @@ def test_resume_gives_the_same_result(slide, fake_engine, tmp_path):
     ga = json.loads((full / "blobs.geojson").read_text())
     gb = json.loads((part / "blobs.geojson").read_text())
     assert [f["geometry"] for f in ga["features"]] == [f["geometry"] for f in gb["features"]]
+
+
+@pytest.mark.parametrize("mode", ["map", "instances"])
+def test_lanes_give_the_same_outputs(slide, fake_engine, tmp_path, mode):
+    """Batches on three lanes at once (threads sharing the models): the same label image and
+    the same objects, in the same order, as one lane."""
+    path, _ = slide
+    one, three = tmp_path / "one", tmp_path / "three"
+    a = _pipeline(fake_engine, path, one, mode=mode, lanes=1)
+    b = _pipeline(fake_engine, path, three, mode=mode, lanes=3)
+    assert a.objects == b.objects > 0
+    assert np.array_equal(read_level(one / "blobs.ome.zarr", 0),
+                          read_level(three / "blobs.ome.zarr", 0))
+    ga = json.loads((one / "blobs.geojson").read_text())
+    gb = json.loads((three / "blobs.geojson").read_text())
+    assert ga["features"] == gb["features"]
 
 
 def test_instances_are_unique_and_merged_across_tiles(slide, fake_engine, tmp_path):

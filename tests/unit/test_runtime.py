@@ -109,3 +109,59 @@ def test_local_worker_threads_share_the_main_arena(monkeypatch):
         with dask_client(cfg) as client:
             env = client.submit(os.environ.get, "GLIBC_TUNABLES", "", pure=False).result()
         assert (SHARED_ARENA_TUNABLE in env.split(":")) is on
+
+
+def test_lanes_and_their_threads():
+    from wsi_sat.config import load_config
+    from wsi_sat.runtime import lane_threads, resolve_lanes
+
+    assert resolve_lanes(0, 1) == 1 and resolve_lanes(0, 2) == 2 and resolve_lanes(0, 16) == 2
+    assert resolve_lanes(3, 1) == 3  # asked for: kept
+    cfg = load_config(None, [])
+    assert lane_threads(cfg, 2, cores=16) == 8 and lane_threads(cfg, 3, cores=2) == 1
+    assert lane_threads(load_config(None, ["runtime.threads=6"]), 2, cores=16) == 3
+
+
+def test_run_in_lanes_runs_side_by_side_and_stops_on_errors():
+    import threading
+    import time
+
+    from wsi_sat.runtime import run_in_lanes
+
+    barrier = threading.Barrier(2, timeout=10)  # breaks unless two items run at once
+
+    def meet(i: int) -> tuple[int, str]:
+        barrier.wait()
+        return i, threading.current_thread().name
+
+    got = list(run_in_lanes(meet, range(4), 2))
+    assert sorted(i for i, _ in got) == [0, 1, 2, 3]
+    assert len({name for _, name in got}) == 2
+    one = list(run_in_lanes(lambda i: threading.current_thread().name, range(3), 1))
+    assert set(one) == {threading.current_thread().name}  # one lane: the calling thread
+
+    started = []
+
+    def fail_first(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise ValueError("bad tile")
+        time.sleep(0.05)
+        return i
+
+    with pytest.raises(ValueError, match="bad tile"):
+        list(run_in_lanes(fail_first, range(50), 2))
+    assert len(started) < 50  # what had not started was cancelled
+
+
+def test_slurm_jobs_run_lanes_task_threads_on_the_cores_they_book():
+    spec = load_cluster_spec(ROOT / "examples" / "slurm.yaml")  # cores: 8, processes: 1
+    for lanes, nthreads in ((0, 2), (4, 4)):
+        cluster = slurm_cluster(spec, lanes=lanes)
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+        assert "--cpus-per-task=8" in script  # what the job books is unchanged
+        assert f"--nthreads {nthreads}" in script
+        assert "export OMP_NUM_THREADS=8" in script

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +21,6 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-import torch
 from threadpoolctl import ThreadpoolController
 
 from wsi_sat.allocator import keep_freed_memory
@@ -146,10 +145,8 @@ class Segmenter:
     # -- targets ------------------------------------------------------------------------------
     def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,
                 mpp: float | None = None, encode_scale: float | None = None,
-                tissue: Iterable[np.ndarray] | None = None,
-                threads: Callable[[], int] | None = None) -> list[SegmentResult]:
+                tissue: Iterable[np.ndarray] | None = None) -> list[SegmentResult]:
         """Segment images: encoder calls of `encoder_batch` images, then SAT per image.
-        `threads` (lanes, see wsi_sat.runtime) gives torch's CPU threads for each encoder call.
 
         `images` may be a lazy iterable (whole slides pass a generator that reads tiles): it is
         consumed one encoder batch at a time by one background thread, which reads the next
@@ -175,8 +172,6 @@ class Segmenter:
                     break
                 if early:
                     pending = reader.submit(_take, source, step)
-                if threads is not None:
-                    torch.set_num_threads(threads())  # OpenMP: this thread's
                 t0 = time.perf_counter()
                 encoded = self.engine.encode(chunk, encode_scale)
                 t_enc = (time.perf_counter() - t0) / len(chunk)
