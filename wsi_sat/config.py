@@ -71,11 +71,10 @@ class RuntimeConfig(_Section):
         0,
         ge=0,
         le=64,
-        description="Lanes per worker: threads that each carry a chunk of tiles through the "
-        "encoder and SAT, sharing the worker's torch threads, so one lane's (mostly "
-        "single-threaded) SAT runs beside another's encoder pass; 0 = auto: 2 when the worker "
-        "has at least 2 CPU threads, else 1. Each lane holds one chunk's encoder activations "
-        "(~1 GB per 1024² tile on a CPU).",
+        description="Batches of tiles a worker runs at once, on threads that share its models "
+        "and split its cores evenly, so one lane's mostly single-threaded SAT runs beside "
+        "another's encoder pass; 0 = auto: 2 when the worker has at least 2 cores, else 1. "
+        "Each lane holds its own encoder activations (~1 GB per 1024² tile on a CPU).",
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
