@@ -99,9 +99,8 @@ def test_local_worker_threads_share_the_main_arena(monkeypatch):
     only at start), so the thread that runs its tasks allocates from the main arena. (Dask's
     nanny copies its pre-spawn environment into this process's too: restored afterwards.)"""
     from wsi_sat.allocator import SHARED_ARENA_TUNABLE
-    from wsi_sat.runtime import dask_client
-
     from wsi_sat.config import load_config
+    from wsi_sat.runtime import dask_client
 
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     for on in (False, True):
