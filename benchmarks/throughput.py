@@ -69,9 +69,8 @@ from wsi_sat.pipeline import (  # noqa: E402
 )
 from wsi_sat.runtime import (  # noqa: E402
     dask_client,
-    lane_threads,
+    local_lanes,
     register_segmenter,
-    resolve_lanes,
     run_in_lanes,
 )
 from wsi_sat.sat.matching import match  # noqa: E402
@@ -252,10 +251,10 @@ def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, An
     slide.close()
     batches = [tiles[s] for s in batch_slices(len(tiles), cfg.wsi.batch_tiles)]
     cores = torch.get_num_threads()
-    lanes = resolve_lanes(cfg.runtime.lanes, cfg.runtime.threads or cores)
+    lanes, threads = local_lanes(cfg)  # as run_slide in this process
 
     def encode(batch: list[np.ndarray]) -> None:
-        torch.set_num_threads(lane_threads(cfg, lanes, cores))
+        torch.set_num_threads(threads)
         seg.engine.encode(batch, scale_enc)
 
     t = time.perf_counter()

@@ -35,10 +35,8 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
-_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 _TRIM_OFF = 2**31 - 1  # an int: mallopt takes C ints; 2 GiB of free heap top before trimming
 _TOP_PAD = 64 * 2**20  # grow the heap in 64 MiB steps (fewer brk calls)
 SHARED_ARENA_TUNABLE = "glibc.malloc.arena_max=1"
@@ -56,8 +54,8 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     ok = all(mallopt(param, value) == 1 for param, value in (
-        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX), (_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1),
-        (_M_TRIM_THRESHOLD, _TRIM_OFF), (_M_TOP_PAD, _TOP_PAD)))
+        (_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, _TRIM_OFF),
+        (_M_TOP_PAD, _TOP_PAD)))
     log.debug("glibc malloc: keep freed memory (%s)", "applied" if ok else "partly refused")
     return ok
 

@@ -33,7 +33,7 @@ from wsi_sat.io.reference import Reference, rescale_reference
 from wsi_sat.io.slide import Slide
 from wsi_sat.runtime import (
     lane_threads,
-    resolve_lanes,
+    local_lanes,
     run_in_lanes,
     segmenter_for,
     worker_lanes,
@@ -287,13 +287,12 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     create_level0(partial, grid.working_size, grid.stride, "uint32" if instances else "uint8")
     batches = [tiles[s] for s in batch_slices(len(tiles), wcfg.batch_tiles)]
     # in this process: lanes over this process's torch threads; Dask workers size their own
-    cores = torch.get_num_threads()
-    lanes = resolve_lanes(config.runtime.lanes, config.runtime.threads or cores)
+    lanes, threads = local_lanes(config) if client is None else (1, 0)
     tasks = [
         BatchTask(b, str(slide_path), scale.slide_mpp, scale.working_mpp, tuple(tiles),
                   wcfg.tile_px, grid.working_size, str(partial),
                   str(shard_dir / f"batch_{b:05d}.json"),
-                  instances, config, lane_threads(config, lanes, cores) if client is None else 0)
+                  instances, config, threads)
         for b, tiles in enumerate(batches)
     ]
     pending = [task for task in tasks if not Path(task.shard_path).is_file()]
@@ -304,6 +303,7 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
     bar = tqdm(total=len(tiles), initial=done_tiles, unit="tile", desc=stem,
                disable=None, dynamic_ncols=True)
     if client is None:
+        cores = torch.get_num_threads()
         try:
             for shard in run_in_lanes(lambda task: segment_batch(task, reference, tissue),
                                       pending, lanes):

@@ -98,6 +98,16 @@ def lane_threads(config: Config, lanes: int, cores: int = 0) -> int:
     return max(1, (config.runtime.threads or cores or cpu_share()) // max(1, lanes))
 
 
+def local_lanes(config: Config) -> tuple[int, int]:
+    """Lanes of a run in this process and torch CPU threads per lane, over this thread's torch
+    threads (or `runtime.threads`)."""
+    import torch
+
+    cores = torch.get_num_threads()
+    lanes = resolve_lanes(config.runtime.lanes, config.runtime.threads or cores)
+    return lanes, lane_threads(config, lanes, cores)
+
+
 def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int) -> Iterator[R]:
     """fn over items on `lanes` threads (one lane: in the calling thread), results as they
     complete; the first error cancels what has not started and is raised here."""

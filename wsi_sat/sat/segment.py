@@ -153,9 +153,9 @@ class Segmenter:
         batch while this one is matched and decoded — on a CPU after the encoder call (the
         encoder's threads take this lane's cores; SAT is mostly single-threaded), on a GPU
         before it (reading overlaps the encoder too). Whole slides run several such calls at
-        once, one per lane (see wsi_sat.runtime); the call is thread-safe. `tissue` (one (H, W) bool mask per image, whole slides)
-        limits the per-image self-training to patches that are mostly tissue; predictions are
-        not masked here."""
+        once, one per lane (see wsi_sat.runtime); the call is thread-safe. `tissue` (one
+        (H, W) bool mask per image, whole slides) limits the per-image self-training to
+        patches that are mostly tissue; predictions are not masked here."""
         step = max(1, self.engine.encoder_batch)
         source = iter(images)
         masks = iter(tissue) if tissue is not None else None
