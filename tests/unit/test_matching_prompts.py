@@ -172,3 +172,18 @@ def test_similarity_row_split_equals_the_product(threads, rows):
     assert got.shape == (rows, 70) and got.dtype == np.float32
     np.testing.assert_allclose(got, q.astype(np.float64) @ b.T.astype(np.float64),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_match_without_votes_keeps_the_margin_and_refuses_prompts():
+    rng = np.random.default_rng(3)
+    fg_c, bg_c, bank, labels = _bank(rng)
+    q = normalise(np.stack([c + 0.3 * rng.normal(size=16) for c in (fg_c, bg_c) * 8]))
+    full = match(q, bank, labels, top_k=5)
+    lean = match(q, bank, labels, top_k=5, votes=False)
+    np.testing.assert_array_equal(lean.margin, full.margin)
+    np.testing.assert_array_equal(lean.fg_sim, full.fg_sim)
+    np.testing.assert_array_equal(lean.back_label, full.back_label)
+    assert full.voted and full.fg_votes.sum() == 60
+    assert not lean.voted and lean.fg_votes.sum() == 0 and lean.bg_votes.sum() == 0
+    with pytest.raises(ValueError, match="votes"):
+        feature_space(lean, q, 0.0, PromptConfig(), True, 0)

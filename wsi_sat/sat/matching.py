@@ -28,6 +28,7 @@ class MatchResult:
     back_label: np.ndarray  # (N,) 1 if the best bank match is foreground, else 0
     fg_votes: np.ndarray  # (N,) reference fg patches whose best target match is this patch
     bg_votes: np.ndarray  # (N,) reference bg patches whose best target match is this patch
+    voted: bool = True  # False: matched without the reference → target votes (all zero)
 
     @property
     def positives(self) -> np.ndarray:
@@ -103,11 +104,15 @@ def match(
     top_k: int,
     *,
     exclude: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None,
+    votes: bool = True,
 ) -> MatchResult:
     """Match query patches (N, D) to a labelled bank (M, D); both unit-norm.
 
     exclude = (query_xy, query_ref, bank_xy, bank_ref, radius): bank patches of the same
     reference within `radius` of the query are ignored (self-calibration on the reference).
+    votes=False skips the reference → target votes (the similarity matrix's column maxima, a
+    quarter of the matching's time): the map decoding mode uses only the margin; prompts need
+    the votes and refuse a result without them.
     """
     order = np.argsort(bank_labels, kind="stable")  # background block, then foreground block
     if exclude is not None:
@@ -141,16 +146,19 @@ def match(
         # the best bank match is foreground iff the best fg beats the best bg (ties: bg, as
         # an arg-max over the bg-first bank order)
         back[start:stop] = (fg_top > bg_top).long()
+        if not votes:
+            continue
         val, idx = _column_max(sim)
         better = val > best_q_val
         best_q_val = torch.where(better, val, best_q_val)
         best_q_idx = torch.where(better, idx + start, best_q_idx)
-    fg_votes = torch.bincount(best_q_idx[nb:], minlength=n) if nf else torch.zeros(n)
-    bg_votes = torch.bincount(best_q_idx[:nb], minlength=n) if nb else torch.zeros(n)
+    fg_votes = torch.bincount(best_q_idx[nb:], minlength=n) if nf and votes else torch.zeros(n)
+    bg_votes = torch.bincount(best_q_idx[:nb], minlength=n) if nb and votes else torch.zeros(n)
     return MatchResult(
         margin=(fg_sim - bg_sim).numpy(),
         fg_sim=fg_sim.numpy(),
         back_label=back.numpy().astype(np.int8),
         fg_votes=fg_votes.numpy().astype(np.int32),
         bg_votes=bg_votes.numpy().astype(np.int32),
+        voted=votes,
     )

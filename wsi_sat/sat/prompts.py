@@ -40,6 +40,8 @@ class Candidates:
 def feature_space(result: MatchResult, feats: np.ndarray, threshold: float, cfg: PromptConfig,
                   cycle: bool, seed: int) -> Candidates:
     """Confident, cycle-consistent candidates; positives clustered in feature space."""
+    if not result.voted:
+        raise ValueError("prompts need the reference → target votes: match(..., votes=True)")
     margin = result.margin
     confident_fg = margin > threshold + cfg.min_margin
     confident_bg = margin < threshold - cfg.min_margin

@@ -195,7 +195,9 @@ class Segmenter:
         t = time.perf_counter()
         colour = patch_colour(image, grid.grid_hw, grid.patch_hw)
         feats = reference.features(grid, colour)
-        result = match(feats, reference.bank, reference.labels, cfg.matching.top_k)
+        # map mode decodes the margin alone: the votes (prompts only) are not computed
+        result = match(feats, reference.bank, reference.labels, cfg.matching.top_k,
+                       votes=cal.mode != "map")
         valid = None
         if tissue is not None:
             valid = mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel() >= 0.5
