@@ -140,7 +140,7 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
 @click.option("--overlap-px", type=int, default=None,
               help="Tile overlap in working pixels, even [128].")
 @click.option("--workers", type=int, default=None,
-              help="Local Dask worker processes [wsi.workers = 1]; 0 = no Dask, in-process.")
+              help="Local Dask worker processes [wsi.workers = 0: no Dask, in this process].")
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler.")
 @click.option("--cluster", "cluster_file", type=click.Path(path_type=Path), default=None,
               help="dask-jobqueue SLURM cluster YAML (see examples/slurm.yaml).")

@@ -345,8 +345,11 @@ class WsiConfig(_Section):
         0.5, ge=0.0, description="GeoJSON polygons: simplification tolerance in working pixels."
     )
     workers: int = Field(
-        1, ge=0, le=512,
-        description="Local Dask workers (processes); 0 runs in this process without Dask.",
+        0, ge=0, le=512,
+        description="Local Dask worker processes; 0 runs the batches in this process, on its "
+        "lanes, without Dask: on one machine the fastest (no worker start, the models loaded "
+        "once; a dense 5k slide on a 2-core CPU: 53-58 s vs 69-73 s with 1 worker, side by "
+        "side). N starts N local Dask workers (one per GPU on a multi-GPU machine).",
     )
     reference_margin: float = Field(
         0.25, ge=0.0, le=4.0,
