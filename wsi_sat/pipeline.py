@@ -15,6 +15,8 @@ import shutil
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -155,11 +157,17 @@ def _slide_for(path: str, mpp: float) -> Slide:
     return cached[1]
 
 
-def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks
-                  ) -> dict[str, Any]:
-    """One Dask task: read, segment and write a batch of tiles; returns stage timings.
-    Self-training learns from tissue patches only; predictions farther than the tissue margin
-    from tissue (glass, debris) are dropped."""
+class BatchCancelled(RuntimeError):
+    """A batch stopped before its end because the run is stopping (no shard written)."""
+
+
+def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks,
+                  cancel: threading.Event | None = None) -> dict[str, Any]:
+    """One task (a lane in this process or a Dask task): read, segment and write a batch of
+    tiles; returns stage timings. Self-training learns from tissue patches only; predictions
+    farther than the tissue margin from tissue (glass, debris) are dropped. Once `cancel` is
+    set the batch stops before its next tile and raises BatchCancelled without writing its
+    shard (its tiles are redone by `--resume`)."""
     timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
     # this lane's share of the worker's cores (OpenMP: set per thread)
@@ -172,8 +180,13 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     # a lazy generator: the segmenter's reader thread reads the next tiles while this batch's
     # are matched and decoded (prefetch; one thread, so a slide handle is never read
     # concurrently); `read` is the time the encoder waited for them
-    tiles = (read_tile(slide, scale, tile, task.tile_px) for tile in task.tiles)
-    results = seg.segment(tiles, reference, mpp=task.working_mpp,
+    def tiles() -> Iterator[np.ndarray]:
+        for tile in task.tiles:
+            if cancel is not None and cancel.is_set():
+                raise BatchCancelled(f"batch {task.batch} stopped: the run is stopping")
+            yield read_tile(slide, scale, tile, task.tile_px)
+
+    results = seg.segment(tiles(), reference, mpp=task.working_mpp,
                           encode_scale=tile_encode_scale(seg, task.config), tissue=tile_tissue)
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
@@ -304,10 +317,13 @@ def run_slide(slide_path: Path, reference: ReferenceEmbedding, reference_info: d
                disable=None, dynamic_ncols=True)
     if client is None:
         cores = torch.get_num_threads()
+        cancel = threading.Event()  # set when this stops early: lanes stop at their next tile
         try:
-            for shard in run_in_lanes(lambda task: segment_batch(task, reference, tissue),
-                                      pending, lanes):
-                bar.update(len(shard["tiles"]))
+            with closing(run_in_lanes(
+                    lambda task: segment_batch(task, reference, tissue, cancel),
+                    pending, lanes, cancel)) as shards:
+                for shard in shards:
+                    bar.update(len(shard["tiles"]))
         finally:
             torch.set_num_threads(cores)  # where the build's thread pool is process-wide
     else:

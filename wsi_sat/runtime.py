@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,9 +108,12 @@ def local_lanes(config: Config) -> tuple[int, int]:
     return lanes, lane_threads(config, lanes, cores)
 
 
-def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int) -> Iterator[R]:
+def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int,
+                 cancel: threading.Event | None = None) -> Iterator[R]:
     """fn over items on `lanes` threads (one lane: in the calling thread), results as they
-    complete; the first error cancels what has not started and is raised here."""
+    complete; the first error cancels what has not started and is raised here. When this
+    stops early (an error, Ctrl-C in the caller) `cancel` is set before the running items are
+    waited for: items that check it can stop at their next step instead of finishing."""
     if lanes <= 1:
         yield from map(fn, items)
         return
@@ -118,12 +121,17 @@ def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int) -> Iterat
         pending: set[Future[R]] = {pool.submit(fn, item) for item in items}
         try:
             while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                # FIRST_COMPLETED: results (and the progress bar) as they come, and the
+                # first error as soon as its item ends (FIRST_EXCEPTION waits for all
+                # items unless one fails)
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
         finally:
             for future in pending:
                 future.cancel()
+            if pending and cancel is not None:
+                cancel.set()
 
 
 def load_cluster_spec(path: Path) -> dict[str, Any]:

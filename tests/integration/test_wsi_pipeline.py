@@ -41,12 +41,12 @@ def slide(tmp_path_factory):
     return path, truth
 
 
-def _pipeline(fake_engine, slide_path, out, mode="map", lanes=0, **opts):
+def _pipeline(fake_engine, slide_path, out, mode="map", lanes=0, batch_tiles=2, **opts):
     cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
                              f"sat.decode.mode={mode}", f"runtime.lanes={lanes}",
                              "wsi.tile_px=256", "wsi.overlap_px=32",
-                             "wsi.batch_tiles=2", "wsi.workers=0", "wsi.class_name=Blob",
-                             "wsi.pyramid_min_px=64",
+                             f"wsi.batch_tiles={batch_tiles}", "wsi.workers=0",
+                             "wsi.class_name=Blob", "wsi.pyramid_min_px=64",
                              "wsi.min_tissue_area_um2=100"])  # a toy-scale slide: 20 µm blobs
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
     register_segmenter(cfg, seg)
@@ -134,6 +134,66 @@ def test_resume_gives_the_same_result(slide, fake_engine, tmp_path):
     ga = json.loads((full / "blobs.geojson").read_text())
     gb = json.loads((part / "blobs.geojson").read_text())
     assert [f["geometry"] for f in ga["features"]] == [f["geometry"] for f in gb["features"]]
+
+
+def test_a_failing_lane_stops_the_others_and_resume_completes(slide, fake_engine, tmp_path,
+                                                               monkeypatch):
+    """One lane's error stops the run: the other lane stops before its next tile instead of
+    finishing its batch, writes no shard for it, the error raised is the first one, and
+    `--resume` gives the same outputs as a run that never failed."""
+    import threading
+    import time
+
+    from wsi_sat import pipeline
+
+    path, _ = slide
+    full, part = tmp_path / "full", tmp_path / "part"
+    planned: dict[int, list[int]] = {}
+    real_batch = pipeline.segment_batch
+
+    def planning_batch(task, *args):
+        planned[task.batch] = [t.index for t in task.tiles]
+        return real_batch(task, *args)
+
+    monkeypatch.setattr(pipeline, "segment_batch", planning_batch)
+    _pipeline(fake_engine, path, full, lanes=2, batch_tiles=3)
+    monkeypatch.setattr(pipeline, "segment_batch", real_batch)
+    assert len(planned[0]) == len(planned[1]) == 3  # two lanes, each on a 3-tile batch
+
+    real_read = pipeline.read_tile
+    lock, other_lane_reading, failed = threading.Lock(), threading.Event(), threading.Event()
+    reads: dict[str, list[int]] = {}
+
+    def failing_read(slide_, scale, tile, tile_px):
+        lane = "a" if tile.index in planned[0] else "b"
+        with lock:
+            reads.setdefault(lane, []).append(tile.index)
+        if lane == "a" and len(reads["a"]) == 2:  # batch 0's second tile: wait for b, fail
+            other_lane_reading.wait(10)
+            failed.set()
+            raise OSError("slide file vanished")
+        if lane == "b":
+            other_lane_reading.set()
+            if len(reads["b"]) > 1:  # b's next tiles come after a's failure
+                failed.wait(10)
+                time.sleep(0.5)  # time for the run to notice it
+        return real_read(slide_, scale, tile, tile_px)
+
+    monkeypatch.setattr(pipeline, "read_tile", failing_read)
+    with pytest.raises(OSError, match="slide file vanished"):
+        _pipeline(fake_engine, path, part, lanes=2, batch_tiles=3)
+    assert len(reads["b"]) < 3  # lane b stopped inside its batch
+    done = [json.loads(p.read_text()) for p in (part / "blobs.shards").glob("batch_*.json")]
+    assert all(s["tiles"] == planned[s["batch"]] for s in done)  # whole batches only
+    assert 1 not in {s["batch"] for s in done}
+    assert not (part / "blobs.geojson").exists()
+    monkeypatch.setattr(pipeline, "read_tile", real_read)
+    _pipeline(fake_engine, path, part, lanes=2, batch_tiles=3, resume=True)
+    assert np.array_equal(read_level(full / "blobs.ome.zarr", 0),
+                          read_level(part / "blobs.ome.zarr", 0))
+    ga = json.loads((full / "blobs.geojson").read_text())
+    gb = json.loads((part / "blobs.geojson").read_text())
+    assert ga["features"] == gb["features"]
 
 
 @pytest.mark.parametrize("mode", ["map", "instances"])

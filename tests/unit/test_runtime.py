@@ -153,6 +153,47 @@ def test_run_in_lanes_runs_side_by_side_and_stops_on_errors():
     assert len(started) < 50  # what had not started was cancelled
 
 
+def test_run_in_lanes_tells_running_items_to_stop():
+    import threading
+    import time
+
+    from wsi_sat.runtime import run_in_lanes
+
+    cancel = threading.Event()
+    running = threading.Event()
+    waited = []
+
+    def item(i: int) -> int:
+        if i == 0:
+            running.wait(10)
+            raise ValueError("bad tile")
+        running.set()
+        t = time.perf_counter()
+        cancel.wait(10)  # a batch checking between tiles
+        waited.append(time.perf_counter() - t)
+        return i
+
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match="bad tile"):
+        list(run_in_lanes(item, range(2), 2, cancel))
+    assert cancel.is_set() and waited and waited[0] < 5 and time.perf_counter() - t < 5
+
+    # the caller stopping early (Ctrl-C between results) sets it too; a full run does not
+    def slow_after_first(i: int) -> int:
+        if i:
+            time.sleep(0.3)
+        return i
+
+    cancel = threading.Event()
+    results = run_in_lanes(slow_after_first, range(6), 2, cancel)
+    assert next(results) == 0
+    results.close()
+    assert cancel.is_set()
+    cancel = threading.Event()
+    assert sorted(run_in_lanes(lambda i: i, range(6), 2, cancel)) == list(range(6))
+    assert not cancel.is_set()
+
+
 def test_slurm_jobs_run_lanes_task_threads_on_the_cores_they_book():
     spec = load_cluster_spec(ROOT / "examples" / "slurm.yaml")  # cores: 8, processes: 1
     for lanes, nthreads in ((0, 2), (4, 4)):
