@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from wsi_sat.allocator import worker_environ
+from wsi_sat.allocator import SHARED_ARENA_TUNABLE, worker_environ
 from wsi_sat.config import Config
 from wsi_sat.errors import ConfigError
 
@@ -160,8 +160,8 @@ def slurm_cluster(spec: dict[str, Any], shared_arena: bool = True, lanes: int = 
     prologue = list(kwargs.get("job_script_prologue") or [])
     prologue.append(f"export OMP_NUM_THREADS={share}")
     if shared_arena:
-        value = worker_environ({})["GLIBC_TUNABLES"]
-        prologue.append(f'export GLIBC_TUNABLES="${{GLIBC_TUNABLES:+$GLIBC_TUNABLES:}}{value}"')
+        prologue.append('export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}'
+                        f'{SHARED_ARENA_TUNABLE}"')
     kwargs["job_script_prologue"] = prologue
     return SLURMCluster(**kwargs)
 
