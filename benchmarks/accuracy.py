@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.sat.metrics import dice, iou  # noqa: E402
-from wsi_sat.sat.segment import Segmenter  # noqa: E402
+from wsi_sat.segmenter import Segmenter  # noqa: E402
 
 TILES = ROOT.parent / "shared" / "data" / "tiles"
 

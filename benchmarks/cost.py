@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.demo import dab_mask, demo_crops  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
-from wsi_sat.sat.segment import Segmenter  # noqa: E402
+from wsi_sat.segmenter import Segmenter  # noqa: E402
 
 GLAS = ROOT.parent / "shared" / "data" / "tiles" / "glas_colon_glands"
 

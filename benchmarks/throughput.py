@@ -43,43 +43,42 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import psutil
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wsi_sat import api  # noqa: E402
 from wsi_sat.config import Config, load_config  # noqa: E402
 from wsi_sat.geometry import Scale  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.io.mosaic import write_layout_tiff  # noqa: E402
+from wsi_sat.io.reference import Reference  # noqa: E402
 from wsi_sat.io.slide import Slide  # noqa: E402
 from wsi_sat.models.sam import SamEngine  # noqa: E402
-from wsi_sat.pipeline import (  # noqa: E402
-    RunOptions,
-    plan_slide,
-    prepare_slide_references,
-    run_slide,
+from wsi_sat.pipeline.batch import read_tile  # noqa: E402
+from wsi_sat.pipeline.plan import plan_slide  # noqa: E402
+from wsi_sat.pipeline.reference import (  # noqa: E402
+    SlideReference,
+    prepare_slide_reference,
     tile_encode_scale,
 )
-from wsi_sat.runtime import (  # noqa: E402
-    dask_client,
-    local_lanes,
-    register_segmenter,
-    run_in_lanes,
-)
+from wsi_sat.runtime.cluster import dask_client  # noqa: E402
+from wsi_sat.runtime.lanes import local_lanes, run_in_lanes  # noqa: E402
+from wsi_sat.runtime.threads import torch_threads  # noqa: E402
 from wsi_sat.sat.matching import match  # noqa: E402
 from wsi_sat.sat.metrics import dice  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.sat.predict import predict, refine_match  # noqa: E402
-from wsi_sat.sat.segment import Segmenter  # noqa: E402
+from wsi_sat.segmenter import Segmenter  # noqa: E402
 from wsi_sat.tiling.batches import batch_slices  # noqa: E402
-from wsi_sat.tiling.grid import make_grid, read_tile  # noqa: E402
+from wsi_sat.tiling.grid import make_grid  # noqa: E402
 from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 
 GLAS = ROOT.parent / "shared" / "data" / "tiles" / "glas_colon_glands"
@@ -216,19 +215,19 @@ def stage_times(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def run_wsi_sat(seg: Segmenter, cfg: Config, reference: Any, slide: Path, out: Path,
-                workers: int, coarse: Any = None, coarse_downsample: int = 0,
+def run_wsi_sat(seg: Segmenter, cfg: Config, reference: SlideReference, slide: Path,
+                out: Path, workers: int, coarse_downsample: int = 0,
                 truth: np.ndarray | None = None) -> dict[str, Any]:
+    """wsi-sat as shipped on one slide (coarse-to-fine when `coarse_downsample` > 1 and the
+    reference was prepared for it)."""
     wcfg = cfg.model_copy(deep=True)
     wcfg.wsi.workers = workers
     wcfg.wsi.coarse_downsample = coarse_downsample
-    register_segmenter(wcfg, seg)
     peak = PeakRss()
     with peak.watch():
         t = time.perf_counter()
         with dask_client(wcfg) as client:
-            summary = run_slide(slide, reference, {"names": ["glas ref0"]}, wcfg,
-                                RunOptions(out), client, {}, coarse)
+            summary = api.run_slide(slide, reference, seg, wcfg, out, client=client)
         wall = time.perf_counter() - t
     run = json.loads((out / f"{slide.stem}.run.json").read_text())
     row = {"wall_s": wall, "tiles": run["tiles"], "segmented": summary.tiles_segmented,
@@ -244,24 +243,21 @@ def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, An
     """The encoder alone over the tiles wsi-sat segments: same grid, same batches, on the same
     lanes as wsi-sat in this process (`runtime.lanes` threads sharing the cores; tiles read
     beforehand, untimed)."""
-    slide = Slide(slide_path, None)
-    scale, _, grid = plan_slide(slide, cfg, RunOptions(Path(".")))
+    with Slide(slide_path, None) as slide:
+        plan = plan_slide(slide, cfg.wsi, slide.require_mpp())
+        tiles = [read_tile(slide, plan.scale, t, cfg.wsi.tile_px) for t in plan.tiles]
     scale_enc = tile_encode_scale(seg, cfg)
-    tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px) for t in grid.tiles]
-    slide.close()
     batches = [tiles[s] for s in batch_slices(len(tiles), cfg.wsi.batch_tiles)]
-    cores = torch.get_num_threads()
     lanes, threads = local_lanes(cfg)  # as run_slide in this process
 
     def encode(batch: list[np.ndarray]) -> None:
-        torch.set_num_threads(threads)
-        seg.engine.encode(batch, scale_enc)
+        with torch_threads(threads):
+            seg.engine.encode(batch, scale_enc)
 
     t = time.perf_counter()
     for _ in run_in_lanes(encode, batches, lanes):
         pass
     wall = time.perf_counter() - t
-    torch.set_num_threads(cores)
     return {"wall_s": wall, "tiles": len(tiles), "lanes": lanes}
 
 
@@ -454,9 +450,10 @@ def main() -> None:
     t = time.perf_counter()
     ccfg = cfg.model_copy(deep=True)
     ccfg.wsi.coarse_downsample = args.coarse
-    reference, coarse = prepare_slide_references(seg, [(ref_img, ref_mask, "ref0")], ccfg)
+    reference = prepare_slide_reference(seg.with_config(ccfg),
+                                        [Reference("ref0", ref_img, ref_mask, "mask")], ccfg)
     print(f"reference encoded + calibrated once in {time.perf_counter() - t:.1f} s "
-          f"(mode {reference.calibration.mode})", flush=True)
+          f"(mode {reference.embedding.calibration.mode})", flush=True)
     rows: list[dict[str, Any]] = []
     scaling: list[dict[str, Any]] = []
     variants = None
@@ -470,13 +467,13 @@ def main() -> None:
             lim_before = encoder_limit(seg, cfg, path)
             print(f"{name}: encoder-only (before) {lim_before['wall_s']:.1f} s", flush=True)
             w = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_{path.stem}", 0,
-                            coarse if cfg.wsi.coarse_downsample > 1 else None,
                             cfg.wsi.coarse_downsample, truth)
             print(f"{name}: wsi-sat {w['wall_s']:.1f} s", flush=True)
             c2f = None
-            if kind == "sparse" and coarse is not None and cfg.wsi.coarse_downsample <= 1:
+            if (kind == "sparse" and reference.coarse is not None
+                    and cfg.wsi.coarse_downsample <= 1):
                 c2f = run_wsi_sat(seg, cfg, reference, path, tmp / f"out_c_{path.stem}", 0,
-                                  coarse, args.coarse, truth)
+                                  args.coarse, truth)
                 print(f"{name}: wsi-sat coarse-to-fine {c2f['wall_s']:.1f} s", flush=True)
             lim_after = encoder_limit(seg, cfg, path)
             print(f"{name}: encoder-only (after) {lim_after['wall_s']:.1f} s", flush=True)
@@ -485,7 +482,8 @@ def main() -> None:
             lim = {"wall_s": (lim_before["wall_s"] + lim_after["wall_s"]) / 2,
                    "before_s": lim_before["wall_s"], "after_s": lim_after["wall_s"],
                    "tiles": lim_after["tiles"], "lanes": lim_after["lanes"]}
-            nv = naive_gbmseg(seg, stock, cfg, reference, ref_img, path, args.naive_tiles)
+            nv = naive_gbmseg(seg, stock, cfg, reference.embedding, ref_img, path,
+                              args.naive_tiles)
             print(f"{name}: naive {nv['wall_s']:.1f} s", flush=True)
             rows.append({"slide": name, "kind": kind, "size": size, "tile_px": cfg.wsi.tile_px,
                          "wsi_sat": w, "limit": lim, "naive": nv, "coarse_to_fine": c2f})

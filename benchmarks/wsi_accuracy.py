@@ -23,21 +23,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
-from skimage.draw import polygon as fill_polygon
+from shapely.geometry import shape
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wsi_sat import api  # noqa: E402
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff  # noqa: E402
-from wsi_sat.io.reference import Reference, rescale_reference  # noqa: E402
-from wsi_sat.pipeline import RunOptions, run_slide, tile_encode_scale  # noqa: E402
-from wsi_sat.runtime import dask_client, register_segmenter  # noqa: E402
+from wsi_sat.io.reference import Reference  # noqa: E402
+from wsi_sat.raster import rasterise as fill  # noqa: E402
+from wsi_sat.raster import resize_mask
+from wsi_sat.runtime.cluster import dask_client  # noqa: E402
 from wsi_sat.sat.metrics import dice, iou  # noqa: E402
-from wsi_sat.sat.segment import Segmenter  # noqa: E402
 from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 
 GLAS = ROOT.parent / "shared" / "data" / "tiles" / "glas_colon_glands"
@@ -47,14 +47,8 @@ GAP = 96
 
 
 def rasterise(geo: dict, shape_hw: tuple[int, int]) -> np.ndarray:
-    out = np.zeros(shape_hw, bool)
-    for f in geo["features"]:
-        rings = f["geometry"]["coordinates"]
-        for i, ring in enumerate(rings):
-            r = np.asarray(ring)
-            rr, cc = fill_polygon(r[:, 1] - 0.5, r[:, 0] - 0.5, shape_hw)
-            out[rr, cc] = i == 0
-    return out
+    """GeoJSON polygons (pixel-edge coordinates) → a mask (pixel centres at +0.5)."""
+    return fill([shape(f["geometry"]) for f in geo["features"]], shape_hw, lambda xy: xy - 0.5)
 
 
 def peak_rss_mb() -> float:
@@ -92,16 +86,13 @@ def main() -> None:
         cells.append((y, x, h, w))
 
     cfg = load_config(None, ["wsi.tile_px=1024", "wsi.overlap_px=128", *args.set])
-    seg = Segmenter.from_config(cfg)
-    register_segmenter(cfg, seg)
+    seg = api.load_segmenter(cfg)
     ref_img, _ = read_image(next((GLAS / "images").glob(ref_stem + ".*")))
     ref_pair = (ref_img, read_mask(GLAS / "masks" / f"{ref_stem}.png"))
     reference = seg.prepare_reference([ref_pair])  # the engine's own scale, image by image
-    ref_mpp = args.mpp or MPP
-    if ref_mpp != MPP:  # the reference at the working resolution of the slide run
-        scaled = rescale_reference(Reference(ref_stem, *ref_pair, "mask"), MPP / ref_mpp)
-        ref_pair = (scaled.image, scaled.mask)
-    slide_reference = seg.prepare_reference([ref_pair], encode_scale=tile_encode_scale(seg, cfg))
+    # the reference at the working resolution of the slide run, encoded at the tiles' scale
+    slide_reference = api.prepare_reference(seg, [Reference(ref_stem, *ref_pair, "mask")],
+                                            reference_mpp=MPP, working_mpp=args.mpp or MPP)
 
     # the engine alone, image by image
     per_image = np.zeros(truth.shape, bool)
@@ -121,11 +112,10 @@ def main() -> None:
             out = Path(tmp) / f"out{workers}"
             wcfg = cfg.model_copy(deep=True)
             wcfg.wsi.workers = workers
-            register_segmenter(wcfg, seg)
             t = time.perf_counter()
             with dask_client(wcfg) as client:
-                summary = run_slide(slide_path, slide_reference, {"names": [ref_stem]}, wcfg,
-                                    RunOptions(out, mpp=args.mpp), client, {})
+                summary = api.run_slide(slide_path, slide_reference, seg, wcfg, out,
+                                        mpp=args.mpp or MPP, client=client)
             wall = time.perf_counter() - t
             run = json.loads((out / "glas_mosaic.run.json").read_text())
             rows.append((workers, summary.tiles_segmented, wall, peak_rss_mb(),
@@ -133,8 +123,7 @@ def main() -> None:
             if workers == int(args.workers.split(",")[0]):
                 zarr_mask = read_level(out / "glas_mosaic.ome.zarr", 0) > 0
                 if zarr_mask.shape != truth.shape:  # working resolution ≠ slide level 0
-                    zarr_mask = np.asarray(Image.fromarray(zarr_mask).resize(
-                        truth.shape[::-1], Image.Resampling.NEAREST))
+                    zarr_mask = resize_mask(zarr_mask, truth.shape[::-1])
                 geo = json.loads((out / "glas_mosaic.geojson").read_text())
         mosaic_cells = [dice(zarr_mask[y : y + h, x : x + w], truth[y : y + h, x : x + w])
                         for (y, x, h, w) in cells]

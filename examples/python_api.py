@@ -1,24 +1,37 @@
-"""Use wsi-sat from Python: segment images like a reference, then a whole slide."""
+"""Use wsi-sat from Python: segment images like a reference, then a whole slide.
 
+    python examples/python_api.py REF.png SLIDE.svs OUT_DIR [--reference-mpp 0.5] [--mpp 1.0]
+        [--set key=value]
+
+Gives the same outputs as `wsi-sat run SLIDE --reference REF.png --reference-mpp ... --mpp ...
+--out OUT_DIR` (tests/slow/test_python_api.py compares them).
+"""
+
+import argparse
 from pathlib import Path
 
-from wsi_sat.config import load_config
-from wsi_sat.io.image import read_image
-from wsi_sat.io.reference import load_reference
-from wsi_sat.pipeline import RunOptions, run_slide
-from wsi_sat.runtime import register_segmenter
-from wsi_sat.sat.segment import Segmenter
+from wsi_sat import api
 
-config = load_config(None, ["runtime.device=auto", "wsi.workers=0"])
-segmenter = Segmenter.from_config(config)  # models load once
-ref = load_reference(Path("ref.png"))  # mask from ref_mask.png beside it, or the alpha channel
-reference = segmenter.prepare_reference([(ref.image, ref.mask)], [ref.name])  # encoded once
+parser = argparse.ArgumentParser()
+parser.add_argument("reference", type=Path, help="reference image; mask: <stem>_mask.png")
+parser.add_argument("slide", type=Path)
+parser.add_argument("out", type=Path)
+parser.add_argument("--reference-mpp", type=float, default=None)
+parser.add_argument("--mpp", type=float, default=None, help="working resolution, µm/px")
+parser.add_argument("--set", action="append", default=[], help="config key=value")
+args = parser.parse_args()
 
-image, _ = read_image(Path("target.png"))
-result = segmenter.segment([image], reference)[0]
-print(result.mask.shape, result.mode, result.mask.mean())
+config = api.load_config(None, args.set)
+segmenter = api.load_segmenter(config)  # models load once
 
-register_segmenter(config, segmenter)  # in-process whole-slide run reuses the loaded models
-summary = run_slide(Path("slide.svs"), reference, {"names": [ref.name]}, config,
-                    RunOptions(Path("results")), client=None, model_info={})
+# images: a reference (mask beside it or in its alpha channel), encoded once
+ref = api.load_references([args.reference])[0]
+embedding = segmenter.prepare_reference([(ref.image, ref.mask)], [ref.name])
+result = segmenter.segment([ref.image], embedding)[0]
+print(f"reference segmented like itself: {100 * result.mask.mean():.1f} % foreground")
+
+# a whole slide: the reference prepared once for tiles, then any number of slides
+reference = api.prepare_reference(segmenter, [args.reference], reference_mpp=args.reference_mpp,
+                                  working_mpp=args.mpp)
+summary = api.run_slide(args.slide, reference, segmenter, out_dir=args.out, mpp=args.mpp)
 print(summary)

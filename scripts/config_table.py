@@ -1,12 +1,14 @@
-"""Regenerate the README's config table from the config model (between the markers)."""
+"""Regenerate docs/configuration.md's key table and configs/default.yaml from the config model."""
 
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from wsi_sat.config import Config
+from wsi_sat.config import Config, config_to_yaml, default_config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "configuration.md"
+DEFAULT_YAML = ROOT / "configs" / "default.yaml"
 START, END = "<!-- config-table -->", "<!-- /config-table -->"
 
 
@@ -22,10 +24,11 @@ def rows(model: type[BaseModel], prefix: str = ""):
 
 def main() -> None:
     table = "\n".join(["| key | default | meaning |", "|---|---|---|", *rows(Config)])
-    text = README.read_text()
+    text = DOC.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    DOC.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    DEFAULT_YAML.write_text(config_to_yaml(default_config()))
 
 
 if __name__ == "__main__":

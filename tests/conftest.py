@@ -19,7 +19,7 @@ from scipy import ndimage
 from wsi_sat.config import Config, load_config
 from wsi_sat.models.features import SamEncoderFeatures
 from wsi_sat.models.sam import Encoded
-from wsi_sat.sat.segment import Segmenter
+from wsi_sat.segmenter import Segmenter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_TILES = SHARED / "data" / "tiles"
@@ -30,6 +30,9 @@ class FakeEngine:
     embed_grid = 16
     encoder_batch = 8
     device = torch.device("cpu")
+    spec = type("Spec", (), {"name": "fake"})()
+    weights_path = None
+    weights_sha256 = None
 
     def __init__(self) -> None:
         gen = torch.Generator().manual_seed(0)
@@ -84,7 +87,7 @@ class FakeEngine:
         x = x[..., : enc.input_hw[0], : enc.input_hw[1]]
         return F.interpolate(x, enc.original_hw, mode="bilinear")[:, 0]
 
-    def map_to_mask_prompt(self, enc, prob):
+    def map_to_mask_prompt(self, enc, prob, gain=0.5):
         return torch.zeros(1, 1, 64, 64)
 
 

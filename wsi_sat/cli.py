@@ -80,7 +80,7 @@ def app(verbose: int, quiet: bool) -> None:
                    "beside it, else its alpha channel).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder: <stem>.png masks (0/255) at each target's original size.")
-@click.option("--mpp", type=float, default=None,
+@click.option("--target-mpp", "mpp", type=float, default=None,
               help="Pixel size of the targets in µm/px (enables sat.postprocess.min_area_um2).")
 @config_option
 @set_option
@@ -89,14 +89,14 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
             reference_masks: tuple[Path, ...], out_dir: Path, mpp: float | None,
             config_path: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Segment TARGET images or folders like the reference (one-shot, no training)."""
+    from wsi_sat.api import load_references
     from wsi_sat.io.image import list_images, probe_image, read_image
-    from wsi_sat.io.reference import load_references
-    from wsi_sat.sat.segment import Segmenter
+    from wsi_sat.segmenter import Segmenter
     from wsi_sat.writers.mask_png import write_mask_png
 
     cfg = _config(config_path, overrides, device)
     paths = list_images(list(targets))
-    refs = load_references(list(references), list(reference_masks))
+    refs = load_references(references, reference_masks)
     for p in paths:  # fail on an unreadable target before minutes of work, not after
         probe_image(p)
     t0 = time.perf_counter()
@@ -157,17 +157,9 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
         class_name: str | None, config_path: Path | None, overrides: tuple[str, ...],
         device: str | None) -> None:
     """Segment whole SLIDEs (files, folders or globs) like the reference."""
-    from wsi_sat.errors import ReferenceError
-    from wsi_sat.io.reference import (
-        load_references,
-        reference_from_geojson,
-        rescale_reference,
-    )
-    from wsi_sat.io.slide import Slide, list_slides
-    from wsi_sat.pipeline import RunOptions, prepare_slide_references, run_slide
-    from wsi_sat.runtime import dask_client, register_segmenter
-    from wsi_sat.sat.segment import Segmenter
-    from wsi_sat.writers.provenance import array_hash
+    from wsi_sat import api
+    from wsi_sat.io.slide import list_slides, probe_slide
+    from wsi_sat.runtime.cluster import dask_client
 
     extra = [f"wsi.{k}={v}" for k, v in (("tile_px", tile_px), ("overlap_px", overlap_px),
                                          ("workers", workers), ("class_name", class_name))
@@ -176,45 +168,22 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     if sum(x is not None for x in (scheduler, cluster_file)) > 1:
         raise ConfigError("give at most one of --scheduler and --cluster")
     paths = list_slides(slides)
-
     for path in paths:  # unreadable slides and missing pixel sizes fail before model loading
-        probe = Slide(path, slide_mpp)
-        probe.require_mpp()
-        probe.close()
-    if reference_geojson is not None:
-        if reference_slide is None:
-            raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")
-        ref, ref_mpp = reference_from_geojson(reference_geojson, reference_slide, mpp, slide_mpp,
-                                              cfg.wsi.reference_margin)
-        refs, reference_mpp = [ref], ref_mpp
-    elif references:
-        refs = load_references(list(references), list(reference_masks))
-    else:
-        raise ReferenceError("give --reference (image + mask) or --reference-geojson")
-    if reference_mpp and mpp and reference_geojson is None:
-        refs = [rescale_reference(r, reference_mpp / mpp) for r in refs]
+        probe_slide(path, slide_mpp)
+    refs = api.read_references(
+        references, masks=reference_masks, reference_mpp=reference_mpp, working_mpp=mpp,
+        geojson=reference_geojson, slide=reference_slide, slide_mpp=slide_mpp,
+        margin=cfg.wsi.reference_margin)
     t0 = time.perf_counter()
-    seg = Segmenter.from_config(cfg)
-    register_segmenter(cfg, seg)
-    reference, coarse_reference = prepare_slide_references(
-        seg, [(r.image, r.mask, r.name) for r in refs], cfg)
-    cal = reference.calibration
+    seg = api.load_segmenter(cfg)
+    reference = api.prepare_reference(seg, refs)
+    cal = reference.embedding.calibration
     click.echo(f"reference ready in {time.perf_counter() - t0:.1f}s: mode {cal.mode}, "
                f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)
-    reference_info = {
-        "names": [r.name for r in refs], "mask_sources": [r.mask_source for r in refs],
-        "sha256": array_hash(*[a for r in refs for a in (r.image, r.mask)]),
-        "mpp": reference_mpp,
-    }
-    model_info = {"sam": {"name": seg.engine.spec.name, "weights": str(seg.engine.weights_path),
-                          "sha256": seg.engine.weights_sha256},
-                  "features": {"name": cfg.models.features.name,
-                               "sha256": getattr(seg.backbone, "weights_sha256", None)}}
-    options = RunOptions(out_dir, slide_mpp, mpp, reference_mpp, resume)
     with dask_client(cfg, scheduler, cluster_file) as client:
         for path in paths:
-            summary = run_slide(path, reference, reference_info, cfg, options, client,
-                                model_info, coarse_reference)
+            summary = api.run_slide(path, reference, seg, cfg, out_dir, slide_mpp=slide_mpp,
+                                    mpp=mpp, resume=resume, client=client)
             click.echo(
                 f"{summary.slide}: {summary.tiles_segmented}/{summary.tiles_grid} tiles "
                 f"segmented (tissue {summary.tiles_tissue}), {summary.objects} objects, "

@@ -22,12 +22,11 @@ from skimage.color import rgb2hed
 from skimage.filters import threshold_otsu
 from skimage.morphology import remove_small_objects
 
+from wsi_sat import api
 from wsi_sat.config import Config
 from wsi_sat.io.mosaic import write_pyramidal_tiff
-from wsi_sat.pipeline import RunOptions, run_slide, tile_encode_scale
-from wsi_sat.runtime import register_segmenter
+from wsi_sat.io.reference import Reference
 from wsi_sat.sat.metrics import dice
-from wsi_sat.sat.segment import Segmenter
 from wsi_sat.writers.mask_png import write_mask_png
 from wsi_sat.writers.ome_zarr import read_level
 
@@ -84,10 +83,10 @@ def run_demo(out_dir: Path, config: Config) -> dict[str, float]:
     (out_dir / "overlays").mkdir(exist_ok=True)
     Image.fromarray(ref_img).save(out_dir / "reference.png")
     write_mask_png(out_dir / "reference_mask.png", ref_mask)
-    seg = Segmenter.from_config(config)
+    seg = api.load_segmenter(config)
     reference = seg.prepare_reference([(ref_img, ref_mask)], ["demo reference"])
-    slide_reference = seg.prepare_reference([(ref_img, ref_mask)], ["demo reference"],
-                                            encode_scale=tile_encode_scale(seg, config))
+    slide_reference = api.prepare_reference(
+        seg, [Reference("demo reference", ref_img, ref_mask, "DAB colour deconvolution")])
     scores = {}
     for name, img in crops.items():
         Image.fromarray(img).save(out_dir / "targets" / f"{name}.png")
@@ -100,9 +99,7 @@ def run_demo(out_dir: Path, config: Config) -> dict[str, float]:
 
     slide_path = out_dir / "demo_slide.tif"
     slide_img = demo_slide(slide_path)
-    register_segmenter(config, seg)
-    run_slide(slide_path, slide_reference, {"names": ["demo reference"], "mpp": DEMO_MPP}, config,
-              RunOptions(out_dir / "results"), None, {"sam": {"name": config.models.sam.name}})
+    api.run_slide(slide_path, slide_reference, seg, out_dir=out_dir / "results")
     truth, _ = dab_mask(slide_img, t)
     scores["demo_slide (OME-Zarr level 0)"] = dice(read_level(out_dir / "results" /
                                                              "demo_slide.ome.zarr", 0) > 0, truth)

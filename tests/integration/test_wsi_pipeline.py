@@ -13,19 +13,15 @@ from shapely.geometry import shape
 from skimage.draw import polygon as fill_polygon
 
 from tests.conftest import blobs_image
+from wsi_sat import api
 from wsi_sat.config import load_config
 from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
+from wsi_sat.io.reference import Reference
 from wsi_sat.models.features import SamEncoderFeatures
-from wsi_sat.pipeline import (
-    RunOptions,
-    prepare_slide_references,
-    reference_windows,
-    run_slide,
-    tile_encode_scale,
-)
-from wsi_sat.runtime import register_segmenter
+from wsi_sat.pipeline import RunOptions, run_slide
+from wsi_sat.pipeline.reference import reference_windows
 from wsi_sat.sat.metrics import dice, iou
-from wsi_sat.sat.segment import Segmenter
+from wsi_sat.segmenter import Segmenter
 from wsi_sat.writers.ome_zarr import read_level
 
 MPP = 0.5
@@ -49,12 +45,8 @@ def _pipeline(fake_engine, slide_path, out, mode="map", lanes=0, batch_tiles=2, 
                              "wsi.class_name=Blob", "wsi.pyramid_min_px=64",
                              "wsi.min_tissue_area_um2=100"])  # a toy-scale slide: 20 µm blobs
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
-    register_segmenter(cfg, seg)
-    ref_img, ref_mask = blobs_image(0)
-    reference = seg.prepare_reference([(ref_img, ref_mask)],
-                                      encode_scale=tile_encode_scale(seg, cfg))
-    return run_slide(slide_path, reference, {"names": ["blobs"]}, cfg,
-                     RunOptions(out, **opts), None, {"sam": {"name": "fake"}})
+    reference = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0), "array")])
+    return run_slide(slide_path, reference, seg, cfg, RunOptions(out, **opts))
 
 
 def _rasterise(geo: dict, shape_hw) -> np.ndarray:
@@ -144,7 +136,8 @@ def test_a_failing_lane_stops_the_others_and_resume_completes(slide, fake_engine
     import threading
     import time
 
-    from wsi_sat import pipeline
+    from wsi_sat.pipeline import batch as pipeline
+    from wsi_sat.pipeline import run as pipeline_run
 
     path, _ = slide
     full, part = tmp_path / "full", tmp_path / "part"
@@ -155,9 +148,9 @@ def test_a_failing_lane_stops_the_others_and_resume_completes(slide, fake_engine
         planned[task.batch] = [t.index for t in task.tiles]
         return real_batch(task, *args)
 
-    monkeypatch.setattr(pipeline, "segment_batch", planning_batch)
+    monkeypatch.setattr(pipeline_run, "segment_batch", planning_batch)
     _pipeline(fake_engine, path, full, lanes=2, batch_tiles=3)
-    monkeypatch.setattr(pipeline, "segment_batch", real_batch)
+    monkeypatch.setattr(pipeline_run, "segment_batch", real_batch)
     assert len(planned[0]) == len(planned[1]) == 3  # two lanes, each on a 3-tile batch
 
     real_read = pipeline.read_tile
@@ -299,11 +292,10 @@ def test_coarse_to_fine_skips_tissue_without_the_target(fake_engine, tmp_path):
                                  "wsi.batch_tiles=2", "wsi.pyramid_min_px=64",
                                  f"wsi.coarse_downsample={d}"])
         seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
-        register_segmenter(cfg, seg)
-        reference, coarse = prepare_slide_references(seg, [(*ref, "blobs")], cfg)
-        assert (coarse is None) == (d == 0)
+        reference = api.prepare_reference(seg, [Reference("blobs", *ref, "array")])
+        assert (reference.coarse is None) == (d == 0)
         out = tmp_path / f"out{d}"
-        summary = run_slide(path, reference, {}, cfg, RunOptions(out), None, {}, coarse)
+        summary = api.run_slide(path, reference, seg, out_dir=out)
         run = json.loads((out / "sparse.run.json").read_text())
         runs[d] = (summary, run, read_level(out / "sparse.ome.zarr", 0) > 0)
     full, c2f = runs[0], runs[2]

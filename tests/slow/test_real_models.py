@@ -13,7 +13,7 @@ from wsi_sat.config import load_config
 from wsi_sat.io.image import read_image, read_mask
 from wsi_sat.models.registry import get_spec, verify
 from wsi_sat.sat.metrics import dice
-from wsi_sat.sat.segment import Segmenter
+from wsi_sat.segmenter import Segmenter
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wsi_sat.config import PromptConfig
+from wsi_sat.config import MatchingConfig, PromptConfig
 from wsi_sat.sat.matching import MatchResult, fuse, match, normalise
 from wsi_sat.sat.prompts import Candidates, feature_space, physical_space, sparse_sample
 
@@ -95,7 +95,7 @@ def test_sparse_sample_scales_and_caps():
 def test_exclusion_drops_negatives_near_positives():
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [500.0, 0.0]])
     cand = Candidates(np.array([0]), np.array([1, 2]), np.zeros(1, np.int32))
-    cfg = PromptConfig(exclusion_radius_px=24.0, sample_radius_px=1.0)
+    cfg = PromptConfig(exclusion_radius_input_px=24.0, sample_radius_input_px=1.0)
     prompts = physical_space(centres, cand, cfg, px_per_input=1.0)
     assert prompts.neg_xy.tolist() == [[500.0, 0.0]]
 
@@ -111,7 +111,8 @@ def test_self_training_rescues_uncertain_patches(method):
     truth = np.r_[np.ones(60, bool), np.zeros(60, bool)]
     margin = np.where(truth, 0.05, -0.05).astype(np.float32)
     margin[:20] = -0.005  # a third of the foreground looks uncertain / wrong to the reference
-    refined = self_train(feats, margin, 0.0, 0.03, method)
+    cfg = MatchingConfig(self_train_margin=0.03, self_train_method=method)
+    refined = self_train(feats, margin, 0.0, cfg)
     assert ((refined > 0) == truth).mean() > ((margin > 0) == truth).mean()
     assert ((refined > 0) == truth).all()
 
@@ -132,8 +133,9 @@ def test_self_training_learns_only_from_valid_patches():
     margin = np.r_[np.full(40, 0.05), np.full(40, -0.05), np.full(80, 0.08)].astype(np.float32)
     margin[:30] = 0.01  # most real foreground is uncertain to the reference
     valid = np.r_[np.ones(80, bool), np.zeros(80, bool)]
-    plain = self_train(feats, margin, 0.0, 0.03, "lr")
-    restricted = self_train(feats, margin, 0.0, 0.03, "lr", valid=valid)
+    cfg = MatchingConfig(self_train_margin=0.03, self_train_method="lr")
+    plain = self_train(feats, margin, 0.0, cfg)
+    restricted = self_train(feats, margin, 0.0, cfg, valid=valid)
     tissue = slice(0, 80)
     assert ((restricted[tissue] > 0) == truth[tissue]).all()
     assert ((plain[tissue] > 0) == truth[tissue]).mean() < 0.8

@@ -66,7 +66,9 @@ def _official_dinov2_state(model: torch.nn.Module) -> dict:
 def test_dinov2_loads_an_official_layout_checkpoint(tmp_path):
     # no real DINOv2 weights exist here: a randomly initialised ViT-S/14 saved in the official
     # key layout exercises the real loading code
+    from wsi_sat.geometry import InputTransform
     from wsi_sat.models.features import Dinov2Features, build_dinov2
+    from wsi_sat.models.sam import Encoded
 
     spec = get_spec("dinov2_vits14")
     torch.manual_seed(0)
@@ -75,9 +77,13 @@ def test_dinov2_loads_an_official_layout_checkpoint(tmp_path):
     torch.save(_official_dinov2_state(reference_model), path)
     feats = Dinov2Features(spec, path, torch.device("cpu"), input_px=112)
     img = np.random.default_rng(0).integers(0, 255, (100, 70, 3), dtype=np.uint8)
-    grid = feats.grids([img], [None])[0]
+    enc = Encoded(torch.zeros(1), (100, 70), InputTransform.fit((100, 70), 1024).input_hw)
+    grid = feats.grids([img], [enc])[0]
     assert grid.feats.shape == (8, 6, 384)  # ceil(112/14) x ceil(78/14), D = 384
     assert grid.patch_hw[0] == pytest.approx(14 * 100 / 112)
+    # whole slides: a fixed encoder scale (a tile seen at half the SAM input) is kept
+    half = Encoded(torch.zeros(1), (100, 70), InputTransform.fit((100, 70), 1024, 5.12).input_hw)
+    assert feats.grids([img], [half])[0].feats.shape == (4, 3, 384)
     sd = feats.model.state_dict()
     assert torch.equal(sd["blocks.0.attn.qkv.weight"], reference_model.state_dict()["blocks.0.attn.qkv.weight"])
 
@@ -103,7 +109,7 @@ def test_encoder_input_size_longest_side_or_fixed_scale():
 def test_gpu_precision_and_worker_placement_rules():
     import torch
 
-    from wsi_sat.device import autocast_dtype, worker_gpu
+    from wsi_sat.runtime.device import autocast_dtype, worker_gpu
 
     cpu = torch.device("cpu")
     assert all(autocast_dtype(cpu, p) is None for p in ("auto", "fp32", "bf16", "fp16"))

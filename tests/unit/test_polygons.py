@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from skimage.draw import polygon as fill_polygon
 
+from wsi_sat.geometry import Scale
 from wsi_sat.stitch.polygons import merge_regions, tile_objects
+
+ONE = Scale(1.0, 1.0)  # working pixels = level-0 pixels
 
 
 def _raster(objs, shape_hw) -> np.ndarray:
@@ -39,7 +42,7 @@ def _blobs() -> np.ndarray:
 def test_polygons_reproduce_the_mask_with_holes_and_border_objects() -> None:
     m = _blobs()
     prob = np.where(m, 0.9, 0.1).astype(np.float32)
-    objs = tile_objects(m, None, prob, 0, (0, 0), 1.0, 0.5)
+    objs = tile_objects(m, None, prob, 0, (0, 0), ONE, 0.5)
     back = _raster(objs, m.shape)
     assert _iou(back, m) > 0.98
     assert any(len(o.polygon.interiors) == 1 for o in objs)
@@ -54,7 +57,7 @@ def test_each_object_has_its_own_area_and_score() -> None:
     prob = np.zeros(m.shape, np.float32)
     prob[10:30, 10:30] = 0.6
     prob[60:100, 60:100] = 0.95
-    objs = sorted(tile_objects(m, None, prob, 3, (1000, 2000), 2.0, 0.5),
+    objs = sorted(tile_objects(m, None, prob, 3, (1000, 2000), Scale(0.5, 1.0), 0.5),
                   key=lambda o: o.area_px)
     assert [o.area_px for o in objs] == [400, 1600]
     assert np.allclose([o.score for o in objs], [0.6, 0.95])
@@ -69,7 +72,7 @@ def test_instances_keep_separate_labels_and_offsets() -> None:
     labels[15:25, 5:15] = 70002  # touching a different instance
     labels[40:60, 30:50] = 70009
     prob = np.full(labels.shape, 0.8, np.float32)
-    objs = tile_objects(labels > 0, labels, prob, 1, (0, 0), 1.0, 0.0)
+    objs = tile_objects(labels > 0, labels, prob, 1, (0, 0), ONE, 0.0)
     assert sorted(o.label for o in objs) == [70001, 70002, 70009]
     big = next(o for o in objs if o.label == 70009)
     assert big.polygon.bounds == (30.0, 40.0, 50.0, 60.0)
@@ -79,8 +82,8 @@ def test_instances_keep_separate_labels_and_offsets() -> None:
 def test_regions_cut_by_a_tile_border_merge_into_one() -> None:
     m = np.zeros((64, 128), bool)
     m[20:40, 30:100] = True
-    left = tile_objects(m[:, :64], None, m[:, :64].astype(np.float32), 0, (0, 0), 1.0, 0.5)
-    right = tile_objects(m[:, 64:], None, m[:, 64:].astype(np.float32), 1, (64, 0), 1.0, 0.5)
+    left = tile_objects(m[:, :64], None, m[:, :64].astype(np.float32), 0, (0, 0), ONE, 0.5)
+    right = tile_objects(m[:, 64:], None, m[:, 64:].astype(np.float32), 1, (64, 0), ONE, 0.5)
     merged = merge_regions(left + right)
     assert len(merged) == 1
     assert merged[0].polygon.area == m.sum()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from wsi_sat.errors import ConfigError
-from wsi_sat.runtime import load_cluster_spec, slurm_cluster
+from wsi_sat.runtime.cluster import load_cluster_spec, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def test_keep_freed_memory_sets_glibc_malloc(monkeypatch):
     """glibc accepts the settings (Linux CI); elsewhere it is a no-op that says so."""
     import sys
 
-    from wsi_sat.allocator import keep_freed_memory
+    from wsi_sat.runtime.allocator import keep_freed_memory
 
     if sys.platform.startswith("linux"):
         import platform
@@ -50,8 +50,8 @@ def test_keep_freed_memory_sets_glibc_malloc(monkeypatch):
 
 
 def test_segmenter_applies_keep_freed_memory_only_when_on(monkeypatch):
+    from wsi_sat import segmenter as segment
     from wsi_sat.config import load_config
-    from wsi_sat.sat import segment
 
     calls = []
     monkeypatch.setattr(segment, "keep_freed_memory", lambda: calls.append(1) or True)
@@ -71,7 +71,7 @@ def test_segmenter_applies_keep_freed_memory_only_when_on(monkeypatch):
 
 
 def test_worker_environ_appends_the_shared_arena_tunable_once():
-    from wsi_sat.allocator import SHARED_ARENA_TUNABLE, worker_environ
+    from wsi_sat.runtime.allocator import SHARED_ARENA_TUNABLE, worker_environ
 
     assert worker_environ({}) == {"GLIBC_TUNABLES": SHARED_ARENA_TUNABLE}
     assert worker_environ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) == {
@@ -80,7 +80,7 @@ def test_worker_environ_appends_the_shared_arena_tunable_once():
 
 
 def test_slurm_job_script_exports_the_shared_arena_only_when_on():
-    from wsi_sat.allocator import SHARED_ARENA_TUNABLE
+    from wsi_sat.runtime.allocator import SHARED_ARENA_TUNABLE
 
     spec = load_cluster_spec(ROOT / "examples" / "slurm.yaml")
     for on in (True, False):
@@ -98,9 +98,9 @@ def test_local_worker_threads_share_the_main_arena(monkeypatch):
     """A local Dask worker process starts with the tunable in its environment (glibc reads it
     only at start), so the thread that runs its tasks allocates from the main arena. (Dask's
     nanny copies its pre-spawn environment into this process's too: restored afterwards.)"""
-    from wsi_sat.allocator import SHARED_ARENA_TUNABLE
     from wsi_sat.config import load_config
-    from wsi_sat.runtime import dask_client
+    from wsi_sat.runtime.allocator import SHARED_ARENA_TUNABLE
+    from wsi_sat.runtime.cluster import dask_client
 
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     for on in (False, True):
@@ -112,7 +112,7 @@ def test_local_worker_threads_share_the_main_arena(monkeypatch):
 
 def test_lanes_and_their_threads():
     from wsi_sat.config import load_config
-    from wsi_sat.runtime import lane_threads, resolve_lanes
+    from wsi_sat.runtime.lanes import lane_threads, resolve_lanes
 
     assert resolve_lanes(0, 1) == 1 and resolve_lanes(0, 2) == 2 and resolve_lanes(0, 16) == 2
     assert resolve_lanes(3, 1) == 3  # asked for: kept
@@ -125,7 +125,7 @@ def test_run_in_lanes_runs_side_by_side_and_stops_on_errors():
     import threading
     import time
 
-    from wsi_sat.runtime import run_in_lanes
+    from wsi_sat.runtime.lanes import run_in_lanes
 
     barrier = threading.Barrier(2, timeout=10)  # breaks unless two items run at once
 
@@ -157,7 +157,7 @@ def test_run_in_lanes_tells_running_items_to_stop():
     import threading
     import time
 
-    from wsi_sat.runtime import run_in_lanes
+    from wsi_sat.runtime.lanes import run_in_lanes
 
     cancel = threading.Event()
     running = threading.Event()

@@ -12,7 +12,12 @@ from wsi_sat.errors import InputImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # tiles and references, not whole slides
+
+def _too_large(path: Path, exc: Exception) -> InputImageError:
+    return InputImageError(
+        f"'{path}' is larger than Pillow decodes safely ({exc}); crop it, or pass it as a "
+        "(tiled) TIFF"
+    )
 
 
 def _read_raw(path: Path) -> np.ndarray:
@@ -26,6 +31,8 @@ def _read_raw(path: Path) -> np.ndarray:
         else:
             with Image.open(path) as im:
                 arr = np.asarray(im if im.mode in ("L", "RGB", "RGBA", "I;16", "I") else im.convert("RGBA"))
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError, tifffile.TiffFileError) as exc:
         raise InputImageError(
             f"'{path}' is not a readable image ({exc.__class__.__name__}); "
@@ -50,6 +57,8 @@ def probe_image(path: Path) -> tuple[int, int]:
                 return int(shape[0]), int(shape[1])
         with Image.open(path) as im:
             return im.height, im.width
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError, tifffile.TiffFileError) as exc:
         raise InputImageError(
             f"'{path}' is not a readable image ({exc.__class__.__name__}); use PNG, JPEG or TIFF"

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from wsi_sat.errors import ReferenceError
+from wsi_sat.geometry import CropTransform
 from wsi_sat.io.image import read_image, read_mask
+from wsi_sat.raster import rasterise, resize_mask
 from wsi_sat.sat.reference import validate_reference_mask
 
 
@@ -47,15 +49,6 @@ def load_reference(image_path: Path, mask_path: Path | None = None) -> Reference
     return Reference(image_path.stem, image, mask, source)
 
 
-def load_references(images: list[Path], masks: list[Path]) -> list[Reference]:
-    if masks and len(masks) != len(images):
-        raise ReferenceError(
-            f"{len(images)} --reference but {len(masks)} --reference-mask; give one mask per "
-            "reference, or none (sibling <stem>_mask.png / alpha channel)"
-        )
-    return [load_reference(p, masks[i] if masks else None) for i, p in enumerate(images)]
-
-
 def rescale_reference(ref: Reference, factor: float) -> Reference:
     """Resample a reference by `factor` (image bilinear, mask nearest) to the working mpp."""
     if abs(factor - 1.0) < 1e-3:
@@ -65,8 +58,7 @@ def rescale_reference(ref: Reference, factor: float) -> Reference:
     h, w = ref.mask.shape
     size = (max(2, round(w * factor)), max(2, round(h * factor)))
     image = np.asarray(Image.fromarray(ref.image).resize(size, Image.Resampling.BILINEAR))
-    mask = np.asarray(Image.fromarray(ref.mask.astype(np.uint8) * 255).resize(
-        size, Image.Resampling.NEAREST)) > 127
+    mask = resize_mask(ref.mask, size)
     validate_reference_mask(mask, image.shape[:2], ref.name)
     return Reference(ref.name, image, mask, ref.mask_source)
 
@@ -79,7 +71,6 @@ def reference_from_geojson(geojson_path: Path, slide_path: Path, working_mpp: fl
 
     import shapely
     from shapely.geometry import shape
-    from skimage.draw import polygon as fill_polygon
 
     from wsi_sat.io.slide import Slide
 
@@ -96,25 +87,17 @@ def reference_from_geojson(geojson_path: Path, slide_path: Path, working_mpp: fl
     if not geoms:
         raise ReferenceError(f"'{path}' holds no polygon annotation; draw one in QuPath")
     region = shapely.union_all(geoms)
-    slide = Slide(Path(slide_path), slide_mpp)
-    mpp = slide.require_mpp()
-    target_mpp = working_mpp or mpp
-    x0, y0, x1, y1 = region.bounds
-    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-    x0, y0, x1, y1 = x0 - mx, y0 - my, x1 + mx, y1 + my
-    factor = mpp / target_mpp  # output px per level-0 px
-    out_w, out_h = max(2, round((x1 - x0) * factor)), max(2, round((y1 - y0) * factor))
-    image = slide.read_padded(x0, y0, x1 - x0, y1 - y0, (out_w, out_h))
-    slide.close()
-    mask = np.zeros((out_h, out_w), bool)
-    for poly in getattr(region, "geoms", [region]):
-        ext = np.asarray(poly.exterior.coords)
-        rr, cc = fill_polygon((ext[:, 1] - y0) * factor, (ext[:, 0] - x0) * factor, mask.shape)
-        mask[rr, cc] = True
-        for hole in poly.interiors:
-            h = np.asarray(hole.coords)
-            rr, cc = fill_polygon((h[:, 1] - y0) * factor, (h[:, 0] - x0) * factor, mask.shape)
-            mask[rr, cc] = False
+    with Slide(Path(slide_path), slide_mpp) as slide:
+        mpp = slide.require_mpp()
+        target_mpp = working_mpp or mpp
+        x0, y0, x1, y1 = region.bounds
+        mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+        x0, y0, x1, y1 = x0 - mx, y0 - my, x1 + mx, y1 + my
+        crop = CropTransform(x0, y0, mpp / target_mpp)  # crop px per level-0 px
+        out_w = max(2, round((x1 - x0) * crop.factor))
+        out_h = max(2, round((y1 - y0) * crop.factor))
+        image = slide.read_padded(x0, y0, x1 - x0, y1 - y0, (out_w, out_h))
+    mask = rasterise(getattr(region, "geoms", [region]), (out_h, out_w), crop.to_crop)
     name = f"{Path(slide_path).stem}:{path.stem}"
     validate_reference_mask(mask, image.shape[:2], name)
     return Reference(name, image, mask, str(path)), target_mpp

@@ -160,6 +160,18 @@ class Slide:
     def close(self) -> None:
         self._slide.close()
 
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def probe_slide(path: Path, mpp_override: float | None = None) -> None:
+    """Open a slide and check its pixel size (SlideReadError / MissingMppError), then close it."""
+    with Slide(Path(path), mpp_override) as slide:
+        slide.require_mpp()
+
 
 def list_slides(items: tuple[str, ...] | list[str]) -> list[Path]:
     """Slides from files, folders (slides inside; a folder of .dcm files is one DICOM slide)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wsi_sat.errors import WeightsError
+from wsi_sat.geometry import patch_centres_xy
 from wsi_sat.models.registry import ModelSpec, checked_weights
 from wsi_sat.models.sam import Encoded, load_state
 
@@ -44,11 +45,7 @@ class PatchGrid:
 
     def centres_xy(self) -> np.ndarray:
         """(gh*gw, 2) patch centres in original pixels, row-major."""
-        gh, gw = self.grid_hw
-        ys = (np.arange(gh) + 0.5) * self.patch_hw[0]
-        xs = (np.arange(gw) + 0.5) * self.patch_hw[1]
-        yy, xx = np.meshgrid(ys, xs, indexing="ij")
-        return np.stack([xx.ravel(), yy.ravel()], axis=1)
+        return patch_centres_xy(self.grid_hw, self.patch_hw)
 
 
 class FeatureBackbone(Protocol):
@@ -98,8 +95,13 @@ def convert_official_dinov2(state: dict[str, torch.Tensor], model: torch.nn.Modu
 
 
 class Dinov2Features:
+    """DINOv2 patch features at the SAM encoder's scale: an image the SAM encoder sees at
+    `enc.scale` input px per pixel is fed to DINOv2 at `enc.scale * input_px / sam_input_px`,
+    so whole slides (one fixed encoder scale for tiles and reference) keep one scale here too."""
+
     def __init__(
-        self, spec: ModelSpec, checkpoint: Path | None, device: torch.device, input_px: int
+        self, spec: ModelSpec, checkpoint: Path | None, device: torch.device, input_px: int,
+        sam_input_px: int = 1024,
     ) -> None:
         if checkpoint is None:
             raise WeightsError(
@@ -121,13 +123,14 @@ class Dinov2Features:
         self.name = spec.name
         self.weights_sha256 = digest
         self.patch = 14
+        self.sam_input_px = sam_input_px
 
     @torch.inference_mode()
     def grids(self, images: list[np.ndarray], encoded: list[Encoded]) -> list[PatchGrid]:
         out = []
-        for image in images:
+        for image, enc in zip(images, encoded):
             h, w = image.shape[:2]
-            scale = self.input_px / max(h, w)
+            scale = enc.scale * self.input_px / self.sam_input_px
             ih, iw = max(1, round(h * scale)), max(1, round(w * scale))
             gh, gw = math.ceil(ih / self.patch), math.ceil(iw / self.patch)
             resized = np.array(Image.fromarray(image).resize((iw, ih), Image.Resampling.BICUBIC))
@@ -142,8 +145,9 @@ class Dinov2Features:
 
 
 def load_backbone(
-    spec: ModelSpec, checkpoint: Path | None, device: torch.device, input_px: int
+    spec: ModelSpec, checkpoint: Path | None, device: torch.device, input_px: int,
+    sam_input_px: int = 1024,
 ) -> FeatureBackbone:
     if spec.name == "sam-encoder":
         return SamEncoderFeatures()
-    return Dinov2Features(spec, checkpoint, device, input_px)
+    return Dinov2Features(spec, checkpoint, device, input_px, sam_input_px)

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from wsi_sat.device import autocast_dtype
 from wsi_sat.errors import WeightsError
+from wsi_sat.geometry import InputTransform
 from wsi_sat.models.registry import ModelSpec, checked_weights
+from wsi_sat.runtime.device import autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ class Encoded:
     input_hw: tuple[int, int]
 
     @property
+    def transform(self) -> InputTransform:
+        """Original pixels ↔ encoder-input pixels of this image."""
+        return InputTransform(self.original_hw, self.input_hw)
+
+    @property
     def scale(self) -> float:
         """Encoder-input pixels per original pixel."""
-        return self.input_hw[0] / self.original_hw[0]
+        return self.transform.scale
 
 
 def _build(arch: str) -> torch.nn.Module:
@@ -143,10 +149,7 @@ class SamEngine:
         """Encoder-input size: longest side to the input size (SAM's default), or a fixed
         `scale` (encoder px per image px; whole slides keep tiles and reference at one scale),
         never larger than the input."""
-        h, w = hw
-        longest = self.input_px / max(h, w)
-        s = longest if scale is None else min(scale, longest)
-        return max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
+        return InputTransform.fit(hw, self.input_px, scale).input_hw
 
     def _prepare(self, image: np.ndarray, scale: float | None = None
                  ) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -223,11 +226,7 @@ class SamEngine:
         mask_logits: optional (B, 1, 256, 256) low-res logits (SAM's mask prompt).
         Returns (low-res logits (B, 1, 256, 256), predicted IoU (B,)).
         """
-        coords = torch.as_tensor(points_xy, dtype=torch.float32, device=self.device)
-        coords = coords * torch.tensor(
-            [enc.input_hw[1] / enc.original_hw[1], enc.input_hw[0] / enc.original_hw[0]],
-            device=self.device,
-        )
+        coords = torch.as_tensor(enc.transform.coords_to_input(points_xy), device=self.device)
         lab = torch.as_tensor(labels, dtype=torch.int64, device=self.device)
         sparse, dense = self.model.prompt_encoder(
             points=(coords, lab), boxes=None, masks=mask_logits
@@ -249,11 +248,13 @@ class SamEngine:
         x = F.interpolate(x, enc.original_hw, mode="bilinear", align_corners=False)
         return x[:, 0]
 
-    def map_to_mask_prompt(self, enc: Encoded, prob: np.ndarray) -> torch.Tensor:
-        """An original-size probability map → SAM's (1, 1, 256, 256) mask-prompt logits."""
+    def map_to_mask_prompt(self, enc: Encoded, prob: np.ndarray, gain: float = 0.5
+                           ) -> torch.Tensor:
+        """An original-size probability map → SAM's (1, 1, 256, 256) mask-prompt logits
+        (`gain` x the log-odds)."""
         p = torch.as_tensor(prob, dtype=torch.float32, device=self.device)[None, None]
         p = F.interpolate(p, enc.input_hw, mode="bilinear", align_corners=False)
         p = F.pad(p, (0, self.input_px - enc.input_hw[1], 0, self.input_px - enc.input_hw[0]))
         p = F.interpolate(p, (self.input_px // 4, self.input_px // 4), mode="area")
         p = p.clamp(1e-3, 1 - 1e-3)
-        return torch.log(p / (1 - p)) * 0.5
+        return torch.log(p / (1 - p)) * gain

@@ -128,7 +128,8 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
             for i in originals if mode == "instances" else judged:
                 v = views[i]
                 feats, res = matched[i]
-                prob = map_probability(margins[i], thr).astype(np.float32)
+                prob = map_probability(margins[i], thr,
+                                       cfg.decode.map_temperature).astype(np.float32)
                 pred = predict(engine, v.encoded, v.image, v.grid, feats, res, thr, mode, None,
                                cfg, prob=prob)
                 vals.append(dice(pred.mask, v.mask))

@@ -25,7 +25,8 @@ def decode_union(engine: SamEngine, enc: Encoded, prompts: Prompts,
                  map_prob: np.ndarray | None, cfg: DecodeConfig) -> np.ndarray:
     """One mask (original size, bool) from all points at once."""
     xy, labels = _points(prompts)
-    mask_prompt = engine.map_to_mask_prompt(enc, map_prob) if map_prob is not None else None
+    mask_prompt = (engine.map_to_mask_prompt(enc, map_prob, cfg.mask_prompt_gain)
+                   if map_prob is not None else None)
     low, _ = engine.decode(enc, xy[None], labels[None], mask_prompt)
     if cfg.refine:
         low, _ = engine.decode(enc, xy[None], labels[None], low)
@@ -52,8 +53,9 @@ def decode_instances(engine: SamEngine, enc: Encoded, prompts: Prompts, map_fg: 
                      cfg: DecodeConfig) -> np.ndarray:
     """Label image (original size, int32, 0 = background) from one decode per positive point.
 
-    A candidate instance is kept when most of it lies where the matching map says foreground
-    (`map_fg`, bool at original size), which rejects SAM masks that leaked into background.
+    A candidate instance is kept when at least `cfg.instance_min_agreement` of it lies where the
+    matching map says foreground (`map_fg`, bool at original size), which rejects SAM masks
+    that leaked into background.
     """
     h, w = enc.original_hw
     labels_out = np.zeros((h, w), dtype=np.int32)
@@ -76,7 +78,7 @@ def decode_instances(engine: SamEngine, enc: Encoded, prompts: Prompts, map_fg: 
     all_masks = np.concatenate(masks)
     all_scores = np.concatenate(scores)
     agree = np.array([map_fg[m].mean() if m.any() else 0.0 for m in all_masks])
-    good = agree >= 0.5
+    good = agree >= cfg.instance_min_agreement
     if not good.any():
         return labels_out
     idx = np.nonzero(good)[0]
@@ -95,7 +97,7 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
-def map_probability(margin_up: np.ndarray, threshold: float, temperature: float = 0.02
+def map_probability(margin_up: np.ndarray, threshold: float, temperature: float
                     ) -> np.ndarray:
     """Matching margin (original size) → foreground probability around the threshold."""
     return 1.0 / (1.0 + np.exp(-(margin_up - threshold) / temperature))

@@ -54,7 +54,7 @@ def fit_pixel_model(features: list[np.ndarray], masks: list[np.ndarray], cfg: Pi
     if y.all() or not y.any():
         return None
     model = RandomForestClassifier(
-        n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=4,
+        n_estimators=cfg.trees, max_depth=cfg.max_depth, min_samples_leaf=cfg.min_samples_leaf,
         n_jobs=-1, random_state=seed,
     )
     with parallel_config(backend="threading"):  # threads: also inside daemonic Dask workers

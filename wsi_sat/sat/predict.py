@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from wsi_sat.config import SatConfig
+from wsi_sat.config import DecodeMode, SatConfig
 from wsi_sat.models.features import PatchGrid
 from wsi_sat.models.sam import Encoded, SamEngine
 from wsi_sat.sat.decode import decode_instances, decode_union, map_probability
@@ -33,8 +33,7 @@ def refine_match(result: MatchResult, feats: np.ndarray, threshold: float, cfg: 
     if not cfg.matching.self_train:
         return result
     m = cfg.matching
-    margin = self_train(feats, result.margin, threshold, m.self_train_margin,
-                        m.self_train_method, m.self_train_shrinkage, cfg.seed, valid)
+    margin = self_train(feats, result.margin, threshold, m, cfg.seed, valid)
     return replace(result, margin=margin)
 
 
@@ -46,7 +45,8 @@ def map_prob(image: np.ndarray, grid: PatchGrid, result: MatchResult, threshold:
     if pixel_model is not None:
         feats = pixel_features(image, margin_up - threshold, cfg.pixel.sigmas_px)
         return margin_up, predict_pixels(pixel_model, feats)
-    return margin_up, map_probability(margin_up, threshold).astype(np.float32)
+    return margin_up, map_probability(margin_up, threshold,
+                                      cfg.decode.map_temperature).astype(np.float32)
 
 
 def make_prompts(grid: PatchGrid, feats: np.ndarray, result: MatchResult, threshold: float,
@@ -63,7 +63,7 @@ def predict(
     feats: np.ndarray,
     result: MatchResult,
     threshold: float,
-    mode: str,
+    mode: DecodeMode,
     pixel_model: object | None,
     cfg: SatConfig,
     prob: np.ndarray | None = None,
@@ -71,6 +71,8 @@ def predict(
     """One image's mask in `mode` (map, union or instances)."""
     if prob is None:
         _, prob = map_prob(image, grid, result, threshold, pixel_model, cfg)
+    if mode not in ("map", "union", "instances"):
+        raise ValueError(f"unknown decoding mode {mode!r}: map, union or instances")
     fg = prob > 0.5
     if mode == "map":
         return Prediction(fg, None, None, prob)

@@ -53,11 +53,11 @@ def feature_space(result: MatchResult, feats: np.ndarray, threshold: float, cfg:
         neg_mask = (result.bg_votes > 0) & confident_bg
     if len(pos) == 0:  # fallback: the map's own confident foreground, best first
         pos = np.nonzero(confident_fg)[0]
-        pos = pos[np.argsort(-margin[pos])][: 4 * cfg.max_positive]
+        pos = pos[np.argsort(-margin[pos])][: cfg.fallback_factor * cfg.max_positive]
     neg = np.nonzero(neg_mask)[0]
     if len(neg) == 0:  # fallback: the least foreground-like patches
         below = np.nonzero(margin < threshold)[0]
-        neg = below[np.argsort(margin[below])][: 4 * max(cfg.max_negative, 1)]
+        neg = below[np.argsort(margin[below])][: cfg.fallback_factor * max(cfg.max_negative, 1)]
     clusters = np.zeros(len(pos), dtype=np.int32)
     k = min(cfg.clusters, len(pos))
     if k > 1:
@@ -96,12 +96,12 @@ def physical_space(centres_xy: np.ndarray, cand: Candidates, cfg: PromptConfig,
     the positives are sampled about one object apart (one decode each)."""
     pos_xy = centres_xy[cand.pos]
     neg_xy = centres_xy[cand.neg]
-    if len(pos_xy) and len(neg_xy) and cfg.exclusion_radius_px > 0:
+    if len(pos_xy) and len(neg_xy) and cfg.exclusion_radius_input_px > 0:
         d, _ = cKDTree(pos_xy).query(neg_xy)
-        neg_xy = neg_xy[d > cfg.exclusion_radius_px * px_per_input]
-    radius = cfg.sample_radius_px * px_per_input
+        neg_xy = neg_xy[d > cfg.exclusion_radius_input_px * px_per_input]
+    radius = cfg.sample_radius_input_px * px_per_input
     if instances:
-        keep_pos = sparse_sample(pos_xy, neg_xy, cfg.instance_sample_radius_px * px_per_input,
+        keep_pos = sparse_sample(pos_xy, neg_xy, cfg.instance_sample_radius_input_px * px_per_input,
                                  cfg.max_instances)
     else:
         keep_pos = sparse_sample(pos_xy, neg_xy, radius, cfg.max_positive)

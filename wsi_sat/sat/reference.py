@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from wsi_sat.config import ReferenceConfig
+from wsi_sat.config import DecodeMode, ReferenceConfig
 from wsi_sat.errors import ReferenceError
 from wsi_sat.models.features import PatchGrid
 from wsi_sat.sat.matching import fuse
@@ -38,7 +38,7 @@ class Calibration:
     """What self-calibration chose, and the evidence."""
 
     threshold: float
-    mode: str
+    mode: DecodeMode
     use_pixel: bool
     scores: dict[str, float] = field(default_factory=dict)
 

@@ -18,34 +18,38 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-_MIN_PATCHES = 5
-_SCALE = 50.0  # log-odds units per margin unit (margins live in about ±0.1)
+from wsi_sat.config import MatchingConfig
 
 
-def self_train(feats: np.ndarray, margin: np.ndarray, threshold: float, confident: float,
-               method: str = "lr", shrinkage: float = 1.0, seed: int = 0,
-               valid: np.ndarray | None = None) -> np.ndarray:
-    """Refined margin (N,) for features (N, D); unchanged when a side has too few patches.
+def self_train(feats: np.ndarray, margin: np.ndarray, threshold: float, cfg: MatchingConfig,
+               seed: int = 0, valid: np.ndarray | None = None) -> np.ndarray:
+    """Refined margin (N,) for features (N, D); unchanged when a side has fewer than
+    `cfg.self_train_min_patches` confident patches (margin beyond ±`self_train_margin`).
 
     `valid` (N,) bool restricts the training patches (whole slides: tissue only — glass next
     to a tissue edge matches white lumens confidently and would teach the classifier that
-    "white" is the target); every patch is still re-scored."""
-    pos = margin > threshold + confident
-    neg = margin < threshold - confident
+    "white" is the target); every patch is still re-scored. The classifier's log-odds are put
+    back on the margin's scale (`self_train_logit_scale` per margin unit)."""
+    pos = margin > threshold + cfg.self_train_margin
+    neg = margin < threshold - cfg.self_train_margin
     if valid is not None:
         pos &= valid
         neg &= valid
-    if pos.sum() < _MIN_PATCHES or neg.sum() < _MIN_PATCHES:
+    if pos.sum() < cfg.self_train_min_patches or neg.sum() < cfg.self_train_min_patches:
         return margin
-    if method == "lr":
-        return threshold + _logistic(feats, pos, neg, seed) / _SCALE
-    return threshold + _lda(feats, pos, neg, shrinkage) / _SCALE
+    if cfg.self_train_method == "lr":
+        scores = _logistic(feats, pos, neg, cfg.self_train_c, cfg.self_train_max_iter, seed)
+    else:
+        scores = _lda(feats, pos, neg, cfg.self_train_shrinkage)
+    return threshold + scores / cfg.self_train_logit_scale
 
 
-def _logistic(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, seed: int) -> np.ndarray:
+def _logistic(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, c: float, max_iter: int,
+              seed: int) -> np.ndarray:
     x = np.concatenate([feats[pos], feats[neg]])
     y = np.r_[np.ones(int(pos.sum())), np.zeros(int(neg.sum()))]
-    model = LogisticRegression(C=1.0, max_iter=200, class_weight="balanced", random_state=seed)
+    model = LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced",
+                               random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x, y)

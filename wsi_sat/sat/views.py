@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from wsi_sat.raster import resize_mask
+
 
 @dataclass(frozen=True)
 class View:
@@ -30,7 +32,7 @@ class View:
         size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
         resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
         if arr.dtype == bool:
-            return np.asarray(Image.fromarray(arr.astype(np.uint8) * 255).resize(size, resample)) > 127
+            return resize_mask(arr, size)
         return np.asarray(Image.fromarray(arr).resize(size, resample))
 
     def apply(self, arr: np.ndarray, nearest: bool = False) -> np.ndarray:
@@ -52,13 +54,14 @@ class View:
         return pts
 
 
-def standard_views(hw: tuple[int, int], augment: bool) -> list[View]:
-    """The original and, with `augment`, three copies that differ in geometry and scale."""
+def standard_views(hw: tuple[int, int], augment: bool, scale: float = 0.75) -> list[View]:
+    """The original and, with `augment`, three copies that differ in geometry and scale (the
+    last one rescaled by `scale`)."""
     views = [View("original", original_hw=hw)]
     if augment:
         views += [
             View("hflip", hflip=True, original_hw=hw),
             View("rot90", k=1, original_hw=hw),
-            View("hflip-rot270-x0.75", hflip=True, k=3, scale=0.75, original_hw=hw),
+            View(f"hflip-rot270-x{scale:g}", hflip=True, k=3, scale=scale, original_hw=hw),
         ]
     return views

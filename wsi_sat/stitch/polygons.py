@@ -19,6 +19,8 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.polygon import orient
 from shapely.strtree import STRtree
 
+from wsi_sat.geometry import Scale
+
 
 @dataclass
 class TileObject:
@@ -100,11 +102,12 @@ def _polygons_of(geom) -> list[Polygon]:
 
 
 def tile_objects(core_mask: np.ndarray, core_labels: np.ndarray | None, prob: np.ndarray,
-                 tile: int, origin_working: tuple[int, int], downsample: float,
+                 tile: int, origin_working: tuple[int, int], scale: Scale,
                  simplify_px: float) -> list[TileObject]:
-    """Objects of one tile's core: polygons in level-0 pixels, each with its pixel count and
-    score (mean probability of its pixels). Regions: one object per connected component;
-    instances: per label (cropped to the label's bounding box)."""
+    """Objects of one tile's core (whose corner is at `origin_working`): polygons in level-0
+    pixels, each with its pixel count and score (mean probability of its pixels). Regions: one
+    object per connected component; instances: per label (cropped to the label's bounding
+    box)."""
     ox, oy = origin_working
     groups: list[tuple[int, tuple[slice, slice]]]
     if core_labels is not None:
@@ -121,10 +124,7 @@ def tile_objects(core_mask: np.ndarray, core_labels: np.ndarray | None, prob: np
         m = core_labels[box] == label if core_labels is not None else core_mask
         dy, dx = box[0].start or 0, box[1].start or 0
         for poly, area, score in _polys_from_binary(m, prob[box], simplify_px):
-            poly = shapely.affinity.scale(
-                shapely.affinity.translate(poly, ox + dx, oy + dy), downsample, downsample,
-                origin=(0, 0),
-            )
+            poly = scale.geometry_to_level0(poly, (ox + dx, oy + dy))
             out.append(TileObject(label, tile, poly, score, area))
     return out
 

@@ -1,4 +1,4 @@
-"""The tile grid at the working resolution (no pixels), and `read_tile` for one tile's pixels.
+"""The tile grid at the working resolution (boxes only: no pixels are read here).
 
 Tile cores lie on a regular lattice of `stride = tile_px - overlap_px` working pixels; each tile
 is its core plus a halo of `overlap_px / 2` on every side, so each tile contributes exactly its core
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsi_sat.geometry import Box, Scale
-from wsi_sat.io.slide import Slide
+from wsi_sat.geometry import Box, box_fraction
 
 
 @dataclass(frozen=True)
@@ -24,6 +23,11 @@ class Tile:
     col: int
     core: Box  # working pixels
     read: Box  # working pixels (may extend past the slide: read as white)
+
+    @property
+    def core_in_read(self) -> tuple[slice, slice]:
+        """The core's slice in an array of the read box (tile pixels)."""
+        return self.core.slice_within(self.read)
 
 
 @dataclass(frozen=True)
@@ -53,24 +57,9 @@ def make_grid(working_size: tuple[int, int], tile_px: int, overlap_px: int,
     for r in range(rows):
         for c in range(cols):
             core = Box(c * stride, r * stride, min(w, (c + 1) * stride), min(h, (r + 1) * stride))
-            if tissue is not None and _tissue_fraction(tissue, core, w, h) <= min_tissue_fraction:
+            if tissue is not None and box_fraction(tissue, core, (w, h)) <= min_tissue_fraction:
                 continue
             read = Box(core.x0 - halo, core.y0 - halo, core.x0 - halo + tile_px,
                        core.y0 - halo + tile_px)
             tiles.append(Tile(r * cols + c, r, c, core, read))
     return Grid((w, h), stride, halo, (rows, cols), tiles)
-
-
-def _tissue_fraction(tissue: np.ndarray, core: Box, w: int, h: int) -> float:
-    th, tw = tissue.shape
-    y0, y1 = int(core.y0 * th / h), max(int(core.y0 * th / h) + 1, math.ceil(core.y1 * th / h))
-    x0, x1 = int(core.x0 * tw / w), max(int(core.x0 * tw / w) + 1, math.ceil(core.x1 * tw / w))
-    patch = tissue[y0:y1, x0:x1]
-    return float(patch.mean()) if patch.size else 0.0
-
-
-def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarray:
-    """A tile's read box (working pixels) as a (tile_px, tile_px) RGB array; outside the
-    slide is white."""
-    x, y, w, h = scale.to_level0(tile.read)
-    return slide.read_padded(x, y, w, h, (tile_px, tile_px))

@@ -17,14 +17,16 @@ import cv2
 import numpy as np
 from skimage.filters import threshold_otsu
 
+from wsi_sat.geometry import mask_on_box
 from wsi_sat.morphology import closing, fill_holes, grow, large_components
 from wsi_sat.tiling.grid import Tile
 
 
-def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float = 12.0
-                ) -> np.ndarray:
+def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float = 12.0,
+                closing_iterations: int = 2) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail; pieces under `min_area_px` thumbnail pixels
-    (the caller converts a physical area) are dropped."""
+    (the caller converts a physical area) are dropped. `min_distance` is the least colour
+    distance from the glass that counts as tissue (when above the Otsu threshold)."""
     # 3x3 mean per channel, mirrored border (scipy's uniform_filter 'reflect')
     img = cv2.blur(np.ascontiguousarray(thumb, dtype=np.float32), (3, 3),
                    borderType=cv2.BORDER_REFLECT)
@@ -35,7 +37,7 @@ def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float
     if float(dist.max() - dist.min()) < 1e-6:
         return np.zeros(thumb.shape[:2], dtype=bool)
     threshold = max(threshold_otsu(dist), min_distance)
-    mask = fill_holes(closing(dist > threshold, iterations=2))
+    mask = fill_holes(closing(dist > threshold, iterations=closing_iterations))
     return large_components(mask, max(4, round(min_area_px)))
 
 
@@ -47,19 +49,14 @@ class TissueMasks:
     keep: np.ndarray
 
 
-def tissue_masks(thumb: np.ndarray, margin_px: float, min_area_px: float = 4.0) -> TissueMasks:
+def tissue_masks(thumb: np.ndarray, margin_px: float, min_area_px: float = 4.0,
+                 min_distance: float = 12.0, closing_iterations: int = 2) -> TissueMasks:
     """Tissue (pieces of at least `min_area_px`) and tissue grown by `margin_px`, both in
     thumbnail pixels."""
-    tissue = tissue_mask(thumb, min_area_px)
+    tissue = tissue_mask(thumb, min_area_px, min_distance, closing_iterations)
     return TissueMasks(tissue, grow(tissue, margin_px))
 
 
 def tile_mask(tissue: np.ndarray, tile: Tile, working_size: tuple[int, int]) -> np.ndarray:
-    """The tissue mask resampled onto a tile's read box (working pixels), nearest neighbour."""
-    th, tw = tissue.shape
-    w, h = working_size
-    ys = np.clip(((np.arange(tile.read.y0, tile.read.y1) + 0.5) * th / h).astype(int), -1, th)
-    xs = np.clip(((np.arange(tile.read.x0, tile.read.x1) + 0.5) * tw / w).astype(int), -1, tw)
-    inside = ((ys >= 0) & (ys < th))[:, None] & ((xs >= 0) & (xs < tw))[None, :]
-    out = tissue[np.clip(ys, 0, th - 1)][:, np.clip(xs, 0, tw - 1)]
-    return out & inside
+    """A thumbnail mask resampled onto a tile's read box (working pixels), nearest neighbour."""
+    return mask_on_box(tissue, tile.read, working_size)

@@ -39,13 +39,15 @@ Chunk = tuple[int, int]  # (row, column) index of a chunk
 
 def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
                   mapping: dict[int, int] | None = None,
-                  written: set[Chunk] | None = None) -> int:
+                  written: set[Chunk] | None = None,
+                  color_rgb: tuple[int, int, int] | list[int] = (0, 180, 80)) -> int:
     """Write levels 1..n by 2x subsampling and the NGFF 0.4 metadata; returns the level count.
 
     `written`: the level-0 chunks the tiles wrote (None = every chunk). Only the chunks of each
     level that cover written ones are computed; the rest stay unwritten and read as the fill
     value 0, so the cost follows the segmented tiles, not the slide's area.
-    `mapping` (instance label → merged label) is applied to level 0 first."""
+    `mapping` (instance label → merged label) is applied to level 0 first; `color_rgb` is the
+    label colour in the `image-label` metadata."""
     root = zarr.open_group(str(path), mode="a", **FORMAT)
     level0 = root["0"]
     ch, cw = level0.chunks
@@ -85,7 +87,7 @@ def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
             "metadata": {"method": "numpy subsampling [::2, ::2] (labels)"},
         }],
         "image-label": {"version": "0.4", "colors": [
-            {"label-value": 1, "rgba": [0, 180, 80, 255]}]},
+            {"label-value": 1, "rgba": [*map(int, color_rgb), 255]}]},
     })
     return levels
 

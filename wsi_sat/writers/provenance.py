@@ -30,6 +30,15 @@ def versions() -> dict[str, str]:
     return out
 
 
+def model_info(segmenter: Any) -> dict[str, Any]:
+    """The models a run used: names, weight files and their sha256."""
+    engine = segmenter.engine
+    return {"sam": {"name": engine.spec.name, "weights": str(engine.weights_path),
+                    "sha256": engine.weights_sha256},
+            "features": {"name": segmenter.config.models.features.name,
+                         "sha256": getattr(segmenter.backbone, "weights_sha256", None)}}
+
+
 def array_hash(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for a in arrays:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from wsi_sat.config import WsiConfig
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
-from wsi_sat.tiling.grid import Grid, Tile, make_grid, read_tile
+from wsi_sat.pipeline.batch import read_tile
+from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.segmenter import Segmenter
+from wsi_sat.tiling.grid import Grid, Tile, make_grid
 from wsi_sat.tiling.tissue import TissueMasks, tile_mask
 
 log = logging.getLogger(__name__)
@@ -33,14 +35,14 @@ class Selection:
     seconds: float
 
 
-def select_tiles(seg: Any, coarse_reference: Any, slide: Slide, scale: Scale,
+def select_tiles(seg: Segmenter, coarse_reference: ReferenceEmbedding, slide: Slide, scale: Scale,
                  tissue: TissueMasks, grid: Grid, wcfg: WsiConfig, encode_scale: float
                  ) -> Selection:
     """The tiles of `grid` that the coarse pass (`wcfg.coarse_downsample`,
     `wcfg.coarse_min_prob`) finds the target in (or near)."""
     t0 = time.perf_counter()
     downsample, tile_px, batch_tiles = wcfg.coarse_downsample, wcfg.tile_px, wcfg.batch_tiles
-    coarse = Scale(scale.slide_mpp, scale.working_mpp * downsample)
+    coarse = scale.coarser(downsample)
     cgrid = make_grid(coarse.working_size(*slide.dimensions), tile_px, wcfg.overlap_px,
                       tissue.tissue)
     hits: set[int] = set()  # lattice indices of working tiles whose read box holds a hit
@@ -53,8 +55,7 @@ def select_tiles(seg: Any, coarse_reference: Any, slide: Slide, scale: Scale,
         results = seg.segment(images, coarse_reference, mpp=coarse.working_mpp,
                               encode_scale=encode_scale, tissue=masks)
         for ctile, res in zip(ctiles, results):
-            oy, ox = ctile.core.y0 - ctile.read.y0, ctile.core.x0 - ctile.read.x0
-            core = np.s_[oy : oy + ctile.core.height, ox : ox + ctile.core.width]
+            core = ctile.core_in_read
             keep_mask = tile_mask(tissue.keep, ctile, cgrid.working_size)[core]
             ys, xs = np.nonzero((res.prob[core] >= wcfg.coarse_min_prob) & keep_mask)
             if not len(ys):

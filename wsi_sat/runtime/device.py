@@ -1,4 +1,5 @@
-"""Compute-device choice (auto: cuda, then mps, then cpu) and CPU thread count."""
+"""Compute-device choice (auto: cuda, then mps, then cpu), one GPU per Dask worker, and the
+image encoder's autocast precision."""
 
 from __future__ import annotations
 
@@ -36,11 +37,9 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return None
 
 
-def select_device(name: str = "auto", threads: int = 0) -> torch.device:
+def select_device(name: str = "auto") -> torch.device:
     """Resolve a device name; an unavailable explicit choice is a DeviceError. With several
     GPUs, each Dask worker takes its own (see `worker_gpu`)."""
-    if threads > 0:
-        torch.set_num_threads(threads)
     if name in {"auto", "cuda"} and torch.cuda.is_available():
         return torch.device("cuda", worker_gpu(torch.cuda.device_count()))
     mps = getattr(torch.backends, "mps", None)

@@ -1,0 +1,129 @@
+"""The typed whole-slide API: what the CLI calls, and what a notebook calls (no globals).
+
+    from wsi_sat import api
+    seg = api.load_segmenter(api.load_config(None, ["runtime.device=cpu"]))  # models, once
+    ref = api.prepare_reference(seg, ["ref.png"], reference_mpp=0.5)        # once per run
+    summary = api.run_slide("slide.svs", ref, seg, out_dir="results")       # per slide
+
+`prepare_reference` is the one home for every way a reference arrives: image files (with their
+masks), arrays, `Reference` objects, or a QuPath GeoJSON annotation on a slide; it rescales
+them to the working resolution and encodes them at the tiles' scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_sat.config import Config, load_config
+from wsi_sat.errors import ConfigError, ReferenceError
+from wsi_sat.io.reference import Reference, load_reference, reference_from_geojson, rescale_reference
+from wsi_sat.pipeline import RunOptions, SlideReference, SlideSummary, prepare_slide_reference
+from wsi_sat.pipeline import run_slide as _run_slide
+from wsi_sat.segmenter import Segmenter, SegmentResult
+
+__all__ = ["Config", "Reference", "ReferenceSet", "SegmentResult", "Segmenter", "SlideReference",
+           "SlideSummary", "load_config", "load_references", "load_segmenter",
+           "prepare_reference", "read_references", "run_slide"]
+
+ReferenceInput = Reference | tuple[np.ndarray, np.ndarray] | str | Path
+
+
+def load_segmenter(config: Config | None = None) -> Segmenter:
+    """Load the models of `config` (default config when None) once."""
+    return Segmenter.from_config(config or load_config())
+
+
+def load_references(references: Sequence[ReferenceInput],
+                    masks: Sequence[str | Path] = ()) -> list[Reference]:
+    """References from files (mask: `masks[i]`, else `<stem>_mask.png` beside it, else the
+    alpha channel), (image, mask) arrays or `Reference` objects."""
+    if masks and len(masks) != len(references):
+        raise ReferenceError(
+            f"{len(references)} --reference but {len(masks)} --reference-mask; give one mask "
+            "per reference, or none (sibling <stem>_mask.png / alpha channel)"
+        )
+    out = []
+    for i, item in enumerate(references):
+        if isinstance(item, Reference):
+            out.append(item)
+        elif isinstance(item, tuple):
+            out.append(Reference(f"reference {i}", np.asarray(item[0]), np.asarray(item[1], bool),
+                                 "array"))
+        else:
+            out.append(load_reference(Path(item), Path(masks[i]) if masks else None))
+    return out
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """References read and rescaled, not yet encoded: `references` are at `mpp` µm/px (the
+    working resolution; None = taken to be at each slide's own), `source_mpp` is the pixel size
+    they were given at (run.json)."""
+
+    references: list[Reference]
+    mpp: float | None = None
+    source_mpp: float | None = None
+
+
+def read_references(references: Sequence[ReferenceInput] = (), *,
+                    masks: Sequence[str | Path] = (), reference_mpp: float | None = None,
+                    working_mpp: float | None = None, geojson: str | Path | None = None,
+                    slide: str | Path | None = None, slide_mpp: float | None = None,
+                    margin: float = 0.25) -> ReferenceSet:
+    """Read the references (no model needed: bad input fails before models load).
+
+    `reference_mpp`: the references' pixel size (µm/px); `working_mpp`: the resolution slides
+    are segmented at. With both, the references are rescaled to `working_mpp`; with only
+    `reference_mpp`, slides are segmented at it; with neither, the references are taken to be
+    at each slide's own resolution. `geojson` + `slide` (+ `slide_mpp` when the slide has no
+    pixel size) crop the annotated region, plus `margin` x its size, from that slide at
+    `working_mpp` (else the slide's resolution)."""
+    if geojson is not None:
+        if slide is None:
+            raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")
+        ref, ref_mpp = reference_from_geojson(Path(geojson), Path(slide), working_mpp, slide_mpp,
+                                              margin)
+        return ReferenceSet([ref], ref_mpp, ref_mpp)
+    if not references:
+        raise ReferenceError("give --reference (image + mask) or --reference-geojson")
+    refs = load_references(references, masks)
+    if reference_mpp and working_mpp:
+        refs = [rescale_reference(r, reference_mpp / working_mpp) for r in refs]
+    return ReferenceSet(refs, working_mpp or reference_mpp, reference_mpp)
+
+
+def prepare_reference(segmenter: Segmenter,
+                      references: ReferenceSet | Sequence[ReferenceInput] = (),
+                      **read: Any) -> SlideReference:
+    """The reference of a whole-slide run, encoded once: a `ReferenceSet`, or what
+    `read_references` takes (references, then its keyword arguments)."""
+    if not isinstance(references, ReferenceSet):
+        read.setdefault("margin", segmenter.config.wsi.reference_margin)
+        references = read_references(references, **read)
+    prepared = prepare_slide_reference(segmenter, references.references, segmenter.config,
+                                       references.mpp)
+    prepared.info["mpp"] = references.source_mpp
+    return prepared
+
+
+def run_slide(slide: str | Path, reference: SlideReference, segmenter: Segmenter,
+              config: Config | None = None, out_dir: str | Path = "results", *,
+              slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
+              client: Any = None) -> SlideSummary:
+    """Segment one slide into `out_dir` (OME-Zarr labels, GeoJSON, run.json, overview).
+
+    `config` defaults to the segmenter's; `mpp` is the working resolution (default: the
+    reference's, else the slide's level-0 mpp); `client`: a Dask client, None = this process."""
+    if mpp is not None and reference.mpp is not None and not math.isclose(mpp, reference.mpp,
+                                                                          rel_tol=1e-6):
+        raise ConfigError(f"the reference was prepared at {reference.mpp:g} µm/px but the slide "
+                          f"is to be segmented at {mpp:g}; prepare it with working_mpp={mpp:g}")
+    options = RunOptions(Path(out_dir), slide_mpp, mpp, resume)
+    return _run_slide(Path(slide), reference, segmenter, config or segmenter.config, options,
+                      client)

@@ -1,0 +1,24 @@
+"""The typed config (schema.py and its sections) and its loader (load.py)."""
+
+from wsi_sat.config.load import config_to_dict, config_to_yaml, default_config, load_config
+from wsi_sat.config.sat import (
+    CalibrationConfig,
+    DecodeConfig,
+    DecodeMode,
+    MatchingConfig,
+    PixelConfig,
+    PostprocessConfig,
+    PromptConfig,
+    ReferenceConfig,
+    SatConfig,
+)
+from wsi_sat.config.schema import Config
+from wsi_sat.config.system import FeatureModelConfig, ModelsConfig, RuntimeConfig, SamModelConfig
+from wsi_sat.config.wsi import WsiConfig
+
+__all__ = [
+    "CalibrationConfig", "Config", "DecodeConfig", "DecodeMode", "FeatureModelConfig",
+    "MatchingConfig", "ModelsConfig", "PixelConfig", "PostprocessConfig", "PromptConfig",
+    "ReferenceConfig", "RuntimeConfig", "SamModelConfig", "SatConfig", "WsiConfig",
+    "config_to_dict", "config_to_yaml", "default_config", "load_config",
+]

@@ -1,0 +1,233 @@
+"""Config sections of the method itself (`sat`).
+
+Pixel frames, named in the keys: `_input_px` are pixels of the encoder input (the longer image
+side is 1024 for SAM); `min_area_px` and `sigmas_px` are pixels of the image as given (a tile:
+working pixels).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from wsi_sat.config.base import Section
+
+DecodeMode = Literal["union", "instances", "map"]
+
+
+class ReferenceConfig(Section):
+    fg_min_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A reference patch is foreground when at least this fraction of its "
+        "pixels is in the mask (covered fraction, not 'every pixel').",
+    )
+    bg_max_fraction: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="A reference patch is background when at most this fraction of its "
+        "pixels is in the mask; patches in between are ambiguous and unused.",
+    )
+    max_bank_patches: int = Field(
+        2000, ge=16,
+        description="Cap on reference patches per class in the matching bank (random, "
+        "seeded subsample).",
+    )
+    augment: bool = Field(
+        True,
+        description="Also encode flipped / rotated / rescaled copies of each reference: "
+        "they enrich the bank and serve self-calibration.",
+    )
+    view_scale: float = Field(
+        0.75, gt=0.0, le=4.0,
+        description="Scale of the rescaled reference view (the flipped, rotated copy).",
+    )
+
+
+class MatchingConfig(Section):
+    top_k: int = Field(
+        8, ge=1, le=256, description="Neighbours averaged when scoring a target patch."
+    )
+    colour_weight: float = Field(
+        0.35, ge=0.0, le=4.0,
+        description="Weight of the colour/stain features fused with the encoder features.",
+    )
+    cycle: bool = Field(
+        True,
+        description="Backward (cycle-consistency) check: a target patch is kept only if its "
+        "best match back lands in the same reference class.",
+    )
+    self_train: bool = Field(
+        True,
+        description="Transductive refinement: a linear classifier fitted on each target's own "
+        "confident patches (margin beyond ±self_train_margin) re-scores the rest.",
+    )
+    self_train_method: Literal["lr", "lda"] = Field(
+        "lr",
+        description="lr: logistic regression; lda: closed-form shrinkage discriminant (faster).",
+    )
+    self_train_shrinkage: float = Field(
+        1.0, ge=0.0, le=100.0,
+        description="lda only: covariance shrinkage toward the identity (x mean variance).",
+    )
+    self_train_c: float = Field(
+        1.0, gt=0.0, le=1e6,
+        description="lr only: inverse L2 regularisation strength of the logistic regression.",
+    )
+    self_train_max_iter: int = Field(
+        200, ge=1, le=10000, description="lr only: solver iterations."
+    )
+    self_train_margin: float = Field(
+        0.03, ge=0.0, le=1.0, description="Margin around the threshold that counts as confident."
+    )
+    self_train_min_patches: int = Field(
+        5, ge=1, le=100000,
+        description="Self-training runs only when each side has at least this many confident "
+        "patches.",
+    )
+    self_train_logit_scale: float = Field(
+        50.0, gt=0.0, le=10000.0,
+        description="Classifier log-odds per margin unit when its scores are put back on the "
+        "margin's scale (margins live in about ±0.1).",
+    )
+    self_train_min_tissue: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Whole slides: a patch trains the self-training only when at least this "
+        "fraction of it is tissue.",
+    )
+    exclude_radius_patches: int = Field(
+        2, ge=0, le=16,
+        description="Self-calibration: when scoring the reference against itself, bank "
+        "patches within this many patches of the query are left out.",
+    )
+
+
+class PromptConfig(Section):
+    min_margin: float = Field(
+        0.02, ge=-1.0, le=1.0,
+        description="Feature space: a positive candidate's fg-bg similarity margin must "
+        "exceed the calibrated threshold by this much.",
+    )
+    clusters: int = Field(
+        8, ge=1, le=64, description="Feature space: k-means clusters of the positives."
+    )
+    fallback_factor: int = Field(
+        4, ge=1, le=100,
+        description="When no candidate passes the cycle check, the best this many times "
+        "max_positive (max_negative) confident patches stand in.",
+    )
+    exclusion_radius_input_px: float = Field(
+        24.0, ge=0.0,
+        description="Physical space: negatives closer than this to a positive are dropped "
+        "(encoder-input pixels).",
+    )
+    sample_radius_input_px: float = Field(
+        64.0, ge=1.0,
+        description="Physical space: sparse sampling merges same-class points within this "
+        "radius (encoder-input pixels).",
+    )
+    max_positive: int = Field(12, ge=1, le=256, description="Cap on positive points.")
+    instance_sample_radius_input_px: float = Field(
+        16.0, ge=1.0,
+        description="Instances mode: sparse-sampling radius of the positives (encoder-input "
+        "pixels; about one object apart).",
+    )
+    max_instances: int = Field(
+        24, ge=1, le=1024, description="Instances mode: cap on positive points (one decode each)."
+    )
+    max_negative: int = Field(12, ge=0, le=256, description="Cap on negative points.")
+
+
+class DecodeConfig(Section):
+    mode: Literal["auto", "union", "instances", "map"] = Field(
+        "auto",
+        description="union: all points in one SAM call; instances: one call per positive "
+        "cluster, merged by mask NMS; map: the matching map alone, no SAM decode; auto: "
+        "self-calibration on the reference chooses.",
+    )
+    refine: bool = Field(
+        True, description="Second SAM pass fed with the first pass's mask logits."
+    )
+    use_map_prompt: bool = Field(
+        True, description="Feed the matching map to SAM as its mask prompt."
+    )
+    mask_prompt_gain: float = Field(
+        0.5, gt=0.0, le=100.0,
+        description="SAM mask prompt: logits = gain x log-odds of the map probability.",
+    )
+    map_temperature: float = Field(
+        0.02, gt=0.0, le=1.0,
+        description="Margin → foreground probability: logistic of (margin - threshold) / "
+        "temperature.",
+    )
+    nms_iou: float = Field(
+        0.5, ge=0.0, le=1.0, description="Instances mode: mask NMS IoU threshold."
+    )
+    instance_min_agreement: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Instances mode: a SAM mask is kept when at least this fraction of it is "
+        "foreground in the matching map.",
+    )
+    instance_batch: int = Field(
+        16, ge=1, le=256, description="Instances mode: prompts per batched decoder call."
+    )
+
+
+class PixelConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="Pixel refinement: a small per-pixel classifier fitted on the reference "
+        "(colour, texture and the matching map) sharpens boundaries below the 16 px patch.",
+    )
+    samples: int = Field(
+        20000, ge=1000, le=1_000_000, description="Reference pixels sampled to fit it."
+    )
+    trees: int = Field(24, ge=1, le=500, description="Random-forest trees.")
+    max_depth: int = Field(14, ge=2, le=64, description="Random-forest depth.")
+    min_samples_leaf: int = Field(4, ge=1, le=1000, description="Random-forest leaf size.")
+    sigmas_px: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
+        description="Gaussian scales of the texture features, in image pixels.",
+    )
+
+
+class CalibrationConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="Self-calibration: choose threshold and mode that best reproduce the "
+        "reference mask on held-out views of the reference.",
+    )
+    thresholds: list[float] = Field(
+        default_factory=lambda: [round(-0.1 + 0.01 * i, 2) for i in range(21)],
+        description="Candidate thresholds on the fg-bg similarity margin.",
+    )
+    default_threshold: float = Field(
+        0.0, ge=-1.0, le=1.0, description="Margin threshold used when calibration is off."
+    )
+    pixel_min_gain: float = Field(
+        0.03, ge=0.0, le=1.0,
+        description="The per-pixel model is used only when it beats the plain map by at least "
+        "this Dice on the reference's held-out halves (smaller gains on the reference did not "
+        "carry over to targets).",
+    )
+
+
+class PostprocessConfig(Section):
+    min_area_px: int = Field(
+        64, ge=0, description="Objects and holes smaller than this (image pixels) are removed."
+    )
+    min_area_um2: float | None = Field(
+        None, ge=0.0,
+        description="Same in µm² when the pixel size is known (overrides min_area_px).",
+    )
+    fill_holes: bool = Field(True, description="Fill holes smaller than the min area.")
+
+
+class SatConfig(Section):
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    pixel: PixelConfig = Field(default_factory=PixelConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    seed: int = Field(0, ge=0, description="Seed for every random choice (reproducible runs).")

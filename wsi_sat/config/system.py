@@ -1,0 +1,86 @@
+"""Config sections for the models and for where and how they run (`models`, `runtime`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from wsi_sat.config.base import Section
+
+
+class SamModelConfig(Section):
+    name: Literal["mobilesam", "sam_vit_b", "sam_vit_l", "sam_vit_h"] = Field(
+        "mobilesam", description="Segment Anything variant used as encoder and mask decoder."
+    )
+    checkpoint: Path | None = Field(
+        None,
+        description="Weight file for the SAM model; null = the embedded MobileSAM weights or "
+        "$WSI_SAT_WEIGHTS_DIR/<official file name>.",
+    )
+
+
+class FeatureModelConfig(Section):
+    name: Literal[
+        "sam-encoder", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14"
+    ] = Field(
+        "sam-encoder",
+        description="Patch-feature backbone for matching; sam-encoder reuses the SAM image "
+        "embedding (one encoder pass per image).",
+    )
+    checkpoint: Path | None = Field(
+        None, description="DINOv2 checkpoint in the official layout (required for dinov2_*)."
+    )
+    input_px: int = Field(
+        518, ge=56, le=2048,
+        description="DINOv2 only: its input side (pixels of its own input, a multiple of 14) "
+        "for an image that fills the SAM encoder's input; whole slides keep tiles and "
+        "reference at one fixed scale.",
+    )
+
+
+class ModelsConfig(Section):
+    sam: SamModelConfig = Field(default_factory=SamModelConfig)
+    features: FeatureModelConfig = Field(default_factory=FeatureModelConfig)
+
+
+class RuntimeConfig(Section):
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Compute device; auto picks cuda, then mps, then cpu."
+    )
+    threads: int = Field(
+        0, ge=0, le=512, description="CPU threads for torch; 0 = torch's default."
+    )
+    encoder_batch: int = Field(
+        0, ge=0, le=256,
+        description="Images per image-encoder call; 0 = auto: 8 on GPUs, 1 on CPUs (where "
+        "batching is slower; see docs/performance.md).",
+    )
+    lanes: int = Field(
+        0, ge=0, le=64,
+        description="Batches of tiles a worker runs at once, on threads that share its models "
+        "and split its cores evenly, so one lane's mostly single-threaded SAT runs beside "
+        "another's encoder pass; 0 = auto: 2 when the worker has at least 2 cores, else 1. "
+        "Each lane holds its own encoder activations (~1 GB per 1024² tile on a CPU).",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Image-encoder precision: auto = bf16 autocast on CUDA GPUs that support "
+        "it, fp32 elsewhere; bf16/fp16 force autocast on CUDA (ignored on CPU).",
+    )
+    keep_freed_memory: bool = Field(
+        True,
+        description="Linux/glibc: keep freed memory in the process between encoder calls "
+        "(malloc: no mmap, heap trimming off, one arena) instead of faulting the encoder's "
+        "~1 GB of activations in afresh on every tile. Local and SLURM workers also get "
+        "GLIBC_TUNABLES=glibc.malloc.arena_max=1 (export it where you start workers yourself). "
+        "The process keeps its memory high-water mark. Process-wide, applied when models load.",
+    )
+    compile_encoder: bool = Field(
+        False,
+        description="Compile the image encoder with torch.compile once per worker; pays off "
+        "from a few hundred tiles per worker (one-off compile of tens of seconds). Needs a "
+        "C++ compiler on CPUs; falls back to the eager encoder, with a warning, if compiling "
+        "fails.",
+    )

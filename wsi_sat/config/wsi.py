@@ -1,0 +1,84 @@
+"""Config section of the whole-slide pipeline (`wsi`). Pixel sizes here are working pixels
+(pixels at the working resolution, `working_mpp` µm/px) unless a key says otherwise."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from wsi_sat.config.base import Section
+
+
+class WsiConfig(Section):
+    tile_px: int = Field(1024, ge=64, le=8192, description="Tile side in working pixels.")
+    overlap_px: int = Field(
+        128, ge=0, le=2048,
+        description="Overlap between neighbouring tiles in working pixels (even; split "
+        "half-half: each tile keeps its core).",
+    )
+    batch_tiles: int = Field(
+        8, ge=1, le=1024, description="Tiles per task (one result shard each)."
+    )
+    thumbnail_px: int = Field(
+        2048, ge=128, le=16384, description="Longer side of the tissue-detection thumbnail."
+    )
+    tissue_min_contrast: float = Field(
+        12.0, ge=0.0, le=442.0,
+        description="Tissue detection: least RGB distance from the glass colour that counts "
+        "as tissue (the Otsu threshold is used when higher).",
+    )
+    tissue_closing_iterations: int = Field(
+        2, ge=0, le=64,
+        description="Tissue detection: morphological closing of the thumbnail mask "
+        "(iterations of a 3x3 cross).",
+    )
+    min_tissue_area_um2: float = Field(
+        500.0, ge=0.0,
+        description="Tissue pieces smaller than this (µm²; 500 ≈ a 22 µm square, a few cells) "
+        "are dropped as debris; physical, so a small fragment counts on any slide size.",
+    )
+    tissue_margin_um: float = Field(
+        25.0, ge=0.0,
+        description="Predictions are kept within this distance (µm) of detected tissue; "
+        "farther out (glass, far debris) they are dropped.",
+    )
+    coarse_downsample: int = Field(
+        0, ge=0, le=32,
+        description="Coarse-to-fine: > 1 runs a matching-only pass at this many times the "
+        "working µm/px over the tissue and segments only the tiles where it finds the target; "
+        "0 or 1 = every tissue tile.",
+    )
+    coarse_min_prob: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="Coarse pass: a tile is segmented when the coarse foreground probability "
+        "anywhere in it reaches this.",
+    )
+    min_tissue_fraction: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="A tile is segmented when more than this fraction of it is tissue.",
+    )
+    class_name: str = Field("Region", description="QuPath class of the output objects.")
+    class_color: list[int] = Field(
+        default_factory=lambda: [0, 180, 80],
+        description="Class colour, RGB 0-255: QuPath's classification colour and the OME-Zarr "
+        "label colour.",
+    )
+    pyramid_min_px: int = Field(
+        256, ge=16, description="OME-Zarr pyramid: halve until the longer side is below this."
+    )
+    overview_px: int = Field(
+        1024, ge=64, le=16384, description="Longer side of the overview PNG."
+    )
+    simplify_px: float = Field(
+        0.5, ge=0.0, description="GeoJSON polygons: simplification tolerance in working pixels."
+    )
+    workers: int = Field(
+        0, ge=0, le=512,
+        description="Local Dask worker processes; 0 runs the batches in this process, on its "
+        "lanes, without Dask (on one machine the fastest: no worker start, the models loaded "
+        "once). N starts N local Dask workers (one per GPU on a multi-GPU machine).",
+    )
+    reference_margin: float = Field(
+        0.25, ge=0.0, le=4.0,
+        description="--reference-geojson: margin around the annotation's box, as a fraction "
+        "of its size.",
+    )

@@ -1,0 +1,104 @@
+"""After the batches: merge the shards' objects across tile borders, build the label pyramid,
+write the GeoJSON, the overview and run.json (each to a temporary name, renamed into place; the
+Zarr store is built as `.partial` and renamed), then drop the shards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shapely
+
+from wsi_sat.config import Config
+from wsi_sat.io.slide import Slide
+from wsi_sat.pipeline.plan import OutputPaths, SlidePlan
+from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions
+from wsi_sat.tiling.grid import Tile
+from wsi_sat.writers.geojson import feature_collection, write_geojson
+from wsi_sat.writers.ome_zarr import build_pyramid, read_level
+from wsi_sat.writers.overview import write_overview
+from wsi_sat.writers.provenance import write_run_json
+
+
+@dataclass
+class SlideSummary:
+    slide: str
+    tiles_grid: int
+    tiles_tissue: int
+    tiles_segmented: int
+    objects: int
+    seconds: float
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
+    """Every shard's objects (in batch order) and the summed stage timings."""
+    objs, timings = [], defaultdict(float)
+    for path in sorted(shard_dir.glob("batch_*.json")):
+        shard = json.loads(path.read_text())
+        for k, v in shard["timings_s"].items():
+            timings[k] += v
+        objs += [TileObject(o["label"], o["tile"], shapely.from_wkt(o["wkt"]), o["score"],
+                            o["area_px"]) for o in shard["objects"]]
+    return objs, dict(timings)
+
+
+def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented: list[Tile],
+                   instances: bool, config: Config, record: dict[str, Any],
+                   timings: dict[str, float], t_start: float) -> SlideSummary:
+    """Write the final outputs of a slide whose batches are all done; `record` is run.json
+    so far (this adds objects, the Zarr levels and the timings)."""
+    wcfg = config.wsi
+    t = time.perf_counter()
+    objs, stage_sums = load_shards(paths.shards)
+    if instances:
+        objs, mapping = merge_instances(objs)
+    else:
+        objs, mapping = merge_regions(objs), {}
+    timings["merge"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stride = plan.grid.stride
+    written = {(tile.core.y0 // stride, tile.core.x0 // stride) for tile in segmented}
+    levels = build_pyramid(paths.partial, wcfg.pyramid_min_px, plan.scale.working_mpp,
+                           paths.stem, mapping, written, wcfg.class_color)
+    shutil.rmtree(paths.zarr, ignore_errors=True)
+    paths.partial.rename(paths.zarr)
+    timings["pyramid"] = time.perf_counter() - t
+    t = time.perf_counter()
+    object_type = "detection" if instances else "annotation"
+    collection = feature_collection(objs, object_type, wcfg.class_name, wcfg.class_color,
+                                    plan.scale.slide_mpp)
+    write_geojson(paths.geojson, collection)
+    thumb, _ = slide.thumbnail(wcfg.overview_px)
+    write_overview(paths.overview, thumb, plan.tissue.tissue,
+                   read_level(paths.zarr, levels - 1) > 0)
+    timings["write_outputs"] = time.perf_counter() - t
+    for stage, sec in stage_sums.items():
+        timings[f"tiles_{stage}"] = sec
+    timings["total"] = time.perf_counter() - t_start
+    record = {**record, "objects": len(objs), "object_type": object_type,
+              "zarr": {"path": str(paths.zarr), "levels": levels,
+                       "level0": "working resolution (working_mpp µm/px)"},
+              "timings_s": timings}
+    write_run_json(paths.run_json, _ordered(record))
+    shutil.rmtree(paths.shards, ignore_errors=True)
+    grid = plan.grid
+    return SlideSummary(paths.stem, grid.n_grid, len(grid.tiles), len(segmented), len(objs),
+                        timings["total"],
+                        {"zarr": str(paths.zarr), "geojson": str(paths.geojson),
+                         "run": str(paths.run_json), "overview": str(paths.overview)})
+
+
+_ORDER = ("slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
+          "zarr", "timings_s", "reference", "calibration", "models", "config", "versions")
+
+
+def _ordered(record: dict[str, Any]) -> dict[str, Any]:
+    """run.json's keys in their documented order (the rest after them)."""
+    head = {k: record[k] for k in _ORDER if k in record}
+    return {**head, **{k: v for k, v in record.items() if k not in head}}

@@ -1,0 +1,103 @@
+"""Plan one slide: resolution, tissue, tile grid, output paths and the batches (no tile is read
+and no model runs here; the coarse pass that may narrow the tiles is pipeline/coarse.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsi_sat.config import WsiConfig
+from wsi_sat.errors import ConfigError
+from wsi_sat.geometry import Scale
+from wsi_sat.io.slide import Slide
+from wsi_sat.tiling.batches import batch_slices
+from wsi_sat.tiling.grid import Grid, Tile, make_grid
+from wsi_sat.tiling.tissue import TissueMasks, tissue_masks
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: Path
+    slide_mpp: float | None = None  # level-0 µm/px, overriding (or standing in for) metadata
+    mpp: float | None = None  # working resolution; default: the reference's, else the slide's
+    resume: bool = False
+    max_batches: int | None = None  # stop after this many batches (testing resume)
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where one slide's outputs go in the output folder."""
+
+    stem: str
+    out_dir: Path
+
+    @property
+    def zarr(self) -> Path:
+        return self.out_dir / f"{self.stem}.ome.zarr"
+
+    @property
+    def partial(self) -> Path:
+        return self.out_dir / f"{self.stem}.ome.zarr.partial"
+
+    @property
+    def shards(self) -> Path:
+        return self.out_dir / f"{self.stem}.shards"
+
+    def shard(self, batch: int) -> Path:
+        return self.shards / f"batch_{batch:05d}.json"
+
+    @property
+    def geojson(self) -> Path:
+        return self.out_dir / f"{self.stem}.geojson"
+
+    @property
+    def overview(self) -> Path:
+        return self.out_dir / f"{self.stem}.overview.png"
+
+    @property
+    def run_json(self) -> Path:
+        return self.out_dir / f"{self.stem}.run.json"
+
+
+def output_stem(slide_path: Path) -> str:
+    """The name of a slide's outputs: the file name up to its first dot (a DICOM folder: the
+    folder name)."""
+    path = Path(slide_path)
+    return path.name.split(".")[0] if path.is_file() else path.name
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    scale: Scale
+    tissue: TissueMasks
+    grid: Grid
+
+    @property
+    def tiles(self) -> list[Tile]:
+        return self.grid.tiles
+
+
+def working_mpp(slide_mpp: float, options: RunOptions, reference_mpp: float | None) -> float:
+    """The working resolution: --mpp, else the reference's, else the slide's level-0 mpp."""
+    return options.mpp or reference_mpp or slide_mpp
+
+
+def plan_slide(slide: Slide, wcfg: WsiConfig, working: float) -> SlidePlan:
+    """Tissue on a thumbnail and the tile grid over it at `working` µm/px."""
+    slide_mpp = slide.require_mpp()
+    scale = Scale(slide_mpp, working)
+    if wcfg.overlap_px % 2 or wcfg.overlap_px >= wcfg.tile_px:
+        raise ConfigError("wsi.overlap_px must be even and smaller than wsi.tile_px")
+    thumb, downsample = slide.thumbnail(wcfg.thumbnail_px)
+    thumb_mpp = slide_mpp * downsample
+    tissue = tissue_masks(thumb, wcfg.tissue_margin_um / thumb_mpp,
+                          wcfg.min_tissue_area_um2 / thumb_mpp**2, wcfg.tissue_min_contrast,
+                          wcfg.tissue_closing_iterations)
+    grid = make_grid(scale.working_size(*slide.dimensions), wcfg.tile_px, wcfg.overlap_px,
+                     tissue.tissue, wcfg.min_tissue_fraction)
+    return SlidePlan(scale, tissue, grid)
+
+
+def plan_batches(tiles: list[Tile], batch_tiles: int) -> list[tuple[Tile, ...]]:
+    """The tiles in batches (one task and one shard each); see tiling/batches.py."""
+    return [tuple(tiles[s]) for s in batch_slices(len(tiles), batch_tiles)]

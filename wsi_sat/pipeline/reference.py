@@ -1,0 +1,94 @@
+"""The reference as whole slides use it: encoded at the tiles' scale (cut into tile windows when
+it is larger than a tile) and, with coarse-to-fine on, once more at the coarse magnification.
+Prepared once per run and broadcast to every worker."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from wsi_sat.config import Config
+from wsi_sat.errors import WsiSatError
+from wsi_sat.io.reference import Reference, rescale_reference
+from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.segmenter import Segmenter
+from wsi_sat.writers.provenance import array_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlideReference:
+    """What every tile is matched against.
+
+    embedding: the reference at the tiles' encoder scale; coarse: the same at
+    `wsi.coarse_downsample` (None when coarse-to-fine is off or the reference is too small);
+    mpp: the working resolution it was prepared at (µm/px; None = it is taken to be at each
+    slide's own level-0 resolution); info: provenance for run.json."""
+
+    embedding: ReferenceEmbedding
+    coarse: ReferenceEmbedding | None = None
+    mpp: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def tile_encode_scale(segmenter: Segmenter, config: Config) -> float:
+    """Encoder px per working px for tiles; the reference is encoded at the same scale."""
+    return float(segmenter.engine.input_px) / config.wsi.tile_px
+
+
+def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A reference larger than a tile, cut into tile-sized windows that hold both classes, so
+    it is encoded at the tiles' scale; a reference that fits is returned whole."""
+    h, w = mask.shape
+    if h <= tile_px and w <= tile_px:
+        return [(image, mask)]
+    ys = np.unique(np.linspace(0, max(0, h - tile_px), max(1, -(-h // tile_px))).astype(int))
+    xs = np.unique(np.linspace(0, max(0, w - tile_px), max(1, -(-w // tile_px))).astype(int))
+    out = []
+    for y in ys:
+        for x in xs:
+            m = mask[y : y + tile_px, x : x + tile_px]
+            if 0.0 < m.mean() < 1.0:
+                out.append((image[y : y + tile_px, x : x + tile_px], m))
+    return out or [(image, mask)]
+
+
+def reference_info(references: list[Reference], mpp: float | None) -> dict[str, Any]:
+    """Provenance of the references for run.json (names, mask sources, pixel hash, mpp)."""
+    return {
+        "names": [r.name for r in references],
+        "mask_sources": [r.mask_source for r in references],
+        "sha256": array_hash(*[a for r in references for a in (r.image, r.mask)]),
+        "mpp": mpp,
+    }
+
+
+def prepare_slide_reference(segmenter: Segmenter, references: list[Reference],
+                            config: Config, mpp: float | None = None) -> SlideReference:
+    """Encode and calibrate `references` (already at the working resolution `mpp`) for tiles
+    and, with coarse-to-fine on, for the coarse pass (map mode: it only matches)."""
+    scale = tile_encode_scale(segmenter, config)
+    tile_px = config.wsi.tile_px
+    pairs = [(pair, r.name) for r in references
+             for pair in reference_windows(r.image, r.mask, tile_px)]
+    embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
+                                            encode_scale=scale)
+    info = reference_info(references, mpp)
+    d = config.wsi.coarse_downsample
+    if d <= 1:
+        return SlideReference(embedding, None, mpp, info)
+    try:
+        small = [rescale_reference(r, 1.0 / d) for r in references]
+        coarse = segmenter.prepare_reference([(r.image, r.mask) for r in small],
+                                             [r.name for r in small], encode_scale=scale)
+    except WsiSatError as err:
+        log.warning("coarse-to-fine off: the reference is too small at 1/%d (%s)", d, err)
+        return SlideReference(embedding, None, mpp, info)
+    coarse = coarse.with_calibration(replace(coarse.calibration, mode="map", use_pixel=False),
+                                     None)
+    return SlideReference(embedding, coarse, mpp, info)

@@ -1,0 +1,152 @@
+"""run_slide(): plan → (coarse pass) → batches on lanes or Dask workers → finalize. Resumable:
+batches whose shard exists are skipped with `resume`; nothing that looks complete is written
+before the last step."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from contextlib import closing
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from wsi_sat.config import Config, config_to_dict
+from wsi_sat.io.slide import Slide
+from wsi_sat.pipeline.batch import BatchTask, instance_label_dtype, segment_batch
+from wsi_sat.pipeline.coarse import select_tiles
+from wsi_sat.pipeline.finalize import SlideSummary, finalize_slide
+from wsi_sat.pipeline.plan import (
+    OutputPaths,
+    RunOptions,
+    SlidePlan,
+    output_stem,
+    plan_batches,
+    plan_slide,
+    working_mpp,
+)
+from wsi_sat.pipeline.reference import SlideReference, tile_encode_scale
+from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
+from wsi_sat.segmenter import Segmenter
+from wsi_sat.tiling.grid import Tile
+from wsi_sat.writers.ome_zarr import create_level0
+from wsi_sat.writers.provenance import model_info, versions
+
+
+def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
+              config: Config, options: RunOptions, client: Any = None) -> SlideSummary:
+    """Segment one slide like `reference` into `options.out_dir`. `client` None runs the
+    batches in this process on its lanes (with `segmenter`'s models); a Dask client runs them
+    on its workers (each loads its models once)."""
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if segmenter.config != config:  # the run's config decides; the models stay loaded
+        segmenter = segmenter.with_config(config)
+    # in this process: lanes over this process's torch threads; Dask workers size their own
+    lanes, threads = local_lanes(config) if client is None else (1, 0)
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = OutputPaths(output_stem(slide_path), out)
+    with Slide(Path(slide_path), options.slide_mpp) as slide:
+        t = time.perf_counter()
+        plan = plan_slide(slide, config.wsi,
+                          working_mpp(slide.require_mpp(), options, reference.mpp))
+        timings["tissue"] = time.perf_counter() - t
+        tiles, coarse_info = _select(slide, plan, reference, segmenter, config, timings)
+        instances = reference.embedding.calibration.mode == "instances"
+        tasks = _tasks(slide_path, plan, tiles, paths, instances, config, options, threads)
+        t = time.perf_counter()
+        _run_batches(tasks, reference, plan, segmenter, client, lanes, options, paths.stem,
+                     len(tiles))
+        timings["segment_wall"] = time.perf_counter() - t
+        unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
+        if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
+            done = len(tiles) - sum(len(x.tiles) for x in unfinished)
+            return SlideSummary(paths.stem, plan.grid.n_grid, len(plan.tiles), done, 0,
+                                time.perf_counter() - t_start)
+        record = _record(slide, plan, tiles, len(tasks), coarse_info, reference, segmenter,
+                         config, options)
+        return finalize_slide(slide, plan, paths, tiles, instances, config, record, timings,
+                              t_start)
+
+
+def _select(slide: Slide, plan: SlidePlan, reference: SlideReference, segmenter: Segmenter,
+            config: Config, timings: dict[str, float]) -> tuple[list[Tile], dict[str, Any]]:
+    """The tiles to segment: every tissue tile, or those the coarse pass selects."""
+    wcfg = config.wsi
+    if reference.coarse is None or wcfg.coarse_downsample <= 1 or not plan.tiles:
+        return plan.tiles, {"enabled": False}
+    sel = select_tiles(segmenter, reference.coarse, slide, plan.scale, plan.tissue, plan.grid,
+                       wcfg, tile_encode_scale(segmenter, config))
+    timings["coarse"] = sel.seconds
+    return sel.tiles, {"enabled": True, "downsample": wcfg.coarse_downsample,
+                       "coarse_tiles": sel.coarse_tiles, "selected": len(sel.tiles)}
+
+
+def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPaths,
+           instances: bool, config: Config, options: RunOptions, threads: int
+           ) -> list[BatchTask]:
+    """The batches of this slide, with a fresh (or, resuming, the existing) label store."""
+    if not options.resume:
+        shutil.rmtree(paths.partial, ignore_errors=True)
+        shutil.rmtree(paths.shards, ignore_errors=True)
+    paths.shards.mkdir(parents=True, exist_ok=True)
+    dtype = instance_label_dtype(plan.grid.n_grid) if instances else "uint8"
+    create_level0(paths.partial, plan.grid.working_size, plan.grid.stride, dtype)
+    return [BatchTask(b, str(slide_path), plan.scale.slide_mpp, plan.scale.working_mpp,
+                      batch, config.wsi.tile_px, plan.grid.working_size, str(paths.partial),
+                      str(paths.shard(b)), instances, config, threads, dtype)
+            for b, batch in enumerate(plan_batches(tiles, config.wsi.batch_tiles))]
+
+
+def _run_batches(tasks: list[BatchTask], reference: SlideReference, plan: SlidePlan,
+                 segmenter: Segmenter, client: Any, lanes: int, options: RunOptions,
+                 stem: str, n_tiles: int) -> None:
+    pending = [task for task in tasks if not Path(task.shard_path).is_file()]
+    if options.max_batches is not None:
+        pending = pending[: options.max_batches]
+    done_tiles = sum(len(t.tiles) for t in tasks) - sum(len(t.tiles) for t in pending)
+    embedding = reference.embedding
+    with tqdm(total=n_tiles, initial=done_tiles, unit="tile", desc=stem, disable=None,
+              dynamic_ncols=True) as bar:
+        if client is None:
+            cancel = threading.Event()  # set when this stops early: lanes stop at their next tile
+            with closing(run_in_lanes(
+                    lambda task: segment_batch(task, embedding, plan.tissue, cancel, segmenter),
+                    pending, lanes, cancel)) as shards:
+                for shard in shards:
+                    bar.update(len(shard["tiles"]))
+            return
+        from dask.distributed import as_completed
+
+        ref_future = client.scatter(embedding, broadcast=True)
+        tissue_future = client.scatter(plan.tissue, broadcast=True)
+        futures = client.map(segment_batch, pending, reference=ref_future, tissue=tissue_future,
+                             pure=False)
+        for future in as_completed(futures):
+            bar.update(len(future.result()["tiles"]))
+
+
+def _record(slide: Slide, plan: SlidePlan, tiles: list[Tile], n_batches: int,
+            coarse_info: dict[str, Any], reference: SlideReference, segmenter: Segmenter,
+            config: Config, options: RunOptions) -> dict[str, Any]:
+    """run.json before the final step (finalize adds objects, the store and the timings)."""
+    scale, grid = plan.scale, plan.grid
+    return {
+        "slide": {"path": str(slide.path), "level0_size": list(slide.dimensions),
+                  "mpp": scale.slide_mpp, "backend": slide.backend,
+                  "mpp_source": "--slide-mpp" if options.slide_mpp else "metadata"},
+        "working_mpp": scale.working_mpp,
+        "tile_px": config.wsi.tile_px,
+        "overlap_px": config.wsi.overlap_px,
+        "tiles": {"grid": grid.n_grid, "tissue": len(grid.tiles), "segmented": len(tiles),
+                  "batches": n_batches, "coarse": coarse_info},
+        "reference": reference.info,
+        "calibration": asdict(reference.embedding.calibration),
+        "models": model_info(segmenter),
+        "config": config_to_dict(config),
+        "versions": versions(),
+    }

@@ -1,0 +1,102 @@
+"""Dask clients for the batches: a local cluster, an existing scheduler, or SLURM through
+dask-jobqueue. Workers started here run `runtime.lanes` task threads each (see lanes.py) and get
+`runtime.keep_freed_memory`'s malloc setting (see allocator.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wsi_sat.config import Config
+from wsi_sat.errors import ConfigError
+from wsi_sat.runtime.allocator import SHARED_ARENA_TUNABLE, worker_environ
+from wsi_sat.runtime.lanes import resolve_lanes
+from wsi_sat.runtime.threads import available_cores, set_cpu_share
+
+log = logging.getLogger(__name__)
+
+
+def load_cluster_spec(path: Path) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise ConfigError(f"cluster file '{path}' not found; see examples/slurm.yaml")
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(spec, dict) or "slurm" not in spec:
+        raise ConfigError(f"cluster file '{path}' needs a 'slurm:' section; see examples/slurm.yaml")
+    return spec
+
+
+def slurm_cluster(spec: dict[str, Any], shared_arena: bool = True, lanes: int = 0) -> Any:
+    """A SLURMCluster from the cluster file's `slurm:` section. `cores` is what each job
+    books (`job_cpu`, unless given); each worker process runs `lanes` task threads (0 = auto,
+    see `resolve_lanes`) and gets its share of the cores in OMP_NUM_THREADS. With
+    `shared_arena` (`runtime.keep_freed_memory`) the job script also exports the glibc tunable
+    that keeps the worker's threads on the main malloc arena (see wsi_sat.allocator)."""
+    from dask_jobqueue import SLURMCluster
+
+    kwargs = dict(spec["slurm"])
+    processes = int(kwargs.get("processes") or 1)
+    job_cpu = int(kwargs.get("job_cpu") or kwargs.get("cores") or 1)
+    share = max(1, job_cpu // processes)
+    kwargs["job_cpu"] = job_cpu
+    kwargs["cores"] = resolve_lanes(lanes, share) * processes  # dask worker --nthreads
+    prologue = list(kwargs.get("job_script_prologue") or [])
+    prologue.append(f"export OMP_NUM_THREADS={share}")
+    if shared_arena:
+        prologue.append('export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}'
+                        f'{SHARED_ARENA_TUNABLE}"')
+    kwargs["job_script_prologue"] = prologue
+    return SLURMCluster(**kwargs)
+
+
+@contextmanager
+def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path | None = None
+                ) -> Iterator[Any]:
+    """A distributed Client, or None for in-process execution (`wsi.workers` 0). Workers it
+    starts (local processes, SLURM jobs) run `runtime.lanes` task threads each and get
+    `runtime.keep_freed_memory`'s malloc setting; workers of an existing `scheduler` are
+    started by the user (their task threads are their lanes)."""
+    workers, lanes = config.wsi.workers, config.runtime.lanes
+    shared_arena = config.runtime.keep_freed_memory
+    if scheduler is None and cluster_file is None and workers == 0:
+        yield None
+        return
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if cluster_file:
+        spec = load_cluster_spec(cluster_file)
+        cluster = slurm_cluster(spec, shared_arena, lanes)
+        cluster.scale(jobs=int(spec.get("jobs", 1)))
+        with cluster, Client(cluster) as client:
+            yield client
+        return
+    threads = max(1, available_cores() // workers)
+    # Dask's nanny pins OMP/MKL/OpenBLAS to 1 thread before a worker starts; give each worker
+    # its share of the cores instead (1 worker on 2 cores ran at half speed with the default)
+    # and its MALLOC_TRIM_THRESHOLD_=65536 returns every freed activation to the OS, so
+    # each encoder pass faults its pages in again (4.2 s instead of 2.5 s per tile on 2 cores);
+    # tasks run on a worker thread, which needs glibc's shared-arena tunable from the start
+    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ",
+                                                {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    environ.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                         "OPENBLAS_NUM_THREADS")})
+    if shared_arena:
+        environ.update(worker_environ(os.environ))
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=resolve_lanes(lanes, threads),
+                         processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        # the share itself too: the environment may hold an earlier cluster's (Dask's nanny
+        # copies its pre-spawn environment into this process, and existing variables win)
+        client.run(set_cpu_share, threads)
+        yield client

@@ -1,0 +1,56 @@
+"""The reference, once: its views are encoded, pooled into the labelled bank and the method
+self-calibrates on them. The caller passes the loaded models (no I/O here)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wsi_sat.config import SatConfig
+from wsi_sat.errors import ReferenceError
+from wsi_sat.models.features import FeatureBackbone
+from wsi_sat.models.sam import SamEngine
+from wsi_sat.sat.calibrate import calibrate
+from wsi_sat.sat.reference import (
+    ReferenceEmbedding,
+    ReferenceView,
+    build_bank,
+    make_view,
+    validate_reference_mask,
+)
+from wsi_sat.sat.views import standard_views
+
+
+def encode_views(engine: SamEngine, backbone: FeatureBackbone,
+                 references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
+                 cfg: SatConfig, encode_scale: float | None = None) -> list[ReferenceView]:
+    """Every reference and (with `sat.reference.augment`) its flipped / rotated / rescaled
+    views, encoded one reference per encoder call."""
+    views: list[ReferenceView] = []
+    for ref_id, ((image, mask), name) in enumerate(zip(references, names)):
+        validate_reference_mask(mask, image.shape[:2], name)
+        specs = standard_views(mask.shape, cfg.reference.augment, cfg.reference.view_scale)
+        images = [v.apply(image) for v in specs]
+        masks = [v.apply(mask, nearest=True) for v in specs]
+        encoded = engine.encode(images, encode_scale)
+        grids = backbone.grids(images, encoded)
+        views += [make_view(ref_id, v, img, m, g, e)
+                  for v, img, m, g, e in zip(specs, images, masks, grids, encoded)]
+    return views
+
+
+def prepare_embedding(engine: SamEngine, backbone: FeatureBackbone,
+                      references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
+                      cfg: SatConfig, encode_scale: float | None = None) -> ReferenceEmbedding:
+    """Encode every reference (and its views), build the bank, self-calibrate.
+
+    `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do so
+    that reference and tiles are seen at one scale; None = longest side to the input."""
+    views = encode_views(engine, backbone, references, names, cfg, encode_scale)
+    bank = build_bank(views, cfg.reference, cfg.matching.colour_weight,
+                      cfg.calibration.default_threshold, cfg.seed)
+    if not (bank.labels == 1).any() or not (bank.labels == 0).any():
+        raise ReferenceError(
+            "the reference mask leaves no whole patch of foreground or of background; "
+            "use a larger reference region or lower sat.reference.fg_min_fraction"
+        )
+    return calibrate(views, bank, engine, cfg)
