@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
+from wsi_sat.raster import resize_mask  # noqa: E402
 from wsi_sat.sat.metrics import dice, iou  # noqa: E402
 from wsi_sat.segmenter import Segmenter  # noqa: E402
 
@@ -58,8 +59,7 @@ def trivial_scores(ref: tuple[np.ndarray, np.ndarray], target: tuple[np.ndarray,
     """copy the reference mask, RGB Gaussian classifier fitted on the reference, all fg."""
     ref_img, ref_mask = ref
     img, truth = target
-    copied = np.asarray(Image.fromarray(ref_mask.astype(np.uint8) * 255).resize(
-        (truth.shape[1], truth.shape[0]), Image.Resampling.NEAREST)) > 127
+    copied = resize_mask(ref_mask, (truth.shape[1], truth.shape[0]))
     x = ref_img.reshape(-1, 3).astype(np.float64)
     y = ref_mask.ravel()
     q = img.reshape(-1, 3).astype(np.float64)

@@ -10,7 +10,6 @@ from ome_zarr.reader import Reader
 from PIL import Image
 from scipy import ndimage
 from shapely.geometry import shape
-from skimage.draw import polygon as fill_polygon
 
 from tests.conftest import blobs_image
 from wsi_sat import api
@@ -20,6 +19,7 @@ from wsi_sat.io.reference import Reference
 from wsi_sat.models.features import SamEncoderFeatures
 from wsi_sat.pipeline import RunOptions, run_slide
 from wsi_sat.pipeline.reference import reference_windows
+from wsi_sat.raster import rasterise
 from wsi_sat.sat.metrics import dice, iou
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.writers.ome_zarr import read_level
@@ -50,17 +50,9 @@ def _pipeline(fake_engine, slide_path, out, mode="map", lanes=0, batch_tiles=2, 
 
 
 def _rasterise(geo: dict, shape_hw) -> np.ndarray:
-    out = np.zeros(shape_hw, bool)
-    for f in geo["features"]:
-        rings = f["geometry"]["coordinates"]
-        ext = np.asarray(rings[0])
-        rr, cc = fill_polygon(ext[:, 1] - 0.5, ext[:, 0] - 0.5, shape_hw)
-        out[rr, cc] = True
-        for hole in rings[1:]:
-            h = np.asarray(hole)
-            rr, cc = fill_polygon(h[:, 1] - 0.5, h[:, 0] - 0.5, shape_hw)
-            out[rr, cc] = False
-    return out
+    """Pixels whose centre lies inside a polygon (holes cut out)."""
+    return rasterise([shape(f["geometry"]) for f in geo["features"]], shape_hw,
+                     lambda xy: xy - 0.5)
 
 
 def test_region_run_outputs(slide, fake_engine, tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage.draw import polygon as fill_polygon
 
 from wsi_sat.geometry import Scale
+from wsi_sat.raster import rasterise
 from wsi_sat.stitch.polygons import merge_regions, tile_objects
 
 ONE = Scale(1.0, 1.0)  # working pixels = level-0 pixels
@@ -14,14 +14,7 @@ ONE = Scale(1.0, 1.0)  # working pixels = level-0 pixels
 
 def _raster(objs, shape_hw) -> np.ndarray:
     """Pixels whose centre lies inside a polygon (holes cut out)."""
-    out = np.zeros(shape_hw, bool)
-    for o in objs:
-        ext = np.asarray(o.polygon.exterior.coords)
-        out[fill_polygon(ext[:, 1] - 0.5, ext[:, 0] - 0.5, shape_hw)] = True
-        for ring in o.polygon.interiors:
-            h = np.asarray(ring.coords)
-            out[fill_polygon(h[:, 1] - 0.5, h[:, 0] - 0.5, shape_hw)] = False
-    return out
+    return rasterise([o.polygon for o in objs], shape_hw, lambda xy: xy - 0.5)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
