@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,16 @@ import numpy as np
 
 from wsi_sat.config import Config, load_config
 from wsi_sat.errors import ConfigError, ReferenceError
-from wsi_sat.io.reference import Reference, load_reference, reference_from_geojson, rescale_reference
+from wsi_sat.io.reference import (
+    Reference,
+    load_negative,
+    load_reference,
+    reference_from_geojson,
+    rescale_reference,
+)
 from wsi_sat.pipeline import RunOptions, SlideReference, SlideSummary, prepare_slide_reference
 from wsi_sat.pipeline import run_slide as _run_slide
+from wsi_sat.sat.reference import validate_negative_mask
 from wsi_sat.segmenter import Segmenter, SegmentResult
 
 __all__ = ["Config", "Reference", "ReferenceSet", "SegmentResult", "Segmenter", "SlideReference",
@@ -62,40 +69,88 @@ def load_references(references: Sequence[ReferenceInput],
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    """References read and rescaled, not yet encoded: `references` are at `mpp` µm/px (the
-    working resolution; None = taken to be at each slide's own), `source_mpp` is the pixel size
-    they were given at (run.json)."""
+    """References (and negative examples) read and rescaled, not yet encoded: they are at `mpp`
+    µm/px (the working resolution; None = taken to be at each slide's own), `source_mpp` is the
+    pixel size they were given at (run.json); `class_name` is the target class of a QuPath
+    export (None for image references)."""
 
     references: list[Reference]
     mpp: float | None = None
     source_mpp: float | None = None
+    negatives: list[Reference] = field(default_factory=list)
+    class_name: str | None = None
+
+
+def load_negatives(negatives: Sequence[ReferenceInput], masks: Sequence[str | Path] = ()
+                   ) -> list[Reference]:
+    """Negative examples from files (mask: `masks[i]`, else the alpha channel, else the whole
+    image: which pixels are not the target), (image, mask) arrays or `Reference` objects."""
+    if masks and len(masks) != len(negatives):
+        raise ReferenceError(
+            f"{len(negatives)} --negative but {len(masks)} --negative-mask; give one mask per "
+            "negative, or none (the whole image is non-target)")
+    out = []
+    for i, item in enumerate(negatives):
+        if isinstance(item, Reference):
+            out.append(item)
+        elif isinstance(item, tuple):
+            out.append(Reference(f"negative {i}", np.asarray(item[0]), np.asarray(item[1], bool),
+                                 "array"))
+        else:
+            out.append(load_negative(Path(item), Path(masks[i]) if masks else None))
+    for neg in out:
+        validate_negative_mask(neg.mask, neg.image.shape[:2], neg.name)
+    return out
+
+
+def check_negatives(references: list[Reference], negatives: list[Reference]) -> None:
+    """A negative must not mark a reference's target: refused when a negative is the same image
+    as a reference and its mask overlaps that reference's mask."""
+    for ref in references:
+        for neg in negatives:
+            same = ref.image.shape == neg.image.shape and np.array_equal(ref.image, neg.image)
+            if same and (ref.mask & neg.mask).any():
+                raise ReferenceError(
+                    f"negative '{neg.name}' marks pixels of the target in reference "
+                    f"'{ref.name}'; a negative mask must leave the target out")
 
 
 def read_references(references: Sequence[ReferenceInput] = (), *,
                     masks: Sequence[str | Path] = (), reference_mpp: float | None = None,
                     working_mpp: float | None = None, geojson: str | Path | None = None,
                     slide: str | Path | None = None, slide_mpp: float | None = None,
-                    margin: float = 0.25) -> ReferenceSet:
-    """Read the references (no model needed: bad input fails before models load).
+                    margin: float = 0.25, negatives: Sequence[ReferenceInput] = (),
+                    negative_masks: Sequence[str | Path] = (), class_name: str | None = None
+                    ) -> ReferenceSet:
+    """Read the references and negative examples (no model needed: bad input fails before
+    models load).
 
     `reference_mpp`: the references' pixel size (µm/px); `working_mpp`: the resolution slides
     are segmented at. With both, the references are rescaled to `working_mpp`; with only
     `reference_mpp`, slides are segmented at it; with neither, the references are taken to be
     at each slide's own resolution. `geojson` + `slide` (+ `slide_mpp` when the slide has no
     pixel size) crop the annotated region, plus `margin` x its size, from that slide at
-    `working_mpp` (else the slide's resolution)."""
+    `working_mpp` (else the slide's resolution): annotations of `class_name` (else the most
+    frequent class) are the target, every other class a negative example. `negatives` (images
+    of non-target tissue, `negative_masks` marking which pixels) are at `reference_mpp` like
+    the references."""
+    negs = load_negatives(negatives, negative_masks)
     if geojson is not None:
         if slide is None:
             raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")
-        ref, ref_mpp = reference_from_geojson(Path(geojson), Path(slide), working_mpp, slide_mpp,
-                                              margin)
-        return ReferenceSet([ref], ref_mpp, ref_mpp)
+        got = reference_from_geojson(Path(geojson), Path(slide), working_mpp, slide_mpp, margin,
+                                     class_name)
+        if reference_mpp and working_mpp:
+            negs = [rescale_reference(n, reference_mpp / working_mpp, True) for n in negs]
+        return ReferenceSet([got.target], got.mpp, got.mpp, got.negatives + negs, got.class_name)
     if not references:
         raise ReferenceError("give --reference (image + mask) or --reference-geojson")
     refs = load_references(references, masks)
+    check_negatives(refs, negs)
     if reference_mpp and working_mpp:
         refs = [rescale_reference(r, reference_mpp / working_mpp) for r in refs]
-    return ReferenceSet(refs, working_mpp or reference_mpp, reference_mpp)
+        negs = [rescale_reference(n, reference_mpp / working_mpp, True) for n in negs]
+    return ReferenceSet(refs, working_mpp or reference_mpp, reference_mpp, negs)
 
 
 def prepare_reference(segmenter: Segmenter,
@@ -107,7 +162,7 @@ def prepare_reference(segmenter: Segmenter,
         read.setdefault("margin", segmenter.config.wsi.reference_margin)
         references = read_references(references, **read)
     prepared = prepare_slide_reference(segmenter, references.references, segmenter.config,
-                                       references.mpp)
+                                       references.mpp, references.negatives)
     prepared.info["mpp"] = references.source_mpp
     return prepared
 

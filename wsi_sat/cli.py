@@ -54,6 +54,15 @@ device_option = click.option(
 )
 
 
+negative_option = click.option(
+    "--negative", "negatives", multiple=True, type=click.Path(path_type=Path),
+    help="Image of tissue that is NOT the target (repeatable): a negative example.")
+negative_mask_option = click.option(
+    "--negative-mask", "negative_masks", multiple=True, type=click.Path(path_type=Path),
+    help="Mask of each --negative, same order: which pixels are non-target (default: the "
+         "whole image).")
+
+
 def _config(config_path: Path | None, overrides: tuple[str, ...], device: str | None = None
             ) -> Config:
     extra = (f"runtime.device={device}",) if device else ()
@@ -82,14 +91,17 @@ def app(verbose: int, quiet: bool) -> None:
               help="Output folder: <stem>.png masks (0/255) at each target's original size.")
 @click.option("--target-mpp", "mpp", type=float, default=None,
               help="Pixel size of the targets in µm/px (enables sat.postprocess.min_area_um2).")
+@negative_option
+@negative_mask_option
 @config_option
 @set_option
 @device_option
 def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
             reference_masks: tuple[Path, ...], out_dir: Path, mpp: float | None,
+            negatives: tuple[Path, ...], negative_masks: tuple[Path, ...],
             config_path: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Segment TARGET images or folders like the reference (one-shot, no training)."""
-    from wsi_sat.api import load_references
+    from wsi_sat.api import check_negatives, load_negatives, load_references
     from wsi_sat.io.image import list_images, probe_image, read_image
     from wsi_sat.segmenter import Segmenter
     from wsi_sat.writers.mask_png import write_mask_png
@@ -97,11 +109,14 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
     cfg = _config(config_path, overrides, device)
     paths = list_images(list(targets))
     refs = load_references(references, reference_masks)
+    negs = load_negatives(negatives, negative_masks)
+    check_negatives(refs, negs)
     for p in paths:  # fail on an unreadable target before minutes of work, not after
         probe_image(p)
     t0 = time.perf_counter()
     seg = Segmenter.from_config(cfg)
-    reference = seg.prepare_reference([(r.image, r.mask) for r in refs], [r.name for r in refs])
+    reference = seg.prepare_reference([(r.image, r.mask) for r in refs], [r.name for r in refs],
+                                      negatives=[(n.image, n.mask) for n in negs])
     cal = reference.calibration
     log.info("reference ready in %.1fs: mode=%s threshold=%.3f pixel=%s",
              time.perf_counter() - t0, cal.mode, cal.threshold, cal.use_pixel)
@@ -145,7 +160,12 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
 @click.option("--cluster", "cluster_file", type=click.Path(path_type=Path), default=None,
               help="dask-jobqueue SLURM cluster YAML (see examples/slurm.yaml).")
 @click.option("--resume", is_flag=True, help="Skip batches finished by an interrupted run.")
-@click.option("--class-name", default=None, help="QuPath class of the objects [Region].")
+@click.option("--class-name", default=None,
+              help="QuPath class of the objects [wsi.class_name]; with --reference-geojson the "
+                   "target class (default: its most frequent class; other classes are "
+                   "negatives).")
+@negative_option
+@negative_mask_option
 @config_option
 @set_option
 @device_option
@@ -154,10 +174,12 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
         reference_slide: Path | None, out_dir: Path, mpp: float | None,
         slide_mpp: float | None, tile_px: int | None, overlap_px: int | None,
         workers: int | None, scheduler: str | None, cluster_file: Path | None, resume: bool,
-        class_name: str | None, config_path: Path | None, overrides: tuple[str, ...],
-        device: str | None) -> None:
+        class_name: str | None, negatives: tuple[Path, ...], negative_masks: tuple[Path, ...],
+        config_path: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Segment whole SLIDEs (files, folders or globs) like the reference."""
     from wsi_sat import api
+    from wsi_sat.config import WsiConfig
+    from wsi_sat.io.qupath import UNCLASSIFIED
     from wsi_sat.io.slide import list_slides, probe_slide
     from wsi_sat.runtime.cluster import dask_client
 
@@ -173,7 +195,12 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     refs = api.read_references(
         references, masks=reference_masks, reference_mpp=reference_mpp, working_mpp=mpp,
         geojson=reference_geojson, slide=reference_slide, slide_mpp=slide_mpp,
-        margin=cfg.wsi.reference_margin)
+        margin=cfg.wsi.reference_margin, negatives=negatives, negative_masks=negative_masks,
+        class_name=class_name)
+    unset = class_name is None and cfg.wsi.class_name == WsiConfig().class_name
+    if unset and refs.class_name not in (None, UNCLASSIFIED):
+        cfg = cfg.model_copy(update={"wsi": cfg.wsi.model_copy(
+            update={"class_name": refs.class_name})})  # the objects take the reference's class
     t0 = time.perf_counter()
     seg = api.load_segmenter(cfg)
     reference = api.prepare_reference(seg, refs)

@@ -74,15 +74,17 @@ class Segmenter:
 
     # -- reference, once ----------------------------------------------------------------------
     def prepare_reference(self, references: list[tuple[np.ndarray, np.ndarray]],
-                          names: list[str] | None = None, encode_scale: float | None = None
+                          names: list[str] | None = None, encode_scale: float | None = None,
+                          negatives: list[tuple[np.ndarray, np.ndarray]] = ()
                           ) -> ReferenceEmbedding:
-        """Encode every reference (and its views), build the bank, self-calibrate.
+        """Encode every reference (and its views) and negative example (image, mask of its
+        non-target pixels), build the bank, self-calibrate.
 
         `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do
         so that reference and tiles are seen at one scale; None = longest side to the input."""
         names = names or [f"reference {i}" for i in range(len(references))]
         return prepare_embedding(self.engine, self.backbone, references, names, self.sat,
-                                 encode_scale)
+                                 encode_scale, list(negatives))
 
     # -- targets ------------------------------------------------------------------------------
     def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,

@@ -245,8 +245,9 @@ def test_reference_from_a_qupath_annotation(slide, tmp_path):
                                                           [x0, y1], [x0, y0]]]}}]}
     f = tmp_path / "ann.geojson"
     f.write_text(json.dumps(geo))
-    ref, mpp = reference_from_geojson(f, path, None, None, margin=0.25)
-    assert mpp == pytest.approx(MPP)
+    got = reference_from_geojson(f, path, None, None, margin=0.25)
+    ref = got.target
+    assert got.mpp == pytest.approx(MPP) and not got.negatives
     h, w = ref.mask.shape
     assert (h, w) == (round(200 * 1.5), round(240 * 1.5))
     assert ref.mask.mean() == pytest.approx(1 / 1.5**2, abs=0.02)  # the box inside its margin
@@ -257,6 +258,35 @@ def test_reference_from_a_qupath_annotation(slide, tmp_path):
 
     with pytest.raises(ReferenceError, match="no polygon"):
         reference_from_geojson(bad, path, None, None, margin=0.25)
+
+
+def test_annotation_classes_give_target_and_negatives(slide, tmp_path):
+    """A bare array of features (QuPath's default export): the named class is the target, the
+    others are negatives cropped to their own boxes; an annotation off the slide is refused."""
+    from wsi_sat.errors import ReferenceError
+    from wsi_sat.io.reference import reference_from_geojson
+
+    path, _ = slide
+
+    def feat(box, cls):
+        x0, y0, x1, y1 = box
+        return {"type": "Feature", "properties": {"classification": {"name": cls}},
+                "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1],
+                                                                  [x0, y1], [x0, y0]]]}}
+
+    f = tmp_path / "classes.geojson"
+    f.write_text(json.dumps([feat((40, 40, 280, 240), "Blob"), feat((300, 300, 400, 380), "Glass"),
+                             feat((500, 40, 540, 80), "Glass")]))
+    got = reference_from_geojson(f, path, None, None, margin=0.25, class_name="Blob")
+    assert got.class_name == "Blob" and len(got.negatives) == 2
+    assert got.negatives[0].mask.shape == (80, 100) and got.negatives[0].mask.all()
+    assert reference_from_geojson(f, path, None, None, 0.25).class_name == "Glass"  # most frequent
+    with pytest.raises(ReferenceError, match="no annotation of class 'Gland'"):
+        reference_from_geojson(f, path, None, None, 0.25, class_name="Gland")
+    off = tmp_path / "off.geojson"
+    off.write_text(json.dumps(feat((-5000, -5000, -4000, -4000), "Blob")))
+    with pytest.raises(ReferenceError, match="outside the slide"):
+        reference_from_geojson(off, path, None, None, 0.25)
 
 
 def test_large_references_are_cut_into_tile_sized_windows():

@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from wsi_sat.errors import ReferenceError
 from wsi_sat.geometry import CropTransform
 from wsi_sat.io.image import read_image, read_mask
+from wsi_sat.io.qupath import read_annotations, split_by_class
+from wsi_sat.io.slide import Slide
 from wsi_sat.raster import rasterise, resize_mask
-from wsi_sat.sat.reference import validate_reference_mask
+from wsi_sat.sat.reference import validate_negative_mask, validate_reference_mask
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,24 @@ def load_reference(image_path: Path, mask_path: Path | None = None) -> Reference
     return Reference(image_path.stem, image, mask, source)
 
 
-def rescale_reference(ref: Reference, factor: float) -> Reference:
-    """Resample a reference by `factor` (image bilinear, mask nearest) to the working mpp."""
+def load_negative(image_path: Path, mask_path: Path | None = None) -> Reference:
+    """A negative example: an image of tissue that is not the target; `mask_path` (else the
+    alpha channel, else the whole image) marks the non-target pixels."""
+    image_path = Path(image_path)
+    image, alpha = read_image(image_path)
+    if mask_path is not None:
+        mask, source = read_mask(Path(mask_path)), str(mask_path)
+    elif alpha is not None:
+        mask, source = alpha, "alpha channel"
+    else:
+        mask, source = np.ones(image.shape[:2], bool), "whole image"
+    validate_negative_mask(mask, image.shape[:2], str(image_path))
+    return Reference(image_path.stem, image, mask, source)
+
+
+def rescale_reference(ref: Reference, factor: float, negative: bool = False) -> Reference:
+    """Resample a reference (or, `negative`, a negative example) by `factor` (image bilinear,
+    mask nearest) to the working mpp."""
     if abs(factor - 1.0) < 1e-3:
         return ref
     from PIL import Image
@@ -59,45 +79,70 @@ def rescale_reference(ref: Reference, factor: float) -> Reference:
     size = (max(2, round(w * factor)), max(2, round(h * factor)))
     image = np.asarray(Image.fromarray(ref.image).resize(size, Image.Resampling.BILINEAR))
     mask = resize_mask(ref.mask, size)
-    validate_reference_mask(mask, image.shape[:2], ref.name)
+    (validate_negative_mask if negative else validate_reference_mask)(mask, image.shape[:2],
+                                                                      ref.name)
     return Reference(ref.name, image, mask, ref.mask_source)
 
 
+@dataclass(frozen=True)
+class GeojsonReference:
+    """What a QuPath export gives: the target crop, one crop per negative annotation, their
+    pixel size (µm/px) and the target class."""
+
+    target: Reference
+    negatives: list[Reference]
+    mpp: float
+    class_name: str
+
+
+def _crop(slide: Slide, region: BaseGeometry, margin: float, factor: float, name: str,
+          source: str) -> Reference:
+    """The region's bounding box plus `margin` x its size, read at `factor` crop px per
+    level-0 px, and the region rasterised as the mask."""
+    x0, y0, x1, y1 = region.bounds
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    x0, y0, x1, y1 = x0 - mx, y0 - my, x1 + mx, y1 + my
+    crop = CropTransform(x0, y0, factor)
+    out_w = max(2, round((x1 - x0) * crop.factor))
+    out_h = max(2, round((y1 - y0) * crop.factor))
+    image = slide.read_padded(x0, y0, x1 - x0, y1 - y0, (out_w, out_h))
+    mask = rasterise(getattr(region, "geoms", [region]), (out_h, out_w), crop.to_crop)
+    return Reference(name, image, mask, source)
+
+
+def _inside_slide(region: BaseGeometry, slide: Slide, source: str) -> None:
+    w0, h0 = slide.dimensions
+    inside = region.intersection(shapely.box(0, 0, w0, h0)).area
+    if inside < 0.5 * region.area:
+        x0, y0, x1, y1 = (round(v) for v in region.bounds)
+        raise ReferenceError(
+            f"'{source}': the annotation ({x0}, {y0})-({x1}, {y1}) lies outside the slide "
+            f"'{slide.path.name}' ({w0} x {h0} px); export it from that slide")
+
+
 def reference_from_geojson(geojson_path: Path, slide_path: Path, working_mpp: float | None,
-                           slide_mpp: float | None, margin: float) -> tuple[Reference, float]:
-    """Crop the annotated region's bounding box (plus margin) from a slide and rasterise the
-    annotation as the mask. Returns the reference and its pixel size (µm/px)."""
-    import json
-
-    import shapely
-    from shapely.geometry import shape
-
-    from wsi_sat.io.slide import Slide
-
+                           slide_mpp: float | None, margin: float,
+                           class_name: str | None = None) -> GeojsonReference:
+    """Crop the target annotations' bounding box (plus margin) from a slide and rasterise them
+    as the mask (holes kept); every annotation of another class becomes a negative example (its
+    own bounding box, its polygon as the mask). The target class is `class_name`, else the most
+    frequent class. Crops are at `working_mpp` (else the slide's own resolution)."""
     path = Path(geojson_path)
-    if not path.is_file():
-        raise ReferenceError(f"--reference-geojson '{path}' not found; export it from QuPath")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ReferenceError(f"'{path}' is not GeoJSON; export annotations from QuPath") from None
-    feats = data.get("features", [data] if data.get("type") == "Feature" else [])
-    geoms = [shape(f["geometry"]) for f in feats
-             if f.get("geometry") and f["geometry"].get("type") in ("Polygon", "MultiPolygon")]
-    if not geoms:
-        raise ReferenceError(f"'{path}' holds no polygon annotation; draw one in QuPath")
-    region = shapely.union_all(geoms)
+    targets, negatives, chosen = split_by_class(read_annotations(path), class_name, str(path))
+    region = shapely.union_all([a.geometry for a in targets])
     with Slide(Path(slide_path), slide_mpp) as slide:
         mpp = slide.require_mpp()
         target_mpp = working_mpp or mpp
-        x0, y0, x1, y1 = region.bounds
-        mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-        x0, y0, x1, y1 = x0 - mx, y0 - my, x1 + mx, y1 + my
-        crop = CropTransform(x0, y0, mpp / target_mpp)  # crop px per level-0 px
-        out_w = max(2, round((x1 - x0) * crop.factor))
-        out_h = max(2, round((y1 - y0) * crop.factor))
-        image = slide.read_padded(x0, y0, x1 - x0, y1 - y0, (out_w, out_h))
-    mask = rasterise(getattr(region, "geoms", [region]), (out_h, out_w), crop.to_crop)
-    name = f"{Path(slide_path).stem}:{path.stem}"
-    validate_reference_mask(mask, image.shape[:2], name)
-    return Reference(name, image, mask, str(path)), target_mpp
+        factor = mpp / target_mpp  # crop px per level-0 px
+        _inside_slide(region, slide, str(path))
+        name = f"{Path(slide_path).stem}:{path.stem}"
+        target = _crop(slide, region, margin, factor, name, str(path))
+        negs = []
+        for i, neg in enumerate(negatives):
+            _inside_slide(neg.geometry, slide, str(path))
+            negs.append(_crop(slide, neg.geometry, 0.0, factor,
+                              f"{name}:{neg.class_name}:{i}", str(path)))
+    validate_reference_mask(target.mask, target.image.shape[:2], target.name)
+    for neg in negs:
+        validate_negative_mask(neg.mask, neg.image.shape[:2], neg.name)
+    return GeojsonReference(target, negs, target_mpp, chosen)

@@ -40,10 +40,11 @@ def tile_encode_scale(segmenter: Segmenter, config: Config) -> float:
     return float(segmenter.engine.input_px) / config.wsi.tile_px
 
 
-def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
-                      ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A reference larger than a tile, cut into tile-sized windows that hold both classes, so
-    it is encoded at the tiles' scale; a reference that fits is returned whole."""
+def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int,
+                      negative: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A reference larger than a tile, cut into tile-sized windows that hold both classes (a
+    negative example: windows that hold some of its mask), so it is encoded at the tiles'
+    scale; one that fits is returned whole."""
     h, w = mask.shape
     if h <= tile_px and w <= tile_px:
         return [(image, mask)]
@@ -53,7 +54,7 @@ def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int
     for y in ys:
         for x in xs:
             m = mask[y : y + tile_px, x : x + tile_px]
-            if 0.0 < m.mean() < 1.0:
+            if (m.any() if negative else 0.0 < m.mean() < 1.0):
                 out.append((image[y : y + tile_px, x : x + tile_px], m))
     return out or [(image, mask)]
 
@@ -69,23 +70,31 @@ def reference_info(references: list[Reference], mpp: float | None) -> dict[str, 
 
 
 def prepare_slide_reference(segmenter: Segmenter, references: list[Reference],
-                            config: Config, mpp: float | None = None) -> SlideReference:
-    """Encode and calibrate `references` (already at the working resolution `mpp`) for tiles
-    and, with coarse-to-fine on, for the coarse pass (map mode: it only matches)."""
+                            config: Config, mpp: float | None = None,
+                            negatives: list[Reference] = ()) -> SlideReference:
+    """Encode and calibrate `references` and `negatives` (already at the working resolution
+    `mpp`) for tiles and, with coarse-to-fine on, for the coarse pass (map mode: it only
+    matches)."""
     scale = tile_encode_scale(segmenter, config)
     tile_px = config.wsi.tile_px
     pairs = [(pair, r.name) for r in references
              for pair in reference_windows(r.image, r.mask, tile_px)]
+    negative_pairs = [pair for n in negatives
+                      for pair in reference_windows(n.image, n.mask, tile_px, negative=True)]
     embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
-                                            encode_scale=scale)
+                                            encode_scale=scale, negatives=negative_pairs)
     info = reference_info(references, mpp)
+    if negatives:
+        info["negatives"] = reference_info(list(negatives), mpp)
     d = config.wsi.coarse_downsample
     if d <= 1:
         return SlideReference(embedding, None, mpp, info)
     try:
         small = [rescale_reference(r, 1.0 / d) for r in references]
+        small_neg = [rescale_reference(n, 1.0 / d, negative=True) for n in negatives]
         coarse = segmenter.prepare_reference([(r.image, r.mask) for r in small],
-                                             [r.name for r in small], encode_scale=scale)
+                                             [r.name for r in small], encode_scale=scale,
+                                             negatives=[(n.image, n.mask) for n in small_neg])
     except WsiSatError as err:
         log.warning("coarse-to-fine off: the reference is too small at 1/%d (%s)", d, err)
         return SlideReference(embedding, None, mpp, info)

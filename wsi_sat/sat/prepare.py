@@ -15,6 +15,7 @@ from wsi_sat.sat.reference import (
     ReferenceView,
     build_bank,
     make_view,
+    validate_negative_mask,
     validate_reference_mask,
 )
 from wsi_sat.sat.views import standard_views
@@ -22,30 +23,38 @@ from wsi_sat.sat.views import standard_views
 
 def encode_views(engine: SamEngine, backbone: FeatureBackbone,
                  references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
-                 cfg: SatConfig, encode_scale: float | None = None) -> list[ReferenceView]:
+                 cfg: SatConfig, encode_scale: float | None = None,
+                 negatives: list[tuple[np.ndarray, np.ndarray]] = ()) -> list[ReferenceView]:
     """Every reference and (with `sat.reference.augment`) its flipped / rotated / rescaled
-    views, encoded one reference per encoder call."""
+    views, encoded one reference per encoder call; then every negative example (its mask marks
+    the non-target pixels) with the same views."""
     views: list[ReferenceView] = []
-    for ref_id, ((image, mask), name) in enumerate(zip(references, names)):
-        validate_reference_mask(mask, image.shape[:2], name)
+    items = [(pair, name, False) for pair, name in zip(references, names)]
+    items += [(pair, f"negative {j}", True) for j, pair in enumerate(negatives)]
+    for ref_id, ((image, mask), name, negative) in enumerate(items):
+        (validate_negative_mask if negative else validate_reference_mask)(
+            mask, image.shape[:2], name)
         specs = standard_views(mask.shape, cfg.reference.augment, cfg.reference.view_scale)
         images = [v.apply(image) for v in specs]
         masks = [v.apply(mask, nearest=True) for v in specs]
         encoded = engine.encode(images, encode_scale)
         grids = backbone.grids(images, encoded)
-        views += [make_view(ref_id, v, img, m, g, e)
+        views += [make_view(ref_id, v, img, m, g, e, negative)
                   for v, img, m, g, e in zip(specs, images, masks, grids, encoded)]
     return views
 
 
 def prepare_embedding(engine: SamEngine, backbone: FeatureBackbone,
                       references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
-                      cfg: SatConfig, encode_scale: float | None = None) -> ReferenceEmbedding:
-    """Encode every reference (and its views), build the bank, self-calibrate.
+                      cfg: SatConfig, encode_scale: float | None = None,
+                      negatives: list[tuple[np.ndarray, np.ndarray]] = ()
+                      ) -> ReferenceEmbedding:
+    """Encode every reference (and its views) and negative example, build the bank,
+    self-calibrate.
 
     `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do so
     that reference and tiles are seen at one scale; None = longest side to the input."""
-    views = encode_views(engine, backbone, references, names, cfg, encode_scale)
+    views = encode_views(engine, backbone, references, names, cfg, encode_scale, negatives)
     bank = build_bank(views, cfg.reference, cfg.matching.colour_weight,
                       cfg.calibration.default_threshold, cfg.seed)
     if not (bank.labels == 1).any() or not (bank.labels == 0).any():

@@ -21,16 +21,18 @@ from wsi_sat.sat.views import View
 
 @dataclass(frozen=True)
 class ReferenceView:
-    """One encoded view of a reference (the original or a flipped / rotated / rescaled copy)."""
+    """One encoded view of a reference (the original or a flipped / rotated / rescaled copy),
+    or of a negative example (`negative`: its mask marks non-target pixels)."""
 
     ref_id: int
     view: View
     image: np.ndarray  # view pixels, RGB uint8
-    mask: np.ndarray  # view mask, bool
+    mask: np.ndarray  # view mask, bool (a negative's: its non-target pixels)
     grid: PatchGrid
     colour: np.ndarray  # (gh, gw, C) patch colour features
     fraction: np.ndarray  # (gh, gw) mask coverage
     encoded: object = None  # the SAM `Encoded` of this view, for decoding during calibration
+    negative: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,18 @@ def validate_reference_mask(mask: np.ndarray, image_hw: tuple[int, int], name: s
         )
 
 
+def validate_negative_mask(mask: np.ndarray, image_hw: tuple[int, int], name: str) -> None:
+    if mask.shape != image_hw:
+        raise ReferenceError(
+            f"negative mask of '{name}' is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{image_hw[1]}x{image_hw[0]}; give a mask of the same size"
+        )
+    if not mask.any():
+        raise ReferenceError(f"negative mask of '{name}' is empty; mark the non-target tissue")
+
+
 def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid: PatchGrid,
-              encoded: object = None) -> ReferenceView:
+              encoded: object = None, negative: bool = False) -> ReferenceView:
     return ReferenceView(
         ref_id,
         view,
@@ -98,6 +110,7 @@ def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid
         patch_colour(image, grid.grid_hw, grid.patch_hw),
         mask_fraction(mask, grid.grid_hw, grid.patch_hw),
         encoded,
+        negative,
     )
 
 
@@ -114,8 +127,11 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
                  colour_mean, colour_std, colour_weight)
         frac = v.fraction.ravel()
         lab = np.full(gh * gw, -1, dtype=np.int8)
-        lab[frac >= cfg.fg_min_fraction] = 1
-        lab[frac <= cfg.bg_max_fraction] = 0
+        if v.negative:  # a negative example: the patches mostly in its mask are background
+            lab[frac >= cfg.fg_min_fraction] = 0
+        else:
+            lab[frac >= cfg.fg_min_fraction] = 1
+            lab[frac <= cfg.bg_max_fraction] = 0
         keep = lab >= 0
         feats.append(f[keep])
         labels.append(lab[keep])
@@ -133,7 +149,7 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
             idx = np.sort(rng.choice(idx, cfg.max_bank_patches, replace=False))
         keep_idx.append(idx)
     sel = np.concatenate(keep_idx)
-    originals = [v for v in views if v.view.is_identity]
+    originals = [v for v in views if v.view.is_identity and not v.negative]
     fg_fraction = float(np.mean([v.mask.mean() for v in originals or views]))
     return ReferenceEmbedding(
         bank=bank[sel],

@@ -1,0 +1,125 @@
+"""Reading QuPath annotation exports (GeoJSON) in every form QuPath writes.
+
+QuPath's *Export objects as GeoJSON* (and `exportObjectsToGeoJson`) writes a bare JSON array of
+features by default, a FeatureCollection with "Export as FeatureCollection", and a single
+Feature for one object; geometries are Polygon or MultiPolygon in level-0 pixels. The class is
+`properties.classification.name` (QuPath ≥ 0.3; older exports: a plain string). Invalid polygons
+are repaired with `shapely.make_valid` (with a warning); points and lines are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry.base import BaseGeometry
+
+from wsi_sat.errors import ReferenceError
+
+log = logging.getLogger(__name__)
+
+UNCLASSIFIED = "(unclassified)"
+
+
+@dataclass(frozen=True)
+class Annotation:
+    geometry: Polygon | MultiPolygon  # level-0 pixels, valid, non-empty
+    class_name: str  # UNCLASSIFIED when the annotation has no class
+
+
+def _features(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        kind = data.get("type")
+        if kind == "FeatureCollection":
+            return list(data.get("features") or [])
+        if kind == "Feature":
+            return [data]
+        if kind in ("Polygon", "MultiPolygon", "GeometryCollection"):
+            return [{"type": "Feature", "geometry": data, "properties": {}}]
+    return []
+
+
+def _class_name(feature: dict[str, Any]) -> str:
+    cls = (feature.get("properties") or {}).get("classification")
+    if isinstance(cls, dict) and cls.get("name"):
+        return str(cls["name"])
+    if isinstance(cls, str) and cls:
+        return cls
+    return UNCLASSIFIED
+
+
+def _polygonal(geom: BaseGeometry) -> Polygon | MultiPolygon | None:
+    """The polygonal part of a geometry (repaired when invalid), or None."""
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    parts = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, (Polygon, MultiPolygon))]
+    polys = [p for g in parts for p in getattr(g, "geoms", [g]) if p.area > 0]
+    if not polys:
+        return None
+    return polys[0] if len(polys) == 1 else MultiPolygon(polys)
+
+
+def read_annotations(path: Path) -> list[Annotation]:
+    """Every polygonal annotation of a QuPath GeoJSON export, with its class."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReferenceError(f"GeoJSON '{path}' not found; export the annotations from QuPath")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ReferenceError(f"'{path}' is not GeoJSON; export annotations from QuPath") from None
+    out: list[Annotation] = []
+    for i, feature in enumerate(_features(data)):
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(geometry, dict) or geometry.get("type") not in (
+                "Polygon", "MultiPolygon", "GeometryCollection"):
+            continue
+        try:
+            geom = shape(geometry)
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError,
+                shapely.errors.GEOSException):
+            log.warning("%s: feature %d has a malformed geometry; skipped", path.name, i)
+            continue
+        valid = _polygonal(geom)
+        if valid is None:
+            log.warning("%s: feature %d has no area; skipped", path.name, i)
+            continue
+        if not geom.is_valid:
+            log.warning("%s: feature %d was not a valid polygon; repaired", path.name, i)
+        out.append(Annotation(valid, _class_name(feature)))
+    if not out:
+        raise ReferenceError(f"'{path}' holds no polygon annotation; draw one in QuPath")
+    return out
+
+
+def split_by_class(annotations: list[Annotation], class_name: str | None, source: str
+                   ) -> tuple[list[Annotation], list[Annotation], str]:
+    """(target annotations, negative annotations, the target class): the target is
+    `class_name`, else the most frequent class; every other class is a negative. A negative
+    that overlaps a target is an error."""
+    counts = Counter(a.class_name for a in annotations)
+    if class_name is None:
+        chosen = counts.most_common(1)[0][0]
+    elif class_name in counts:
+        chosen = class_name
+    else:
+        raise ReferenceError(
+            f"'{source}' has no annotation of class '{class_name}'; its classes: "
+            f"{', '.join(sorted(counts))} (pass one of them as --class-name)")
+    targets = [a for a in annotations if a.class_name == chosen]
+    negatives = [a for a in annotations if a.class_name != chosen]
+    target_union = shapely.union_all([a.geometry for a in targets])
+    for neg in negatives:
+        if neg.geometry.intersection(target_union).area > 0:
+            raise ReferenceError(
+                f"'{source}': an annotation of class '{neg.class_name}' overlaps the target "
+                f"class '{chosen}'; a negative example must not cover the target")
+    return targets, negatives, chosen
