@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -76,6 +77,59 @@ def trivial_scores(ref: tuple[np.ndarray, np.ndarray], target: tuple[np.ndarray,
             "all_foreground": dice(np.ones_like(truth), truth)}
 
 
+def object_scores(pred: np.ndarray, truth_labels: np.ndarray, min_iou: float = 0.5
+                  ) -> dict[str, float]:
+    """Objects counted, not only covered: predicted objects (instance labels, else the
+    8-connected components of the mask) matched to true instances at IoU >= `min_iou` (a match
+    above 0.5 is unique); F1 of the matches and the relative count error."""
+    labels = pred if pred.dtype != bool else ndimage.label(pred, structure=np.ones((3, 3)))[0]
+    n_pred = int(len(np.unique(labels[labels > 0])))
+    true_ids = np.unique(truth_labels[truth_labels > 0])
+    n_true = len(true_ids)
+    both = (labels > 0) & (truth_labels > 0)
+    pairs, inter = np.unique(np.stack([labels[both], truth_labels[both]]), axis=1,
+                             return_counts=True)
+    area_p = np.bincount(labels.ravel())
+    area_t = np.bincount(truth_labels.ravel().astype(np.int64))
+    ious = inter / (area_p[pairs[0]] + area_t[pairs[1]] - inter)
+    tp = int((ious >= min_iou).sum())
+    return {"object_f1": 2 * tp / max(1, n_pred + n_true),
+            "count_error": abs(n_pred - n_true) / max(1, n_true),
+            "objects_pred": n_pred, "objects_true": n_true}
+
+
+def shot_references(dataset: Path, k_max: int) -> list[str]:
+    """The k-shot references: sorted stems at positions i * n // k_max (k = 1: ref0)."""
+    stems = sorted(p.stem for p in (dataset / "images").iterdir())
+    return [stems[i * len(stems) // k_max] for i in range(k_max)]
+
+
+def run_shots(seg: Segmenter, datasets: list[str], shots: list[int], max_targets: int
+              ) -> dict:
+    """Mean Dice with k pooled references, on one target set per dataset: up to
+    `max_targets` stems at evenly spaced positions among those that are no reference for any k.
+    The k references are the stems at positions i * n // k (k = 1: ref0; k = 3: the protocol's
+    ref0, ref1, ref2)."""
+    out: dict = {}
+    for ds_name in datasets:
+        ds = TILES / ds_name
+        refs_by_k = {k: shot_references(ds, k) for k in shots}
+        used = {s for refs in refs_by_k.values() for s in refs}
+        rest = [s for s in sorted(p.stem for p in (ds / "images").iterdir()) if s not in used]
+        idx = np.unique(np.linspace(0, len(rest) - 1, min(max_targets, len(rest))).round())
+        targets = [rest[int(i)] for i in idx]
+        out[ds_name] = {}
+        for k, ref_stems in refs_by_k.items():
+            reference = seg.prepare_reference([load_pair(ds, s) for s in ref_stems], ref_stems)
+            d = [dice(seg.segment([img], reference)[0].mask, truth)
+                 for img, truth in (load_pair(ds, s) for s in targets)]
+            out[ds_name][k] = {"references": ref_stems, "mean_dice": float(np.mean(d)),
+                               "targets": len(targets), "mode": reference.calibration.mode}
+            print(f"{ds_name} k={k} ({', '.join(ref_stems)}): mean Dice {np.mean(d):.3f} on "
+                  f"{len(targets)} targets, mode {reference.calibration.mode}", flush=True)
+    return out
+
+
 def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Green: true positive, red: false positive, blue: false negative."""
     out = image.astype(np.float32) * 0.6
@@ -113,6 +167,10 @@ def run(args: argparse.Namespace) -> dict:
                 row = {"stem": stem, "dice": dice(res.mask, truth), "iou": iou(res.mask, truth),
                        "seconds": sec, "encode_s": res.timings_s.get("encode", 0.0),
                        "pixels": int(truth.size)}
+                inst = ds / "instance_masks" / f"{stem}.png"
+                if inst.is_file():
+                    row.update(object_scores(res.labels if res.labels is not None else res.mask,
+                                             np.asarray(Image.open(inst))))
                 if ref_name == "ref0":
                     row.update(trivial_scores(ref_pair, (img, truth)))
                     if args.overlays:
@@ -168,6 +226,21 @@ def table(report: dict) -> str:
             f"{max(per_ref) - min(per_ref):.2f} | {secs:.2f} | {triv['copy_ref_mask']:.3f} | "
             f"{triv['colour_gaussian']:.3f} | {triv['all_foreground']:.3f} |"
         )
+    for ds, refs in report["datasets"].items():
+        rows = refs.get("ref0", {}).get("targets", [])
+        obj = [r for r in rows if "object_f1" in r]
+        if obj:
+            lines.append(f"\n{ds} (ref0), objects at IoU >= 0.5 on the {len(obj)} targets with "
+                         f"instance masks: F1 {np.mean([r['object_f1'] for r in obj]):.3f}, "
+                         f"count error {np.mean([r['count_error'] for r in obj]):.2f} (mean "
+                         f"|predicted - true| / true)")
+    if report.get("shots"):
+        ks = sorted({int(k) for v in report["shots"].values() for k in v})
+        lines.append("\n| dataset | " + " | ".join(f"k={k}" for k in ks) + " |")
+        lines.append("|---|" + "---|" * len(ks))
+        for ds, v in report["shots"].items():
+            lines.append(f"| {ds} | " + " | ".join(f"{v[k]['mean_dice']:.3f}" if k in v else "–"
+                                                   for k in ks) + " |")
     if total:
         share = 1.0 - float(np.sum(enc)) / float(np.sum(total))
         lines.append(f"\nshare of per-target time outside the image encoder: {100 * share:.0f} %")
@@ -182,6 +255,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench_out"))
     parser.add_argument("--no-overlays", dest="overlays", action="store_false")
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    parser.add_argument("--shots", default="",
+                        help="also the k-shot curve, e.g. 1,3,5 (pooled references)")
     parser.add_argument("--table-from", nargs="+", default=None, metavar="JSON",
                         help="only print the table from accuracy.json files (merged)")
     args = parser.parse_args()
@@ -194,7 +269,16 @@ def main() -> None:
         return
     if not TILES.is_dir():
         sys.exit(f"benchmark data not found at {TILES} (needs ../shared beside the checkout)")
-    report = run(args)
+    report = run(args) if args.refs else {"datasets": {}}
+    if args.shots:
+        cfg = load_config(None, args.set)
+        datasets = args.datasets.split(",") if args.datasets else sorted(
+            p.name for p in TILES.iterdir() if p.is_dir())
+        report["shots"] = run_shots(Segmenter.from_config(cfg), datasets,
+                                    [int(k) for k in args.shots.split(",")], args.max_targets)
+        out = Path(args.out) / "accuracy.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
     print(table(report))
 
 

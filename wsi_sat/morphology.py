@@ -36,17 +36,21 @@ def closing(mask: np.ndarray, iterations: int) -> np.ndarray:
     return cv2.erode(m, _CROSS, iterations=iterations, **border).astype(bool)
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """scipy.ndimage.binary_fill_holes: background not 4-connected to the image border."""
+def fill_holes(mask: np.ndarray, max_area: float | None = None) -> np.ndarray:
+    """scipy.ndimage.binary_fill_holes (background not 4-connected to the image border), or
+    with `max_area` only the holes smaller than that many pixels."""
     background = ~np.asarray(mask, dtype=bool)
     if not background.any():
         return ~background
-    _, labels = cv2.connectedComponents(background.view(np.uint8), connectivity=4,
-                                        ltype=cv2.CV_32S)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        background.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
     edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     outside = np.zeros(int(labels.max()) + 1, dtype=bool)
     outside[edge[edge > 0]] = True
-    return ~outside[labels]
+    if max_area is not None:
+        outside |= stats[:, cv2.CC_STAT_AREA] >= max_area
+    outside[0] = False
+    return ~outside[labels] & (labels > 0) | ~background
 
 
 def grow(mask: np.ndarray, radius_px: float) -> np.ndarray:

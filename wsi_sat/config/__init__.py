@@ -6,6 +6,7 @@ from wsi_sat.config.sat import (
     DecodeConfig,
     DecodeMode,
     MatchingConfig,
+    OpenSetConfig,
     PixelConfig,
     PostprocessConfig,
     PromptConfig,
@@ -18,7 +19,7 @@ from wsi_sat.config.wsi import WsiConfig
 
 __all__ = [
     "CalibrationConfig", "Config", "DecodeConfig", "DecodeMode", "FeatureModelConfig",
-    "MatchingConfig", "ModelsConfig", "PixelConfig", "PostprocessConfig", "PromptConfig",
+    "MatchingConfig", "ModelsConfig", "OpenSetConfig", "PixelConfig", "PostprocessConfig", "PromptConfig",
     "ReferenceConfig", "RuntimeConfig", "SamModelConfig", "SatConfig", "WsiConfig",
     "config_to_dict", "config_to_yaml", "default_config", "load_config",
 ]

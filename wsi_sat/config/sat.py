@@ -203,6 +203,11 @@ class CalibrationConfig(Section):
     default_threshold: float = Field(
         0.0, ge=-1.0, le=1.0, description="Margin threshold used when calibration is off."
     )
+    negative_weight: float = Field(
+        1.0, ge=0.0, le=100.0,
+        description="Threshold choice with negative examples: mean Dice on the reference views "
+        "minus this x the fraction of negative-example pixels called target.",
+    )
     pixel_min_gain: float = Field(
         0.03, ge=0.0, le=1.0,
         description="The per-pixel model is used only when it beats the plain map by at least "
@@ -222,6 +227,35 @@ class PostprocessConfig(Section):
     fill_holes: bool = Field(True, description="Fill holes smaller than the min area.")
 
 
+class OpenSetConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="Whole slides: before the tiles, a survey of the slide's tissue is "
+        "clustered and clusters the reference never showed (typical foreground similarity "
+        "below the open threshold and margin below the threshold) join the bank as "
+        "background, so tissue the reference never showed stays empty.",
+    )
+    quantile: float = Field(
+        0.1, gt=0.0, lt=1.0,
+        description="Open threshold: this quantile of the reference's held-out foreground "
+        "similarity (each half against the other; with several references, each against "
+        "the others).",
+    )
+    clusters: int = Field(32, ge=2, le=512, description="k-means clusters of the survey.")
+    min_cluster_patches: int = Field(
+        20, ge=1, le=100000,
+        description="Clusters with fewer survey patches are never called novel.",
+    )
+    survey_patches: int = Field(
+        8000, ge=100, le=1_000_000,
+        description="Tissue patches sampled from the survey tiles (seeded, spread evenly).",
+    )
+    max_background_patches: int = Field(
+        1000, ge=1, le=100000,
+        description="Cap on slide patches added to the bank as background (seeded sample).",
+    )
+
+
 class SatConfig(Section):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
@@ -230,4 +264,5 @@ class SatConfig(Section):
     pixel: PixelConfig = Field(default_factory=PixelConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    open_set: OpenSetConfig = Field(default_factory=OpenSetConfig)
     seed: int = Field(0, ge=0, description="Seed for every random choice (reproducible runs).")

@@ -31,6 +31,11 @@ class WsiConfig(Section):
         description="Tissue detection: morphological closing of the thumbnail mask "
         "(iterations of a 3x3 cross).",
     )
+    max_hole_um2: float = Field(
+        20000.0, ge=0.0,
+        description="Holes in the tissue and in predicted objects up to this area (µm²; a "
+        "gland lumen) are filled; larger enclosed holes stay glass.",
+    )
     min_tissue_area_um2: float = Field(
         500.0, ge=0.0,
         description="Tissue pieces smaller than this (µm²; 500 ≈ a 22 µm square, a few cells) "
@@ -40,6 +45,11 @@ class WsiConfig(Section):
         25.0, ge=0.0,
         description="Predictions are kept within this distance (µm) of detected tissue; "
         "farther out (glass, far debris) they are dropped.",
+    )
+    survey_tiles: int = Field(
+        16, ge=1, le=4096,
+        description="Open set (sat.open_set): tissue tiles surveyed before the tiles (spread "
+        "evenly over the slide's tissue tiles; all of them when fewer).",
     )
     coarse_downsample: int = Field(
         0, ge=0, le=32,

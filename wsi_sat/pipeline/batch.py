@@ -21,6 +21,7 @@ import numpy as np
 from wsi_sat.config import Config
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
+from wsi_sat.morphology import fill_holes, grow
 from wsi_sat.runtime.lanes import lane_threads, worker_lanes
 from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
@@ -69,6 +70,24 @@ def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarra
     return slide.read_padded(x, y, w, h, (tile_px, tile_px))
 
 
+def keep_on_tissue(pred: np.ndarray, tissue: np.ndarray, near_tissue: np.ndarray,
+                   margin_px: float, max_hole_px: float = 0.0) -> np.ndarray:
+    """The prediction on tissue, plus the glass it encloses: predicted glass pixels inside the
+    morphological closing (a disk of `margin_px`) of the predicted tissue — a gland lumen open
+    to the tissue edge, paler than the tissue threshold — and within the slide's tissue margin
+    (`near_tissue`). A closing fills concavities, never the glass along a straight or convex
+    tissue edge: no halo around tissue, predicted or not. Holes of the result up to
+    `max_hole_px` are filled (a lumen larger than the closing reaches)."""
+    anchored = pred & tissue
+    if not anchored.any():
+        return anchored
+    out = anchored
+    if margin_px > 0:
+        enclosed = ~grow(~grow(anchored, margin_px), margin_px)
+        out = anchored | (pred & near_tissue & enclosed)
+    return fill_holes(out, max_hole_px) if max_hole_px > 0 else out
+
+
 def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks,
                   cancel: threading.Event | None = None, segmenter: Segmenter | None = None
                   ) -> dict[str, Any]:
@@ -101,12 +120,15 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
                               tissue=tile_tissue)
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
-    for tile, res in zip(task.tiles, results):
+    for i, (tile, res) in enumerate(zip(task.tiles, results)):
         for stage, sec in res.timings_s.items():
             timings["read" if stage == "read_wait" else stage] += sec
         t = time.perf_counter()
         core = tile.core_in_read
-        mask = res.mask[core] & tile_mask(tissue.keep, tile, task.working_size)[core]
+        mask = keep_on_tissue(res.mask, tile_tissue[i], tile_mask(tissue.keep, tile,
+                                                                  task.working_size),
+                              task.config.wsi.tissue_margin_um / task.working_mpp,
+                              task.config.wsi.max_hole_um2 / task.working_mpp**2)[core]
         labels = None
         if task.instances and res.labels is not None:
             local = res.labels[core]

@@ -95,7 +95,8 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
 
 
 _ORDER = ("slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
-          "zarr", "timings_s", "reference", "calibration", "models", "config", "versions")
+          "zarr", "timings_s", "reference", "calibration", "open_set", "models", "config",
+          "versions")
 
 
 def _ordered(record: dict[str, Any]) -> dict[str, Any]:

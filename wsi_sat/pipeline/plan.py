@@ -92,7 +92,7 @@ def plan_slide(slide: Slide, wcfg: WsiConfig, working: float) -> SlidePlan:
     thumb_mpp = slide_mpp * downsample
     tissue = tissue_masks(thumb, wcfg.tissue_margin_um / thumb_mpp,
                           wcfg.min_tissue_area_um2 / thumb_mpp**2, wcfg.tissue_min_contrast,
-                          wcfg.tissue_closing_iterations)
+                          wcfg.tissue_closing_iterations, wcfg.max_hole_um2 / thumb_mpp**2)
     grid = make_grid(scale.working_size(*slide.dimensions), wcfg.tile_px, wcfg.overlap_px,
                      tissue.tissue, wcfg.min_tissue_fraction)
     return SlidePlan(scale, tissue, grid)

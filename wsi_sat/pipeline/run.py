@@ -29,7 +29,9 @@ from wsi_sat.pipeline.plan import (
     working_mpp,
 )
 from wsi_sat.pipeline.reference import SlideReference, tile_encode_scale
+from wsi_sat.pipeline.survey import survey_slide
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
+from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.ome_zarr import create_level0
@@ -56,11 +58,14 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
                           working_mpp(slide.require_mpp(), options, reference.mpp))
         timings["tissue"] = time.perf_counter() - t
         tiles, coarse_info = _select(slide, plan, reference, segmenter, config, timings)
+        t = time.perf_counter()
+        survey = survey_slide(slide, plan, reference.embedding, segmenter, config, threads)
+        timings["survey"] = time.perf_counter() - t
         instances = reference.embedding.calibration.mode == "instances"
         tasks = _tasks(slide_path, plan, tiles, paths, instances, config, options, threads)
         t = time.perf_counter()
-        _run_batches(tasks, reference, plan, segmenter, client, lanes, options, paths.stem,
-                     len(tiles))
+        _run_batches(tasks, survey.embedding, plan, segmenter, client, lanes, options,
+                     paths.stem, len(tiles))
         timings["segment_wall"] = time.perf_counter() - t
         unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
         if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
@@ -69,6 +74,7 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
                                 time.perf_counter() - t_start)
         record = _record(slide, plan, tiles, len(tasks), coarse_info, reference, segmenter,
                          config, options)
+        record["open_set"] = survey.info
         return finalize_slide(slide, plan, paths, tiles, instances, config, record, timings,
                               t_start)
 
@@ -102,14 +108,13 @@ def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPa
             for b, batch in enumerate(plan_batches(tiles, config.wsi.batch_tiles))]
 
 
-def _run_batches(tasks: list[BatchTask], reference: SlideReference, plan: SlidePlan,
+def _run_batches(tasks: list[BatchTask], embedding: ReferenceEmbedding, plan: SlidePlan,
                  segmenter: Segmenter, client: Any, lanes: int, options: RunOptions,
                  stem: str, n_tiles: int) -> None:
     pending = [task for task in tasks if not Path(task.shard_path).is_file()]
     if options.max_batches is not None:
         pending = pending[: options.max_batches]
     done_tiles = sum(len(t.tiles) for t in tasks) - sum(len(t.tiles) for t in pending)
-    embedding = reference.embedding
     with tqdm(total=n_tiles, initial=done_tiles, unit="tile", desc=stem, disable=None,
               dynamic_ncols=True) as bar:
         if client is None:

@@ -20,6 +20,7 @@ from wsi_sat.sat.decode import map_probability
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.metrics import dice
+from wsi_sat.sat.open_set import open_threshold
 from wsi_sat.sat.pixel import fit_pixel_model, pixel_features, predict_pixels
 from wsi_sat.sat.predict import predict, refine_match
 from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView
@@ -27,23 +28,34 @@ from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView
 log = logging.getLogger(__name__)
 
 
-def leave_out_match(view: ReferenceView, ref: ReferenceEmbedding, cfg: SatConfig
-                    ) -> tuple[np.ndarray, MatchResult]:
-    """Match a reference view to the bank, leaving out bank patches near each query patch."""
+def leave_out_match(view: ReferenceView, ref: ReferenceEmbedding, cfg: SatConfig,
+                    whole_reference: bool = False) -> tuple[np.ndarray, MatchResult]:
+    """Match a reference view to the bank, leaving out bank patches near each query patch
+    (`whole_reference`: every patch of the view's own reference — several references
+    calibrate across references, as a target is an image the bank has never seen)."""
     gh, gw = view.grid.grid_hw
     feats = ref.features(view.grid, view.colour)
     qxy = view.view.to_original(view.grid.centres_xy()).astype(np.float32)
     radius = (cfg.matching.exclude_radius_patches + 0.5) * max(view.grid.patch_hw) / view.view.scale
+    if whole_reference:
+        radius = np.inf
     exclude = (qxy, np.full(gh * gw, view.ref_id, np.int32), ref.pos_xy, ref.ref_ids, radius)
     return feats, match(feats, ref.bank, ref.labels, cfg.matching.top_k, exclude=exclude)
 
 
 def choose_threshold(margins: list[np.ndarray], masks: list[np.ndarray],
-                     candidates: list[float]) -> tuple[float, float]:
-    """Threshold with the best mean Dice; ties go to the one closest to zero."""
+                     candidates: list[float], negative_margins: list[np.ndarray] = (),
+                     negative_masks: list[np.ndarray] = (), negative_weight: float = 1.0
+                     ) -> tuple[float, float]:
+    """Threshold with the best mean Dice over the reference views, less `negative_weight` x
+    the mean fraction of negative-example pixels called target; ties go to the one closest to
+    zero."""
     best = (-1.0, 0.0)
     for t in sorted(candidates, key=abs):
         score = float(np.mean([dice(m > t, k) for m, k in zip(margins, masks)]))
+        if negative_margins:
+            score -= negative_weight * float(np.mean([(m[k] > t).mean() for m, k in
+                                    zip(negative_margins, negative_masks)]))
         if score > best[0] + 1e-6:
             best = (score, t)
     return best[1], best[0]
@@ -91,16 +103,26 @@ def _pixel_margins(views: list[ReferenceView], matched: list[tuple[np.ndarray, M
 
 def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEngine,
               cfg: SatConfig) -> ReferenceEmbedding:
-    """Return `ref` with the calibrated threshold, mode and (optional) pixel model."""
-    matched = [leave_out_match(v, ref, cfg) for v in views]
+    """Return `ref` with the calibrated threshold, mode, open threshold and (optional) pixel
+    model. Negative-example views count against the threshold (their pixels called target);
+    the rest is judged on the reference views."""
+    open_thr = open_threshold(ref, cfg.open_set, cfg.matching.top_k)
+    negative_views = [v for v in views if v.negative]
+    views = [v for v in views if not v.negative]
+    across = len({v.ref_id for v in views}) >= 2
+    matched = [leave_out_match(v, ref, cfg, across) for v in views]
     margins = _pixel_margins(views, matched)
     masks = [v.mask for v in views]
     if not cfg.calibration.enabled:
         thr = cfg.calibration.default_threshold
         mode = "union" if cfg.decode.mode == "auto" else cfg.decode.mode
-        return ref.with_calibration(Calibration(thr, mode, False), None)
+        return ref.with_calibration(Calibration(thr, mode, False, {}, open_thr), None)
 
-    thr, thr_dice = choose_threshold(margins, masks, cfg.calibration.thresholds)
+    negative_margins = _pixel_margins(negative_views,
+                                      [leave_out_match(v, ref, cfg) for v in negative_views])
+    thr, thr_dice = choose_threshold(margins, masks, cfg.calibration.thresholds,
+                                     negative_margins, [v.mask for v in negative_views],
+                                     cfg.calibration.negative_weight)
     scores: dict[str, float] = {"threshold_dice": thr_dice}
     if cfg.matching.self_train:  # judge the rest on the refined margins targets will get
         matched = [(f, refine_match(r, f, thr, cfg)) for f, r in matched]
@@ -141,5 +163,5 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
         mode = modes[0]
     log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
              pixel_model is not None, {k: round(v, 3) for k, v in scores.items()})
-    return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores),
-                                pixel_model)
+    return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores,
+                                            open_thr), pixel_model)

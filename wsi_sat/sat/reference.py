@@ -43,6 +43,7 @@ class Calibration:
     mode: DecodeMode
     use_pixel: bool
     scores: dict[str, float] = field(default_factory=dict)
+    open_threshold: float | None = None  # least fg similarity of a real target patch
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,13 @@ def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid
 def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: float,
                default_threshold: float, seed: int) -> ReferenceEmbedding:
     """Pool the labelled patches of every view into one bank (capped per class, seeded)."""
-    colours = np.concatenate([v.colour.reshape(-1, v.colour.shape[-1]) for v in views])
+    # the colour scale is the references' own (negative examples do not move it)
+    colours = np.concatenate([v.colour.reshape(-1, v.colour.shape[-1]) for v in views
+                              if not v.negative] or
+                             [v.colour.reshape(-1, v.colour.shape[-1]) for v in views])
     colour_mean = colours.mean(axis=0)
     colour_std = np.maximum(colours.std(axis=0), 1e-3)
-    feats, labels, pos, refs = [], [], [], []
+    feats, labels, pos, refs, neg = [], [], [], [], []
     for v in views:
         gh, gw = v.grid.grid_hw
         f = fuse(v.grid.feats.reshape(gh * gw, -1), v.colour.reshape(gh * gw, -1),
@@ -137,14 +141,18 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
         labels.append(lab[keep])
         pos.append(v.view.to_original(v.grid.centres_xy()[keep]))
         refs.append(np.full(int(keep.sum()), v.ref_id, dtype=np.int32))
+        neg.append(np.full(int(keep.sum()), v.negative))
     bank = np.concatenate(feats)
+    neg_all = np.concatenate(neg)
     lab_all = np.concatenate(labels)
     pos_all = np.concatenate(pos).astype(np.float32)
     ref_all = np.concatenate(refs)
     rng = np.random.default_rng(seed)
     keep_idx = []
-    for cls in (0, 1):
-        idx = np.nonzero(lab_all == cls)[0]
+    # capped per class, and negative examples apart (they never crowd the references' own
+    # background out of the bank)
+    for cls, negative in ((0, False), (1, False), (0, True)):
+        idx = np.nonzero((lab_all == cls) & (neg_all == negative))[0]
         if len(idx) > cfg.max_bank_patches:
             idx = np.sort(rng.choice(idx, cfg.max_bank_patches, replace=False))
         keep_idx.append(idx)

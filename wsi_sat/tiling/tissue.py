@@ -23,10 +23,11 @@ from wsi_sat.tiling.grid import Tile
 
 
 def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float = 12.0,
-                closing_iterations: int = 2) -> np.ndarray:
+                closing_iterations: int = 2, max_hole_px: float | None = None) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail; pieces under `min_area_px` thumbnail pixels
     (the caller converts a physical area) are dropped. `min_distance` is the least colour
-    distance from the glass that counts as tissue (when above the Otsu threshold)."""
+    distance from the glass that counts as tissue (when above the Otsu threshold); holes up
+    to `max_hole_px` (None: all) are filled."""
     # 3x3 mean per channel, mirrored border (scipy's uniform_filter 'reflect')
     img = cv2.blur(np.ascontiguousarray(thumb, dtype=np.float32), (3, 3),
                    borderType=cv2.BORDER_REFLECT)
@@ -37,7 +38,7 @@ def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float
     if float(dist.max() - dist.min()) < 1e-6:
         return np.zeros(thumb.shape[:2], dtype=bool)
     threshold = max(threshold_otsu(dist), min_distance)
-    mask = fill_holes(closing(dist > threshold, iterations=closing_iterations))
+    mask = fill_holes(closing(dist > threshold, iterations=closing_iterations), max_hole_px)
     return large_components(mask, max(4, round(min_area_px)))
 
 
@@ -50,10 +51,11 @@ class TissueMasks:
 
 
 def tissue_masks(thumb: np.ndarray, margin_px: float, min_area_px: float = 4.0,
-                 min_distance: float = 12.0, closing_iterations: int = 2) -> TissueMasks:
-    """Tissue (pieces of at least `min_area_px`) and tissue grown by `margin_px`, both in
-    thumbnail pixels."""
-    tissue = tissue_mask(thumb, min_area_px, min_distance, closing_iterations)
+                 min_distance: float = 12.0, closing_iterations: int = 2,
+                 max_hole_px: float | None = None) -> TissueMasks:
+    """Tissue (pieces of at least `min_area_px`, holes up to `max_hole_px` filled) and tissue
+    grown by `margin_px`, all in thumbnail pixels."""
+    tissue = tissue_mask(thumb, min_area_px, min_distance, closing_iterations, max_hole_px)
     return TissueMasks(tissue, grow(tissue, margin_px))
 
 

@@ -1,0 +1,115 @@
+"""Open set on synthetic slides where the answer is known: tissue the reference never showed
+stays empty, the target is still found (fast fake SAM)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import blobs_image
+from wsi_sat import api
+from wsi_sat.config import OpenSetConfig, load_config
+from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
+from wsi_sat.io.reference import Reference
+from wsi_sat.models.features import SamEncoderFeatures
+from wsi_sat.sat.open_set import held_out_fg_similarity, slide_background, with_background
+from wsi_sat.segmenter import Segmenter
+from wsi_sat.writers.ome_zarr import read_level
+
+MPP = 0.5
+
+
+def novel_tissue(seed, size=(200, 240)):
+    """A bluish texture the blob reference never showed."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((*size, 3), np.float32) + np.array([120, 150, 200])
+    img += rng.normal(0, 25, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), np.zeros(size, bool)
+
+
+def _run(fake_engine, path, out, open_set: bool, mode="map"):
+    cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
+                             f"sat.decode.mode={mode}", "wsi.tile_px=256", "wsi.overlap_px=32",
+                             "wsi.min_tissue_area_um2=100", "wsi.pyramid_min_px=64",
+                             f"sat.open_set.enabled={str(open_set).lower()}",
+                             "sat.open_set.min_cluster_patches=5"])
+    seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
+    ref = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0), "array")])
+    api.run_slide(path, ref, seg, out_dir=out)
+    stem = path.name.split(".")[0]
+    return (read_level(out / f"{stem}.ome.zarr", 0) > 0,
+            json.loads((out / f"{stem}.run.json").read_text()))
+
+
+@pytest.mark.parametrize("mode", ["map", "union"])
+def test_tissue_the_reference_never_showed_stays_empty(fake_engine, tmp_path, mode):
+    cells = [blobs_image(10 + i, n=4) for i in range(3)] + [novel_tissue(i) for i in range(6)]
+    image, truth = mosaic(cells, cols=3, cell_hw=(200, 240), gap_px=40)
+    novel = np.zeros(truth.shape, bool)
+    for i in range(3, 9):
+        r, c = divmod(i, 3)
+        novel[40 + r * 240 : 40 + r * 240 + 200, 40 + c * 280 : 40 + c * 280 + 240] = True
+    path = tmp_path / "mixed.tif"
+    write_pyramidal_tiff(path, image, MPP, tile_px=128, min_px=256)
+    closed, run_closed = _run(fake_engine, path, tmp_path / "closed", False, mode)
+    opened, run_open = _run(fake_engine, path, tmp_path / "open", True, mode)
+    if mode == "map":  # the two-class decision paints the unseen tissue
+        assert closed[novel].mean() > 0.5
+    assert opened[novel].mean() < 0.01
+    dice = 2 * (opened & truth).sum() / (opened.sum() + truth.sum())
+    assert dice > 0.8
+    info = run_open["open_set"]
+    assert info["enabled"] and info["background"]["novel_clusters"] >= 1
+    assert run_closed["open_set"] == {"enabled": False}
+
+
+def test_a_target_free_slide_comes_out_empty_and_without_a_halo(fake_engine, tmp_path):
+    image, _ = mosaic([novel_tissue(20 + i) for i in range(4)], cols=2, cell_hw=(200, 240),
+                      gap_px=60)
+    path = tmp_path / "free.tif"
+    write_pyramidal_tiff(path, image, MPP, tile_px=128, min_px=256)
+    pred, _ = _run(fake_engine, path, tmp_path / "o", True)
+    assert pred.mean() < 0.002
+
+
+def test_held_out_similarity_splits_one_reference_or_leaves_references_out():
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(40, 8)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    labels = np.r_[np.ones(30, np.int8), np.zeros(10, np.int8)]
+    xy = np.c_[np.arange(40) * 10.0, np.zeros(40)].astype(np.float32)
+    one = held_out_fg_similarity(bank, labels, xy, np.zeros(40, np.int32), top_k=3)
+    assert one.shape == (30,)  # every fg patch, each against the other half only
+    left = xy[labels == 1, 0] < np.median(xy[labels == 1, 0])
+    fg = bank[labels == 1]
+    want = np.sort(fg[left] @ fg[~left].T, axis=1)[:, -3:].mean(axis=1)
+    assert np.allclose(one[: left.sum()], want, atol=1e-6)
+    two = held_out_fg_similarity(bank, labels, xy, np.r_[np.zeros(15), np.ones(25)].astype(int),
+                                 top_k=3)
+    assert two.shape == (30,)
+
+
+def test_slide_background_takes_novel_clusters_only():
+    rng = np.random.default_rng(1)
+    target = rng.normal(0, 0.05, (300, 4)) + [1, 0, 0, 0]
+    unseen = rng.normal(0, 0.05, (300, 4)) + [0, 0, 1, 0]
+    feats = np.concatenate([target, unseen]).astype(np.float32)
+    fg_sim = np.r_[np.full(300, 0.9), np.full(300, 0.4)]
+    margin = np.r_[np.full(300, 0.05), np.full(300, 0.01)]  # unseen: above the threshold
+    cfg = OpenSetConfig(clusters=4, min_cluster_patches=10, max_background_patches=1000)
+    idx, info = slide_background(feats, fg_sim, margin, 0.02, 0.6, cfg, seed=0)
+    assert set(idx.tolist()) == set(range(300, 600))
+    assert info["novel_fraction"] == pytest.approx(0.5)
+    # the target is never background, even where its similarity dips
+    margin[:300] = 0.05
+    idx, _ = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=0)
+    assert idx.min() >= 300 if len(idx) else True
+
+
+def test_with_background_appends_unlabelled_background(fake_segmenter):
+    ref = fake_segmenter.prepare_reference([blobs_image(0)])
+    extra = ref.bank[:5]
+    out = with_background(ref, extra)
+    assert len(out.bank) == len(ref.bank) + 5 and (out.labels[-5:] == 0).all()
+    assert (out.ref_ids[-5:] == -1).all() and np.isnan(out.pos_xy[-5:]).all()
+    assert with_background(ref, extra[:0]) is ref

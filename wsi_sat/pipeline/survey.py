@@ -1,0 +1,89 @@
+"""The slide survey: before the tiles, a sample of the slide's tissue tiles is encoded and its
+tissue patches matched against the reference; clusters of tissue the reference never showed
+join the bank as background for this slide (see wsi_sat.sat.open_set)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wsi_sat.config import Config
+from wsi_sat.io.slide import Slide
+from wsi_sat.pipeline.batch import read_tile
+from wsi_sat.pipeline.plan import SlidePlan
+from wsi_sat.runtime.threads import torch_threads
+from wsi_sat.sat.matching import match
+from wsi_sat.sat.open_set import slide_background, with_background
+from wsi_sat.sat.patches import mask_fraction, patch_colour
+from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.segmenter import Segmenter
+from wsi_sat.tiling.grid import Tile
+from wsi_sat.tiling.tissue import tile_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Survey:
+    embedding: ReferenceEmbedding  # the reference plus this slide's background
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def survey_tiles(tiles: list[Tile], n: int) -> list[Tile]:
+    """`n` tiles spread evenly over the slide's tissue tiles (all of them when fewer)."""
+    if len(tiles) <= n:
+        return list(tiles)
+    return [tiles[int(i)] for i in np.linspace(0, len(tiles) - 1, n).round()]
+
+
+def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
+                 segmenter: Segmenter, config: Config, threads: int = 0) -> Survey:
+    """The reference with this slide's never-shown tissue as background (unchanged when the
+    open set is off, the reference has no open threshold or the slide has no tissue)."""
+    ocfg = config.sat.open_set
+    open_thr = reference.calibration.open_threshold
+    if not ocfg.enabled or open_thr is None or not plan.tiles:
+        return Survey(reference, {"enabled": False})
+    t0 = time.perf_counter()
+    chosen = survey_tiles(plan.tiles, config.wsi.survey_tiles)
+    per_tile = max(1, ocfg.survey_patches // len(chosen))
+    rng = np.random.default_rng(config.sat.seed)
+    scale = float(segmenter.engine.input_px) / config.wsi.tile_px
+    feats, fg_sim, margin = [], [], []
+    with torch_threads(threads):
+        for tile in chosen:
+            image = read_tile(slide, plan.scale, tile, config.wsi.tile_px)
+            enc = segmenter.engine.encode([image], scale)
+            grid = segmenter.backbone.grids([image], enc)[0]
+            tissue = tile_mask(plan.tissue.tissue, tile, plan.grid.working_size)
+            keep = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
+                    >= config.sat.matching.self_train_min_tissue)
+            idx = np.nonzero(keep)[0]
+            if not len(idx):
+                continue
+            if len(idx) > per_tile:
+                idx = np.sort(rng.choice(idx, per_tile, replace=False))
+            f = reference.features(grid, patch_colour(image, grid.grid_hw, grid.patch_hw))[idx]
+            res = match(f, reference.bank, reference.labels, config.sat.matching.top_k,
+                        votes=False)
+            feats.append(f)
+            fg_sim.append(res.fg_sim)
+            margin.append(res.margin)
+    if not feats:
+        return Survey(reference, {"enabled": True, "tiles": len(chosen), "patches": 0})
+    x = np.concatenate(feats)
+    picked, summary = slide_background(x, np.concatenate(fg_sim), np.concatenate(margin),
+                                       reference.calibration.threshold, open_thr, ocfg,
+                                       config.sat.seed)
+    info = {"enabled": True, "tiles": len(chosen), "survey_patches": int(len(x)),
+            "open_threshold": open_thr, "background": summary,
+            "seconds": time.perf_counter() - t0}
+    log.info("survey: %d tiles, %d patches, %d of %d clusters never shown by the reference "
+             "(%.0f %% of the tissue), %d patches added as background, %.1fs", len(chosen),
+             len(x), summary["novel_clusters"], summary["clusters"],
+             100 * summary.get("novel_fraction", 0.0), summary["patches"], info["seconds"])
+    return Survey(with_background(reference, x[picked]), info)

@@ -1,0 +1,109 @@
+"""Open set: tissue the reference never showed stays empty.
+
+The matching margin only says "closer to the reference's foreground than to its background";
+a reference's background is a thin sample (a GlaS image is mostly gland), so tissue it never
+showed — dermis, epidermis, fat, muscle — lands on either side by chance. Two pieces fix that:
+
+1. `open_threshold`: how similar a target patch is to the reference's foreground when the
+   patch is NOT part of the bank — measured on the reference itself, held out: with one
+   reference, each half of it against the other half; with several, each reference against
+   the others. Its low quantile is the least foreground similarity a real target patch shows.
+2. `slide_background`: over a sample of a slide's tissue patches (the survey), clusters in
+   feature space whose typical patch is below that similarity AND below the margin threshold
+   are tissue the reference never showed; their patches join the bank as background. Every
+   tile is then matched against reference + slide background, so the decision is made once
+   per slide with the slide's own tissue in view, and a patch of such tissue meets its own
+   kind in the background bank (its margin drops) even where its similarity alone was
+   ambiguous. Clusters are judged by their median, not patch by patch: a target cluster with
+   a few odd patches is kept whole.
+
+Measured on the sparse benchmark slide (skin section + GlaS, three GlaS references), see
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from scipy.cluster.vq import kmeans2
+
+from wsi_sat.config import OpenSetConfig
+from wsi_sat.sat.reference import ReferenceEmbedding
+
+
+def _topk_mean(sim: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, min(k, sim.shape[1]))
+    return np.partition(sim, -k, axis=1)[:, -k:].mean(axis=1)
+
+
+def held_out_fg_similarity(bank: np.ndarray, labels: np.ndarray, pos_xy: np.ndarray,
+                           ref_ids: np.ndarray, top_k: int) -> np.ndarray:
+    """Top-k mean similarity of each foreground bank patch to the foreground patches of held-out
+    parts of the references: the other references (several), else the other half of its own
+    reference (split at the median of its longer spread)."""
+    fg = labels == 1
+    ids = np.unique(ref_ids[fg])
+    feats, xy, rid = bank[fg], pos_xy[fg], ref_ids[fg]
+    out = []
+    if len(ids) >= 2:
+        for i in ids:
+            own = rid == i
+            out.append(_topk_mean(feats[own] @ feats[~own].T, top_k))
+        return np.concatenate(out)
+    spread = xy.max(axis=0) - xy.min(axis=0)
+    axis = int(np.argmax(spread))
+    left = xy[:, axis] < np.median(xy[:, axis])
+    for a, b in ((left, ~left), (~left, left)):
+        if a.any() and b.any():
+            out.append(_topk_mean(feats[a] @ feats[b].T, top_k))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def open_threshold(ref: ReferenceEmbedding, cfg: OpenSetConfig, top_k: int) -> float | None:
+    """The least foreground similarity of a real target patch (`cfg.quantile` of the held-out
+    foreground similarity), or None when the references cannot be split."""
+    sims = held_out_fg_similarity(ref.bank, ref.labels, ref.pos_xy, ref.ref_ids, top_k)
+    if len(sims) < 10:
+        return None
+    return float(np.quantile(sims, cfg.quantile))
+
+
+def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
+                     threshold: float, open_thr: float, cfg: OpenSetConfig, seed: int
+                     ) -> tuple[np.ndarray, dict[str, float]]:
+    """Indices of survey patches that are tissue the reference never showed, and a summary.
+
+    feats (N, D) fused features of the slide's surveyed tissue patches, their top-k
+    foreground similarity and margin against the reference bank."""
+    n = len(feats)
+    k = min(cfg.clusters, n // max(1, cfg.min_cluster_patches))
+    if k < 2:
+        return np.zeros(0, np.int64), {"clusters": 0, "novel_clusters": 0, "patches": 0}
+    _, labels = kmeans2(feats.astype(np.float64), k, minit="++", seed=seed)
+    novel = []
+    for c in range(k):
+        members = labels == c
+        if members.sum() < cfg.min_cluster_patches:
+            continue
+        if np.median(fg_sim[members]) < open_thr and np.median(margin[members]) < threshold:
+            novel.append(c)
+    idx = np.nonzero(np.isin(labels, novel))[0]
+    if len(idx) > cfg.max_background_patches:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, cfg.max_background_patches,
+                                                         replace=False))
+    return idx, {"clusters": int(k), "novel_clusters": len(novel), "patches": int(len(idx)),
+                 "novel_fraction": float(np.isin(labels, novel).mean())}
+
+
+def with_background(ref: ReferenceEmbedding, feats: np.ndarray) -> ReferenceEmbedding:
+    """The reference with `feats` (fused, unit-norm) added to its bank as background; they
+    belong to no reference (ref id -1, no position), so self-calibration never uses them."""
+    if not len(feats):
+        return ref
+    m = len(feats)
+    return replace(ref,
+                   bank=np.concatenate([ref.bank, feats.astype(ref.bank.dtype)]),
+                   labels=np.concatenate([ref.labels, np.zeros(m, ref.labels.dtype)]),
+                   pos_xy=np.concatenate([ref.pos_xy, np.full((m, 2), np.nan, np.float32)]),
+                   ref_ids=np.concatenate([ref.ref_ids, np.full(m, -1, ref.ref_ids.dtype)]))
