@@ -1,5 +1,7 @@
 """Every user mistake: exit code 2 and ONE line on stderr that says what to do, no traceback."""
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -21,6 +23,20 @@ def files(tmp_path):
     Image.fromarray((np.zeros((32, 40)) + 255 * (np.arange(40) < 20)).astype(np.uint8)).save(
         tmp_path / "small_mask.png")
     (tmp_path / "text.png").write_text("hello")
+    from wsi_sat.io.mosaic import write_pyramidal_tiff
+
+    write_pyramidal_tiff(tmp_path / "slide.tif", np.full((300, 300, 3), 200, np.uint8), 0.5,
+                         tile_px=128, min_px=256)
+
+    def feat(x0, cls):
+        ring = [[x0, 10], [x0 + 50, 10], [x0 + 50, 60], [x0, 60], [x0, 10]]
+        return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"classification": {"name": cls}}}
+
+    (tmp_path / "ann.geojson").write_text(json.dumps([feat(10, "Tumor"), feat(100, "Stroma")]))
+    (tmp_path / "array.geojson").write_text("[]")
+    (tmp_path / "overlap.geojson").write_text(json.dumps([feat(10, "Tumor"), feat(10, "Tumor"),
+                                                          feat(30, "Stroma")]))
     return tmp_path
 
 
@@ -51,6 +67,25 @@ def run(args):
         (["config", "show", "--set", "models.sam.name=sam_vit_x"], "models.sam.name"),
         (["config", "show", "--config", "{d}/none.yaml"], "not found"),
         (["eval", "--pred", "{d}/nope", "--truth", "{d}"], "not a folder"),
+        (["segment", "{d}/target.png", "--reference", "{d}/ref.png", "--reference-mask",
+          "{d}/good_mask.png", "--negative", "{d}/target.png", "--negative-mask",
+          "{d}/small_mask.png", "--out", "{d}/o"], "same size"),
+        (["segment", "{d}/target.png", "--reference", "{d}/ref.png", "--reference-mask",
+          "{d}/good_mask.png", "--negative", "{d}/ref.png", "--negative-mask",
+          "{d}/good_mask.png", "--out", "{d}/o"], "marks pixels of the target"),
+        (["segment", "{d}/target.png", "--reference", "{d}/ref.png", "--reference-mask",
+          "{d}/good_mask.png", "--negative", "{d}/target.png", "--negative-mask",
+          "{d}/empty_mask.png", "--out", "{d}/o"], "negative mask of"),
+        (["segment", "{d}/target.png", "--reference", "{d}/ref.png", "--reference-mask",
+          "{d}/good_mask.png", "--negative", "{d}/target.png", "--negative", "{d}/ref.png",
+          "--negative-mask", "{d}/good_mask.png", "--out", "{d}/o"], "--negative-mask"),
+        (["run", "{d}/slide.tif", "--reference-geojson", "{d}/ann.geojson",
+          "--reference-slide", "{d}/slide.tif", "--class-name", "Gland", "--out", "{d}/o"],
+         "no annotation of class 'Gland'"),
+        (["run", "{d}/slide.tif", "--reference-geojson", "{d}/array.geojson",
+          "--reference-slide", "{d}/slide.tif", "--out", "{d}/o"], "no polygon"),
+        (["run", "{d}/slide.tif", "--reference-geojson", "{d}/overlap.geojson",
+          "--reference-slide", "{d}/slide.tif", "--out", "{d}/o"], "overlaps the target"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(files, argv, words):
