@@ -30,14 +30,51 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 class _Group(click.Group):
-    """Turns WsiSatError into a one-line message and exit code 2."""
+    """Turns WsiSatError (and a full, read-only or forbidden disk) into a one-line message and
+    exit code 2; Ctrl-C into exit code 130 with where to resume."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        from wsi_sat.writers.atomic import DISK_ERRORS
+
         try:
             return super().invoke(ctx)
         except WsiSatError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:  # one line, like every other user mistake
+            where = f" (see `wsi-sat {exc.ctx.info_name} --help`)" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            where = f" '{exc.filename}'" if exc.filename else ""
+            click.echo(f"error: cannot write{where}: {exc.strerror}; free space or fix the "
+                       "permissions, then rerun with --resume", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished batches are kept; rerun the same command with "
+                       "--resume to continue", err=True)
+            ctx.exit(130)
+
+
+class Mpp(click.ParamType):
+    """A pixel size in µm/px: finite, between 0.01 and 100."""
+
+    name = "MPP"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        try:
+            mpp = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number (µm/px)", param, ctx)
+        if not (0.01 <= mpp <= 100.0):  # also NaN and inf
+            self.fail(f"{value} µm/px is not a plausible pixel size (0.01-100; 0.25 = 40x, "
+                      "0.5 = 20x)", param, ctx)
+        return mpp
+
+
+MPP = Mpp()
 
 
 config_option = click.option(
@@ -89,7 +126,7 @@ def app(verbose: int, quiet: bool) -> None:
                    "beside it, else its alpha channel).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder: <stem>.png masks (0/255) at each target's original size.")
-@click.option("--target-mpp", "mpp", type=float, default=None,
+@click.option("--target-mpp", "mpp", type=MPP, default=None,
               help="Pixel size of the targets in µm/px (enables sat.postprocess.min_area_um2).")
 @negative_option
 @negative_mask_option
@@ -102,8 +139,10 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
             config_path: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Segment TARGET images or folders like the reference (one-shot, no training)."""
     from wsi_sat.api import check_negatives, load_negatives, load_references
+    from wsi_sat.errors import InputImageError
     from wsi_sat.io.image import list_images, probe_image, read_image
     from wsi_sat.segmenter import Segmenter
+    from wsi_sat.writers.atomic import writable_dir
     from wsi_sat.writers.mask_png import write_mask_png
 
     cfg = _config(config_path, overrides, device)
@@ -111,8 +150,19 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
     refs = load_references(references, reference_masks)
     negs = load_negatives(negatives, negative_masks)
     check_negatives(refs, negs)
-    for p in paths:  # fail on an unreadable target before minutes of work, not after
-        probe_image(p)
+    readable, failed = [], []
+    for p in paths:  # unreadable targets are found before minutes of work, not after
+        try:
+            probe_image(p)
+            readable.append(p)
+        except InputImageError as exc:
+            failed.append(str(exc))
+    if not readable:
+        raise InputImageError(failed[0] if len(failed) == 1 else
+                              f"none of the {len(paths)} targets is readable: {failed[0]}")
+    writable_dir(out_dir)
+    for message in failed:
+        click.echo(f"warning: {message}; skipped", err=True)
     t0 = time.perf_counter()
     seg = Segmenter.from_config(cfg)
     reference = seg.prepare_reference([(r.image, r.mask) for r in refs], [r.name for r in refs],
@@ -120,16 +170,23 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
     cal = reference.calibration
     log.info("reference ready in %.1fs: mode=%s threshold=%.3f pixel=%s",
              time.perf_counter() - t0, cal.mode, cal.threshold, cal.use_pixel)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for p in paths:
-        image, _ = read_image(p)
+    for p in readable:
+        try:
+            image, _ = read_image(p)
+        except InputImageError as exc:  # corrupt past its header
+            failed.append(str(exc))
+            click.echo(f"warning: {exc}; skipped", err=True)
+            continue
         t = time.perf_counter()
         result = seg.segment([image], reference, mpp=mpp)[0]
         write_mask_png(out_dir / f"{p.stem}.png", result.mask)
         click.echo(f"{p.name}: {100 * result.mask.mean():.1f}% foreground, mode {result.mode}, "
                    f"{result.n_positive}+/{result.n_negative}- points, "
                    f"{time.perf_counter() - t:.1f}s")
-    click.echo(f"wrote {len(paths)} masks to {out_dir}")
+    click.echo(f"wrote {len(paths) - len(failed)} masks to {out_dir}")
+    if failed:
+        raise InputImageError(f"{len(failed)} of {len(paths)} targets could not be read (see "
+                              "the warnings above); the others are written")
 
 
 @app.command()
@@ -138,7 +195,7 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
               help="Reference image (repeatable).")
 @click.option("--reference-mask", "reference_masks", multiple=True,
               type=click.Path(path_type=Path), help="Mask of each --reference, same order.")
-@click.option("--reference-mpp", type=float, default=None,
+@click.option("--reference-mpp", type=MPP, default=None,
               help="Pixel size of the reference image in µm/px (default: the working mpp).")
 @click.option("--reference-geojson", type=click.Path(path_type=Path), default=None,
               help="QuPath annotation (GeoJSON) of the reference region on --reference-slide.")
@@ -146,10 +203,10 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
               help="Slide the --reference-geojson annotation was drawn on.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Output folder.")
-@click.option("--mpp", type=float, default=None,
+@click.option("--mpp", type=MPP, default=None,
               help="Working resolution in µm/px (default: --reference-mpp, else each slide's "
                    "level-0 mpp).")
-@click.option("--slide-mpp", type=float, default=None,
+@click.option("--slide-mpp", type=MPP, default=None,
               help="Level-0 pixel size in µm/px, overriding (or standing in for missing) metadata.")
 @click.option("--tile-px", type=int, default=None, help="Tile side in working pixels [1024].")
 @click.option("--overlap-px", type=int, default=None,
@@ -181,7 +238,9 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     from wsi_sat.config import WsiConfig
     from wsi_sat.io.qupath import UNCLASSIFIED
     from wsi_sat.io.slide import list_slides, probe_slide
+    from wsi_sat.pipeline.plan import check_output_names
     from wsi_sat.runtime.cluster import dask_client
+    from wsi_sat.writers.atomic import writable_dir
 
     extra = [f"wsi.{k}={v}" for k, v in (("tile_px", tile_px), ("overlap_px", overlap_px),
                                          ("workers", workers), ("class_name", class_name))
@@ -190,6 +249,8 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     if sum(x is not None for x in (scheduler, cluster_file)) > 1:
         raise ConfigError("give at most one of --scheduler and --cluster")
     paths = list_slides(slides)
+    check_output_names(paths)
+    writable_dir(out_dir)
     for path in paths:  # unreadable slides and missing pixel sizes fail before model loading
         probe_slide(path, slide_mpp)
     refs = api.read_references(
@@ -211,6 +272,10 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
         for path in paths:
             summary = api.run_slide(path, reference, seg, cfg, out_dir, slide_mpp=slide_mpp,
                                     mpp=mpp, resume=resume, client=client)
+            if summary.skipped:
+                click.echo(f"{summary.slide}: already done with these inputs "
+                           f"({summary.outputs['run']}); skipped")
+                continue
             click.echo(
                 f"{summary.slide}: {summary.tiles_segmented}/{summary.tiles_grid} tiles "
                 f"segmented (tissue {summary.tiles_tissue}), {summary.objects} objects, "

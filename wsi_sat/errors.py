@@ -49,3 +49,7 @@ class MissingMppError(WsiSatError):
 
 class OutputError(WsiSatError):
     """The output location cannot be written."""
+
+
+class RunStateError(WsiSatError):
+    """Outputs in --out belong to another run (other inputs) or are being written right now."""

@@ -57,6 +57,7 @@ class BatchTask:
     config: Config
     threads: int = 0  # torch CPU threads of the lane that runs it; 0 = the worker's share
     label_dtype: str = "uint32"
+    run_key: str = ""
 
 
 class BatchCancelled(RuntimeError):
@@ -144,7 +145,8 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
         timings["write"] += time.perf_counter() - t
         objects += [{"label": o.label, "tile": o.tile, "wkt": o.polygon.wkt, "score": o.score,
                      "area_px": o.area_px} for o in objs]
-    shard = {"batch": task.batch, "tiles": [tile.index for tile in task.tiles],
+    shard = {"run_key": task.run_key, "batch": task.batch,
+             "tiles": [tile.index for tile in task.tiles],
              "objects": objects, "timings_s": dict(timings)}
     write_atomic(Path(task.shard_path), lambda p: p.write_text(json.dumps(shard)))
     return shard

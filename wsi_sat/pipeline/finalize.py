@@ -34,6 +34,7 @@ class SlideSummary:
     objects: int
     seconds: float
     outputs: dict[str, str] = field(default_factory=dict)
+    skipped: bool = False  # complete from an earlier run with the same inputs (--resume)
 
 
 def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
@@ -66,15 +67,18 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     written = {(tile.core.y0 // stride, tile.core.x0 // stride) for tile in segmented}
     levels = build_pyramid(paths.partial, wcfg.pyramid_min_px, plan.scale.working_mpp,
                            paths.stem, mapping, written, wcfg.class_color)
-    shutil.rmtree(paths.zarr, ignore_errors=True)
-    paths.partial.rename(paths.zarr)
     timings["pyramid"] = time.perf_counter() - t
     t = time.perf_counter()
     object_type = "detection" if instances else "annotation"
     collection = feature_collection(objs, object_type, wcfg.class_name, wcfg.class_color,
                                     plan.scale.slide_mpp)
-    write_geojson(paths.geojson, collection)
     thumb, _ = slide.thumbnail(wcfg.overview_px)
+    # the transaction: the previous run.json goes first (its outputs no longer look complete),
+    # then the store, GeoJSON and overview are replaced, and the new run.json comes last
+    paths.run_json.unlink(missing_ok=True)
+    shutil.rmtree(paths.zarr, ignore_errors=True)
+    paths.partial.rename(paths.zarr)
+    write_geojson(paths.geojson, collection)
     write_overview(paths.overview, thumb, plan.tissue.tissue,
                    read_level(paths.zarr, levels - 1) > 0)
     timings["write_outputs"] = time.perf_counter() - t
@@ -89,12 +93,10 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     shutil.rmtree(paths.shards, ignore_errors=True)
     grid = plan.grid
     return SlideSummary(paths.stem, grid.n_grid, len(grid.tiles), len(segmented), len(objs),
-                        timings["total"],
-                        {"zarr": str(paths.zarr), "geojson": str(paths.geojson),
-                         "run": str(paths.run_json), "overview": str(paths.overview)})
+                        timings["total"], paths.outputs())
 
 
-_ORDER = ("slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
+_ORDER = ("run_key", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
           "zarr", "timings_s", "reference", "calibration", "open_set", "models", "config",
           "versions")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsi_sat.config import WsiConfig
-from wsi_sat.errors import ConfigError
+from wsi_sat.errors import ConfigError, SlideReadError
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
 from wsi_sat.tiling.batches import batch_slices
@@ -58,12 +58,45 @@ class OutputPaths:
     def run_json(self) -> Path:
         return self.out_dir / f"{self.stem}.run.json"
 
+    @property
+    def lock(self) -> Path:
+        return self.out_dir / f"{self.stem}.lock"
+
+    def outputs(self) -> dict[str, str]:
+        return {"zarr": str(self.zarr), "geojson": str(self.geojson),
+                "run": str(self.run_json), "overview": str(self.overview)}
+
+
+SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".svs", ".ndpi", ".tiff", ".tif", ".scn", ".mrxs",
+                  ".vms", ".svslide", ".bif", ".dcm")
+
 
 def output_stem(slide_path: Path) -> str:
-    """The name of a slide's outputs: the file name up to its first dot (a DICOM folder: the
-    folder name)."""
+    """The name of a slide's outputs: the whole file name less its slide suffix
+    (`case1.HE.svs` → `case1.HE`; a DICOM folder: the folder name)."""
     path = Path(slide_path)
-    return path.name.split(".")[0] if path.is_file() else path.name
+    if not path.is_file():
+        return path.name
+    lower = path.name.lower()
+    for suffix in SLIDE_SUFFIXES:
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem or path.name
+
+
+def check_output_names(slides: list[Path]) -> None:
+    """Two slides of one run must not write the same outputs."""
+    seen: dict[str, Path] = {}
+    for path in slides:
+        stem = output_stem(path)
+        if stem in seen:
+            raise SlideReadError(
+                f"'{seen[stem]}' and '{path}' would both write '{stem}.*' in --out; rename "
+                "one, or run them into different --out folders")
+        seen[stem] = path
+
+
+MAX_GRID_TILES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -88,13 +121,21 @@ def plan_slide(slide: Slide, wcfg: WsiConfig, working: float) -> SlidePlan:
     scale = Scale(slide_mpp, working)
     if wcfg.overlap_px % 2 or wcfg.overlap_px >= wcfg.tile_px:
         raise ConfigError("wsi.overlap_px must be even and smaller than wsi.tile_px")
+    working_wh = scale.working_size(*slide.dimensions)
+    stride = wcfg.tile_px - wcfg.overlap_px
+    n_grid = -(-working_wh[0] // stride) * -(-working_wh[1] // stride)
+    if n_grid > MAX_GRID_TILES:
+        raise ConfigError(
+            f"'{slide.path.name}' at {working:g} µm/px would be {working_wh[0]} x "
+            f"{working_wh[1]} px ({n_grid} tiles, slide {slide_mpp:g} µm/px); check --mpp, "
+            "--slide-mpp and --reference-mpp")
     thumb, downsample = slide.thumbnail(wcfg.thumbnail_px)
     thumb_mpp = slide_mpp * downsample
     tissue = tissue_masks(thumb, wcfg.tissue_margin_um / thumb_mpp,
                           wcfg.min_tissue_area_um2 / thumb_mpp**2, wcfg.tissue_min_contrast,
                           wcfg.tissue_closing_iterations, wcfg.max_hole_um2 / thumb_mpp**2)
-    grid = make_grid(scale.working_size(*slide.dimensions), wcfg.tile_px, wcfg.overlap_px,
-                     tissue.tissue, wcfg.min_tissue_fraction)
+    grid = make_grid(working_wh, wcfg.tile_px, wcfg.overlap_px, tissue.tissue,
+                     wcfg.min_tissue_fraction)
     return SlidePlan(scale, tissue, grid)
 
 

@@ -4,7 +4,6 @@ before the last step."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from contextlib import closing
@@ -29,11 +28,15 @@ from wsi_sat.pipeline.plan import (
     working_mpp,
 )
 from wsi_sat.pipeline.reference import SlideReference, tile_encode_scale
+from wsi_sat.pipeline.resume import finished, mark_store, prepare
+from wsi_sat.pipeline.signature import run_key
 from wsi_sat.pipeline.survey import survey_slide
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.tiling.grid import Tile
+from wsi_sat.writers.atomic import writable_dir
+from wsi_sat.writers.lock import output_lock
 from wsi_sat.writers.ome_zarr import create_level0
 from wsi_sat.writers.provenance import model_info, versions
 
@@ -49,20 +52,26 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
         segmenter = segmenter.with_config(config)
     # in this process: lanes over this process's torch threads; Dask workers size their own
     lanes, threads = local_lanes(config) if client is None else (1, 0)
-    out = Path(options.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = OutputPaths(output_stem(slide_path), out)
-    with Slide(Path(slide_path), options.slide_mpp) as slide:
+    paths = OutputPaths(output_stem(slide_path), writable_dir(Path(options.out_dir)))
+    with output_lock(paths.lock), Slide(Path(slide_path), options.slide_mpp) as slide:
+        working = working_mpp(slide.require_mpp(), options, reference.mpp)
+        key = run_key(slide_path, reference.info, config, model_info(segmenter),
+                      options.slide_mpp, working)
+        done = finished(paths, key) if options.resume else None
+        if done is not None:  # a cohort --resume: this slide is complete with these inputs
+            return SlideSummary(paths.stem, done["tiles"]["grid"], done["tiles"]["tissue"],
+                                done["tiles"]["segmented"], done["objects"], 0.0,
+                                paths.outputs(), skipped=True)
         t = time.perf_counter()
-        plan = plan_slide(slide, config.wsi,
-                          working_mpp(slide.require_mpp(), options, reference.mpp))
+        plan = plan_slide(slide, config.wsi, working)
         timings["tissue"] = time.perf_counter() - t
         tiles, coarse_info = _select(slide, plan, reference, segmenter, config, timings)
         t = time.perf_counter()
         survey = survey_slide(slide, plan, reference.embedding, segmenter, config, threads)
         timings["survey"] = time.perf_counter() - t
         instances = reference.embedding.calibration.mode == "instances"
-        tasks = _tasks(slide_path, plan, tiles, paths, instances, config, options, threads)
+        prepare(paths, key, options.resume)
+        tasks = _tasks(slide_path, plan, tiles, paths, instances, config, threads, key)
         t = time.perf_counter()
         _run_batches(tasks, survey.embedding, plan, segmenter, client, lanes, options,
                      paths.stem, len(tiles))
@@ -75,6 +84,7 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
         record = _record(slide, plan, tiles, len(tasks), coarse_info, reference, segmenter,
                          config, options)
         record["open_set"] = survey.info
+        record["run_key"] = key
         return finalize_slide(slide, plan, paths, tiles, instances, config, record, timings,
                               t_start)
 
@@ -93,18 +103,16 @@ def _select(slide: Slide, plan: SlidePlan, reference: SlideReference, segmenter:
 
 
 def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPaths,
-           instances: bool, config: Config, options: RunOptions, threads: int
-           ) -> list[BatchTask]:
-    """The batches of this slide, with a fresh (or, resuming, the existing) label store."""
-    if not options.resume:
-        shutil.rmtree(paths.partial, ignore_errors=True)
-        shutil.rmtree(paths.shards, ignore_errors=True)
+           instances: bool, config: Config, threads: int, key: str) -> list[BatchTask]:
+    """The batches of this slide, with a fresh (or, resuming, the existing) label store
+    marked with the run key."""
     paths.shards.mkdir(parents=True, exist_ok=True)
     dtype = instance_label_dtype(plan.grid.n_grid) if instances else "uint8"
     create_level0(paths.partial, plan.grid.working_size, plan.grid.stride, dtype)
+    mark_store(paths.partial, key)
     return [BatchTask(b, str(slide_path), plan.scale.slide_mpp, plan.scale.working_mpp,
                       batch, config.wsi.tile_px, plan.grid.working_size, str(paths.partial),
-                      str(paths.shard(b)), instances, config, threads, dtype)
+                      str(paths.shard(b)), instances, config, threads, dtype, key)
             for b, batch in enumerate(plan_batches(tiles, config.wsi.batch_tiles))]
 
 

@@ -1,0 +1,49 @@
+"""The run key: what a slide's outputs are a function of. A hash of the slide's identity, the
+reference pixels and masks (and negatives), every config key that changes a result, the model
+weights and the package version. Every shard, the `.partial` store and run.json carry it;
+`--resume` reuses only what carries the same key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from wsi_sat import __version__
+from wsi_sat.config import Config, config_to_dict
+
+# keys that decide where and how fast work runs, never what it computes
+_SCHEDULING = {("runtime", "threads"), ("runtime", "lanes"), ("runtime", "keep_freed_memory"),
+               ("wsi", "workers")}
+
+
+def slide_identity(slide_path: Path) -> dict[str, Any]:
+    """Resolved path, size and modification time of the slide file (every file of a DICOM
+    folder): a changed or replaced file is another slide."""
+    path = Path(slide_path).resolve()
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {"path": str(path),
+            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+def result_config(config: Config) -> dict[str, Any]:
+    """The resolved config without the scheduling keys."""
+    data = config_to_dict(config)
+    for section, key in _SCHEDULING:
+        data[section].pop(key, None)
+    return data
+
+
+def run_key(slide_path: Path, reference_info: dict[str, Any], config: Config,
+            models: dict[str, Any], slide_mpp: float | None, working_mpp: float) -> str:
+    """sha256 (hex) of everything a slide's outputs depend on."""
+    reference = {"sha256": reference_info.get("sha256"), "mpp": reference_info.get("mpp"),
+                 "negatives": (reference_info.get("negatives") or {}).get("sha256")}
+    record = {"slide": slide_identity(slide_path), "slide_mpp": slide_mpp,
+              "working_mpp": working_mpp, "reference": reference,
+              "config": result_config(config),
+              "models": {k: v.get("sha256") for k, v in models.items()},
+              "version": __version__}
+    blob = json.dumps(record, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
