@@ -268,10 +268,15 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     cal = reference.embedding.calibration
     click.echo(f"reference ready in {time.perf_counter() - t0:.1f}s: mode {cal.mode}, "
                f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)
+    rows = []
     with dask_client(cfg, scheduler, cluster_file) as client:
         for path in paths:
             summary = api.run_slide(path, reference, seg, cfg, out_dir, slide_mpp=slide_mpp,
                                     mpp=mpp, resume=resume, client=client)
+            record = json.loads(Path(summary.outputs["run"]).read_text())
+            rows.append(slide_row(summary.slide, record,
+                                  "skipped (done)" if summary.skipped else "done"))
+            write_summary(out_dir / "summary.csv", rows)  # after every slide: a cohort's log
             if summary.skipped:
                 click.echo(f"{summary.slide}: already done with these inputs "
                            f"({summary.outputs['run']}); skipped")

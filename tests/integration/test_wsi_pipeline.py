@@ -85,7 +85,9 @@ def test_region_run_outputs(slide, fake_engine, tmp_path):
         assert props["objectType"] == "annotation"
         assert props["classification"]["name"] == "Blob"
         assert len(props["classification"]["color"]) == 3
-        assert {"Area µm^2", "Perimeter µm", "score"} <= set(props["measurements"])
+        # QuPath recomputes "Area µm^2" / "Perimeter µm" of annotations and drops those names
+        assert {"wsi-sat area µm^2", "wsi-sat perimeter µm", "score"} <= set(props["measurements"])
+        assert "Area µm^2" not in props["measurements"]
         geom = f["geometry"]
         assert geom["type"] == "Polygon"
         for ring in geom["coordinates"]:
@@ -99,6 +101,18 @@ def test_region_run_outputs(slide, fake_engine, tmp_path):
     _, n_objects = ndimage.label(level0, structure=np.ones((3, 3)))
     assert len(geo["features"]) == n_objects
     assert (tmp_path / f"{stem}.overview.png").is_file()
+    # the object table: one row per GeoJSON feature, same areas; tissue GeoJSON; run.json
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / f"{stem}.objects.csv")
+    assert len(table) == len(geo["features"])
+    areas = [f["properties"]["measurements"]["wsi-sat area µm^2"] for f in geo["features"]]
+    assert table["area_um2"].sum() == pytest.approx(sum(areas), rel=1e-3)
+    assert run["target_area_mm2"] == pytest.approx(sum(areas) / 1e6, rel=1e-3)
+    tissue = json.loads((tmp_path / f"{stem}.tissue.geojson").read_text())
+    assert tissue["features"] and run["tissue"]["area_mm2"] > 0.5 * run["target_area_mm2"] > 0
+    assert run["schema_version"] >= 2 and run["started_utc"] <= run["finished_utc"]
+    assert {"scikit-learn", "scikit-image"} <= set(run["versions"])
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.shards"))
 
 

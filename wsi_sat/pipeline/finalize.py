@@ -12,17 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 
 from wsi_sat.config import Config
+from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.plan import OutputPaths, SlidePlan
-from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions
+from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Tile
-from wsi_sat.writers.geojson import feature_collection, write_geojson
+from wsi_sat.writers.geojson import feature_collection, tissue_collection, write_geojson
 from wsi_sat.writers.ome_zarr import build_pyramid, read_level
 from wsi_sat.writers.overview import write_overview
-from wsi_sat.writers.provenance import write_run_json
+from wsi_sat.writers.provenance import utc_now, write_run_json
+from wsi_sat.writers.tables import objects_table, write_objects
 
 
 @dataclass
@@ -73,22 +76,37 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     collection = feature_collection(objs, object_type, wcfg.class_name, wcfg.class_color,
                                     plan.scale.slide_mpp)
     thumb, _ = slide.thumbnail(wcfg.overview_px)
+    tissue_mpp = plan.scale.slide_mpp * slide.dimensions[0] / plan.tissue.tissue.shape[1]
+    tissue_polys = tile_objects(plan.tissue.tissue, None, plan.tissue.tissue.astype(np.float32),
+                                0, (0, 0), Scale(plan.scale.slide_mpp, tissue_mpp), 1.0)
+    table = objects_table(objs, wcfg.class_name, plan.scale.slide_mpp)
     # the transaction: the previous run.json goes first (its outputs no longer look complete),
     # then the store, GeoJSON and overview are replaced, and the new run.json comes last
     paths.run_json.unlink(missing_ok=True)
     shutil.rmtree(paths.zarr, ignore_errors=True)
     paths.partial.rename(paths.zarr)
     write_geojson(paths.geojson, collection)
+    write_geojson(paths.tissue_geojson, tissue_collection([o.polygon for o in tissue_polys],
+                                                          [30, 90, 255]))
+    tables = write_objects(paths.objects_csv, table)
     write_overview(paths.overview, thumb, plan.tissue.tissue,
                    read_level(paths.zarr, levels - 1) > 0)
     timings["write_outputs"] = time.perf_counter() - t
     for stage, sec in stage_sums.items():
         timings[f"tiles_{stage}"] = sec
     timings["total"] = time.perf_counter() - t_start
+    target_mm2 = float(table["area_um2"].sum()) / 1e6
     record = {**record, "objects": len(objs), "object_type": object_type,
+              "target_area_mm2": target_mm2,
+              "mean_score": float((table["score"] * table["area_um2"]).sum()
+                                  / max(table["area_um2"].sum(), 1e-9)),
+              "tissue": {"area_mm2": float(plan.tissue.tissue.sum()) * tissue_mpp**2 / 1e6,
+                         "pieces": len(tissue_polys), "geojson": str(paths.tissue_geojson)},
+              "tables": [str(p) for p in tables],
               "zarr": {"path": str(paths.zarr), "levels": levels,
                        "level0": "working resolution (working_mpp µm/px)"},
               "timings_s": timings}
+    record["finished_utc"] = utc_now()
     write_run_json(paths.run_json, _ordered(record))
     shutil.rmtree(paths.shards, ignore_errors=True)
     grid = plan.grid
@@ -96,8 +114,9 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
                         timings["total"], paths.outputs())
 
 
-_ORDER = ("run_key", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
-          "zarr", "timings_s", "reference", "calibration", "open_set", "models", "config",
+_ORDER = ("schema_version", "run_key", "command", "started_utc", "finished_utc", "host",
+          "device", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
+          "target_area_mm2", "mean_score", "tissue", "zarr", "tables", "timings_s", "reference", "calibration", "open_set", "models", "config",
           "versions")
 
 

