@@ -2,8 +2,10 @@
 
 Frames (every variable and argument that holds coordinates says which one in its name):
 
-* level-0 — pixels of the slide's full-resolution level (`slide_mpp` µm/px). GeoJSON, the
-  reference annotation and run.json use it.
+* level-0 — pixels of the slide's full-resolution level (`slide_mpp` µm/px); run.json and the
+  label store use it.
+* QuPath — level-0 pixels less the slide's bounds offset (`Slide.bounds_xy`: QuPath crops MRXS,
+  SCN and other openslide images to their non-empty region). GeoJSON out and in, the tables.
 * level — pixels of one pyramid level of the slide file (the reader picks it; io/slide.py).
 * working — pixels at the working resolution (`working_mpp` µm/px): tiles, the tile grid and
   level 0 of the OME-Zarr label pyramid. One working pixel spans `Scale.downsample` level-0 px.
@@ -99,6 +101,17 @@ class CropTransform:
     def to_crop(self, xy_level0: np.ndarray) -> np.ndarray:
         xy = np.asarray(xy_level0, dtype=np.float64)
         return (xy - np.array([self.x0_level0, self.y0_level0])) * self.factor
+
+
+def level0_to_qupath(geom: BaseGeometry, bounds_xy: tuple[int, int]) -> BaseGeometry:
+    """A level-0 geometry in QuPath's frame (its origin is the slide's bounds offset)."""
+    bx, by = bounds_xy
+    return geom if not (bx or by) else shapely.affinity.translate(geom, -bx, -by)
+
+
+def qupath_to_level0(geom: BaseGeometry, bounds_xy: tuple[int, int]) -> BaseGeometry:
+    bx, by = bounds_xy
+    return geom if not (bx or by) else shapely.affinity.translate(geom, bx, by)
 
 
 def mask_on_box(mask_thumb: np.ndarray, box: Box, frame_wh: tuple[int, int]) -> np.ndarray:

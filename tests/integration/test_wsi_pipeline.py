@@ -339,3 +339,34 @@ def test_coarse_to_fine_skips_tissue_without_the_target(fake_engine, tmp_path):
     assert c2f[1]["tiles"]["coarse"]["enabled"] and c2f[1]["tiles"]["coarse"]["coarse_tiles"] > 0
     assert 0 < c2f[0].tiles_segmented < full[0].tiles_segmented / 2
     assert dice(c2f[2], truth) >= dice(full[2], truth) - 0.01 > 0.5
+
+
+def test_qupath_coordinates_follow_the_slide_bounds(slide, fake_engine, tmp_path, monkeypatch):
+    """A slide whose reader reports a bounds offset (MRXS, SCN): QuPath shows the image cropped
+    to it, so the GeoJSON is written, and a reference annotation read, in that frame."""
+    from wsi_sat.io import slide as slide_io
+    from wsi_sat.io.reference import reference_from_geojson
+
+    path, _ = slide
+    plain = _pipeline(fake_engine, path, tmp_path / "plain")
+    monkeypatch.setattr(slide_io, "_bounds", lambda props, backend: (100, 40))
+    shifted = _pipeline(fake_engine, path, tmp_path / "shifted")
+    assert plain.objects == shifted.objects
+    a = json.loads((tmp_path / "plain" / "blobs.geojson").read_text())["features"]
+    b = json.loads((tmp_path / "shifted" / "blobs.geojson").read_text())["features"]
+    pa = shape(a[0]["geometry"]).bounds
+    pb = shape(b[0]["geometry"]).bounds
+    assert pb == pytest.approx((pa[0] - 100, pa[1] - 40, pa[2] - 100, pa[3] - 40))
+    run = json.loads((tmp_path / "shifted" / "blobs.run.json").read_text())
+    assert run["slide"]["qupath_origin_level0"] == [100, 40]
+    # an annotation drawn in QuPath at (x, y) is the level-0 region (x + 100, y + 40)
+    ann = tmp_path / "ann.geojson"
+    ann.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[0, 0], [140, 0], [140, 160], [0, 160], [0, 0]]]}}))
+    got = reference_from_geojson(ann, path, None, None, margin=0.25)
+    monkeypatch.setattr(slide_io, "_bounds", lambda props, backend: (0, 0))
+    ann.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[100, 40], [240, 40], [240, 200], [100, 200],
+                                            [100, 40]]]}}))
+    same = reference_from_geojson(ann, path, None, None, margin=0.25)
+    assert np.array_equal(got.target.image, same.target.image)

@@ -11,7 +11,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from wsi_sat.errors import ReferenceError
-from wsi_sat.geometry import CropTransform
+from wsi_sat.geometry import CropTransform, qupath_to_level0
 from wsi_sat.io.image import read_image, read_mask
 from wsi_sat.io.qupath import read_annotations, split_by_class
 from wsi_sat.io.slide import Slide
@@ -129,8 +129,9 @@ def reference_from_geojson(geojson_path: Path, slide_path: Path, working_mpp: fl
     frequent class. Crops are at `working_mpp` (else the slide's own resolution)."""
     path = Path(geojson_path)
     targets, negatives, chosen = split_by_class(read_annotations(path), class_name, str(path))
-    region = shapely.union_all([a.geometry for a in targets])
-    with Slide(Path(slide_path), slide_mpp) as slide:
+    with Slide(Path(slide_path), slide_mpp) as slide:  # QuPath's coordinates → level-0
+        region = qupath_to_level0(shapely.union_all([a.geometry for a in targets]),
+                                  slide.bounds_xy)
         mpp = slide.require_mpp()
         target_mpp = working_mpp or mpp
         factor = mpp / target_mpp  # crop px per level-0 px
@@ -139,8 +140,9 @@ def reference_from_geojson(geojson_path: Path, slide_path: Path, working_mpp: fl
         target = _crop(slide, region, margin, factor, name, str(path))
         negs = []
         for i, neg in enumerate(negatives):
-            _inside_slide(neg.geometry, slide, str(path))
-            negs.append(_crop(slide, neg.geometry, 0.0, factor,
+            geom = qupath_to_level0(neg.geometry, slide.bounds_xy)
+            _inside_slide(geom, slide, str(path))
+            negs.append(_crop(slide, geom, 0.0, factor,
                               f"{name}:{neg.class_name}:{i}", str(path)))
     validate_reference_mask(target.mask, target.image.shape[:2], target.name)
     for neg in negs:

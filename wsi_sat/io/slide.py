@@ -78,12 +78,31 @@ def _mpp(props: Any, backend: str) -> float | None:
     return None
 
 
+def _bounds(props: Any, backend: str) -> tuple[int, int]:
+    """The offset (x, y) of the slide's non-empty region in level-0 pixels, as openslide reports
+    it (`openslide.bounds-x/-y`: MRXS, SCN, some Ventana/Philips files); QuPath crops its image
+    to it, so its coordinates are level-0 pixels less this offset. (0, 0) when absent."""
+    out = []
+    for axis in ("x", "y"):
+        value = None
+        for key in (f"{backend}.bounds-{axis}", f"openslide.bounds-{axis}"):
+            if props.get(key) not in (None, ""):
+                value = props.get(key)
+                break
+        try:
+            out.append(int(value) if value is not None else 0)
+        except (TypeError, ValueError):
+            out.append(0)
+    return out[0], out[1]
+
+
 class Slide:
     def __init__(self, path: Path, mpp_override: float | None = None) -> None:
         self.path = Path(path)
         self._slide, self.backend = _open(self.path)
         meta_mpp = _mpp(self._slide.properties, self.backend)
         self.mpp = mpp_override if mpp_override else meta_mpp
+        self.bounds_xy = _bounds(self._slide.properties, self.backend)  # QuPath's origin
         self.info = SlideInfo(
             str(self.path), self.backend, tuple(self._slide.dimensions), self.mpp,
             tuple(float(d) for d in self._slide.level_downsamples),

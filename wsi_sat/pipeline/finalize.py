@@ -8,7 +8,7 @@ import json
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import shapely
 
 from wsi_sat.config import Config
-from wsi_sat.geometry import Scale
+from wsi_sat.geometry import Scale, level0_to_qupath
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.plan import OutputPaths, SlidePlan
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
@@ -73,20 +73,23 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     timings["pyramid"] = time.perf_counter() - t
     t = time.perf_counter()
     object_type = "detection" if instances else "annotation"
-    collection = feature_collection(objs, object_type, wcfg.class_name, wcfg.class_color,
+    bounds = slide.bounds_xy  # GeoJSON and tables in QuPath's frame
+    objs_qp = [replace(o, polygon=level0_to_qupath(o.polygon, bounds)) for o in objs]
+    collection = feature_collection(objs_qp, object_type, wcfg.class_name, wcfg.class_color,
                                     plan.scale.slide_mpp)
     thumb, _ = slide.thumbnail(wcfg.overview_px)
     tissue_mpp = plan.scale.slide_mpp * slide.dimensions[0] / plan.tissue.tissue.shape[1]
     tissue_polys = tile_objects(plan.tissue.tissue, None, plan.tissue.tissue.astype(np.float32),
                                 0, (0, 0), Scale(plan.scale.slide_mpp, tissue_mpp), 1.0)
-    table = objects_table(objs, wcfg.class_name, plan.scale.slide_mpp)
+    table = objects_table(objs_qp, wcfg.class_name, plan.scale.slide_mpp)
     # the transaction: the previous run.json goes first (its outputs no longer look complete),
     # then the store, GeoJSON and overview are replaced, and the new run.json comes last
     paths.run_json.unlink(missing_ok=True)
     shutil.rmtree(paths.zarr, ignore_errors=True)
     paths.partial.rename(paths.zarr)
     write_geojson(paths.geojson, collection)
-    write_geojson(paths.tissue_geojson, tissue_collection([o.polygon for o in tissue_polys],
+    write_geojson(paths.tissue_geojson, tissue_collection([level0_to_qupath(o.polygon, bounds)
+                                                           for o in tissue_polys],
                                                           [30, 90, 255]))
     tables = write_objects(paths.objects_csv, table)
     write_overview(paths.overview, thumb, plan.tissue.tissue,
