@@ -241,6 +241,7 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     from wsi_sat.pipeline.plan import check_output_names
     from wsi_sat.runtime.cluster import dask_client
     from wsi_sat.writers.atomic import writable_dir
+    from wsi_sat.writers.tables import slide_row, write_summary
 
     extra = [f"wsi.{k}={v}" for k, v in (("tile_px", tile_px), ("overlap_px", overlap_px),
                                          ("workers", workers), ("class_name", class_name))
