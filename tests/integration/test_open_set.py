@@ -32,6 +32,7 @@ def _run(fake_engine, path, out, open_set: bool, mode="map"):
                              f"sat.decode.mode={mode}", "wsi.tile_px=256", "wsi.overlap_px=32",
                              "wsi.min_tissue_area_um2=100", "wsi.pyramid_min_px=64",
                              f"sat.open_set.enabled={str(open_set).lower()}",
+                             f"sat.open_set.slide_decision={str(open_set).lower()}",
                              "sat.open_set.min_cluster_patches=5"])
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
     ref = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0), "array")])

@@ -241,6 +241,13 @@ class OpenSetConfig(Section):
         "similarity (each half against the other; with several references, each against "
         "the others).",
     )
+    slide_decision: bool = Field(
+        True,
+        description="Whole slides: one self-training classifier per slide, fitted on the "
+        "reference bank (with the slide's never-shown tissue as background) and the survey's "
+        "confident patches, scores every tile; off: the self-training is refitted tile by "
+        "tile.",
+    )
     clusters: int = Field(32, ge=2, le=512, description="k-means clusters of the survey.")
     min_cluster_patches: int = Field(
         20, ge=1, le=100000,

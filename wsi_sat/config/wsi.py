@@ -33,8 +33,8 @@ class WsiConfig(Section):
     )
     max_hole_um2: float = Field(
         20000.0, ge=0.0,
-        description="Holes in the tissue and in predicted objects up to this area (µm²; a "
-        "gland lumen) are filled; larger enclosed holes stay glass.",
+        description="Tissue detection: holes in the tissue up to this area (µm²; a gland "
+        "lumen) are tissue; larger enclosed holes stay glass.",
     )
     min_tissue_area_um2: float = Field(
         500.0, ge=0.0,
@@ -43,8 +43,20 @@ class WsiConfig(Section):
     )
     tissue_margin_um: float = Field(
         25.0, ge=0.0,
-        description="Predictions are kept within this distance (µm) of detected tissue; "
-        "farther out (glass, far debris) they are dropped.",
+        description="Predictions are kept within this distance (µm) of detected tissue "
+        "(farther out, glass and far debris, they are dropped), and glass enclosed by the "
+        "target within this distance (a morphological closing) is kept as a lumen.",
+    )
+    glass_max_distance: float = Field(
+        30.0, ge=0.0, le=442.0,
+        description="Pixels within this RGB distance of the slide's glass colour (the median "
+        "colour outside the tissue) are glass: a predicted glass pixel is kept only where "
+        "target predicted on tissue-coloured patches encloses it (a lumen), never on its own.",
+    )
+    anchor_min_tissue_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A predicted patch anchors the target when at least this fraction of its "
+        "pixels is tissue-coloured (not glass).",
     )
     survey_tiles: int = Field(
         16, ge=1, le=4096,

@@ -21,10 +21,10 @@ import numpy as np
 from wsi_sat.config import Config
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
-from wsi_sat.morphology import fill_holes, grow
 from wsi_sat.runtime.lanes import lane_threads, worker_lanes
 from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
+from wsi_sat.sat.glass import anchored_target, glass_pixels
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.stitch.polygons import tile_objects
@@ -71,32 +71,14 @@ def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarra
     return slide.read_padded(x, y, w, h, (tile_px, tile_px))
 
 
-def keep_on_tissue(pred: np.ndarray, tissue: np.ndarray, near_tissue: np.ndarray,
-                   margin_px: float, max_hole_px: float = 0.0) -> np.ndarray:
-    """The prediction on tissue, plus the glass it encloses: predicted glass pixels inside the
-    morphological closing (a disk of `margin_px`) of the predicted tissue — a gland lumen open
-    to the tissue edge, paler than the tissue threshold — and within the slide's tissue margin
-    (`near_tissue`). A closing fills concavities, never the glass along a straight or convex
-    tissue edge: no halo around tissue, predicted or not. Holes of the result up to
-    `max_hole_px` are filled (a lumen larger than the closing reaches)."""
-    anchored = pred & tissue
-    if not anchored.any():
-        return anchored
-    out = anchored
-    if margin_px > 0:
-        enclosed = ~grow(~grow(anchored, margin_px), margin_px)
-        out = anchored | (pred & near_tissue & enclosed)
-    return fill_holes(out, max_hole_px) if max_hole_px > 0 else out
-
-
 def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks,
                   cancel: threading.Event | None = None, segmenter: Segmenter | None = None
                   ) -> dict[str, Any]:
-    """Read, segment and write a batch of tiles; returns its shard. Self-training learns from
-    tissue patches only; predictions farther than the tissue margin from tissue (glass,
-    debris) are dropped. `segmenter` None: this worker's cached models. Once `cancel` is set
-    the batch stops before its next tile and raises BatchCancelled without writing its shard
-    (its tiles are redone by `--resume`)."""
+    """Read, segment and write a batch of tiles; returns its shard. Predictions are kept where
+    target predicted on tissue-coloured patches anchors them (glass is never the target on
+    its own: see wsi_sat.sat.glass) and within the tissue margin. `segmenter` None: this
+    worker's cached models. Once `cancel` is set the batch stops before its next tile and
+    raises BatchCancelled without writing its shard (its tiles are redone by `--resume`)."""
     timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
     # this lane's share of the worker's cores (OpenMP: set per thread)
@@ -107,6 +89,8 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
         timings["setup"] += time.perf_counter() - t
         tile_tissue = [tile_mask(tissue.tissue, tile, task.working_size) for tile in task.tiles]
 
+        images: list[np.ndarray] = []  # the tiles as read (the glass rule needs their pixels)
+
         # a lazy generator: the segmenter's reader thread reads the next tiles while this
         # batch's are matched and decoded (prefetch; one thread, so the slide handle is never
         # read concurrently); `read` is the time the encoder waited for them
@@ -114,7 +98,8 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
             for tile in task.tiles:
                 if cancel is not None and cancel.is_set():
                     raise BatchCancelled(f"batch {task.batch} stopped: the run is stopping")
-                yield read_tile(slide, scale, tile, task.tile_px)
+                images.append(read_tile(slide, scale, tile, task.tile_px))
+                yield images[-1]
 
         results = seg.segment(tiles(), reference, mpp=task.working_mpp,
                               encode_scale=float(seg.engine.input_px) / task.tile_px,
@@ -126,10 +111,9 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
             timings["read" if stage == "read_wait" else stage] += sec
         t = time.perf_counter()
         core = tile.core_in_read
-        mask = keep_on_tissue(res.mask, tile_tissue[i], tile_mask(tissue.keep, tile,
-                                                                  task.working_size),
-                              task.config.wsi.tissue_margin_um / task.working_mpp,
-                              task.config.wsi.max_hole_um2 / task.working_mpp**2)[core]
+        mask = keep_on_tissue(res.mask, images[i], tile_tissue[i],
+                              tile_mask(tissue.keep, tile, task.working_size), tissue.glass_rgb,
+                              res.patch_hw, task.config, task.working_mpp)[core]
         labels = None
         if task.instances and res.labels is not None:
             local = res.labels[core]
@@ -150,3 +134,15 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
              "objects": objects, "timings_s": dict(timings)}
     write_atomic(Path(task.shard_path), lambda p: p.write_text(json.dumps(shard)))
     return shard
+
+
+def keep_on_tissue(pred: np.ndarray, image: np.ndarray, tissue: np.ndarray,
+                   near_tissue: np.ndarray, glass_rgb: tuple[float, float, float],
+                   patch_hw: tuple[float, float], config: Config, working_mpp: float
+                   ) -> np.ndarray:
+    """A tile's prediction kept where it is anchored on the tile's tissue-coloured pixels
+    (wsi.glass_max_distance from the slide's glass colour) and near tissue."""
+    wcfg = config.wsi
+    tissue_px = tissue & ~glass_pixels(image, glass_rgb, wcfg.glass_max_distance)
+    return anchored_target(pred, tissue_px, near_tissue, patch_hw,
+                           wcfg.tissue_margin_um / working_mpp, wcfg.anchor_min_tissue_fraction)

@@ -1,12 +1,13 @@
 """The slide survey: before the tiles, a sample of the slide's tissue tiles is encoded and its
 tissue patches matched against the reference; clusters of tissue the reference never showed
-join the bank as background for this slide (see wsi_sat.sat.open_set)."""
+join the bank as background for this slide, and the slide's decision is fitted on the bank and
+the survey (see wsi_sat.sat.open_set)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from wsi_sat.pipeline.batch import read_tile
 from wsi_sat.pipeline.plan import SlidePlan
 from wsi_sat.runtime.threads import torch_threads
 from wsi_sat.sat.matching import match
-from wsi_sat.sat.open_set import slide_background, with_background
+from wsi_sat.sat.open_set import slide_background, slide_decision, with_background
 from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
@@ -42,11 +43,12 @@ def survey_tiles(tiles: list[Tile], n: int) -> list[Tile]:
 
 def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
                  segmenter: Segmenter, config: Config, threads: int = 0) -> Survey:
-    """The reference with this slide's never-shown tissue as background (unchanged when the
-    open set is off, the reference has no open threshold or the slide has no tissue)."""
+    """The reference with this slide's never-shown tissue as background and the slide's
+    decision (unchanged when both are off or the slide has no tissue; no background added
+    when the reference has no open threshold)."""
     ocfg = config.sat.open_set
     open_thr = reference.calibration.open_threshold
-    if not ocfg.enabled or open_thr is None or not plan.tiles:
+    if not (ocfg.enabled or ocfg.slide_decision) or not plan.tiles:
         return Survey(reference, {"enabled": False})
     t0 = time.perf_counter()
     chosen = survey_tiles(plan.tiles, config.wsi.survey_tiles)
@@ -76,14 +78,24 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     if not feats:
         return Survey(reference, {"enabled": True, "tiles": len(chosen), "patches": 0})
     x = np.concatenate(feats)
-    picked, summary = slide_background(x, np.concatenate(fg_sim), np.concatenate(margin),
-                                       reference.calibration.threshold, open_thr, ocfg,
-                                       config.sat.seed)
-    info = {"enabled": True, "tiles": len(chosen), "survey_patches": int(len(x)),
-            "open_threshold": open_thr, "background": summary,
-            "seconds": time.perf_counter() - t0}
-    log.info("survey: %d tiles, %d patches, %d of %d clusters never shown by the reference "
-             "(%.0f %% of the tissue), %d patches added as background, %.1fs", len(chosen),
-             len(x), summary["novel_clusters"], summary["clusters"],
-             100 * summary.get("novel_fraction", 0.0), summary["patches"], info["seconds"])
-    return Survey(with_background(reference, x[picked]), info)
+    info: dict[str, Any] = {"enabled": True, "tiles": len(chosen), "survey_patches": int(len(x)),
+                            "open_threshold": open_thr}
+    embedding = reference
+    if ocfg.enabled and open_thr is not None:
+        picked, summary = slide_background(x, np.concatenate(fg_sim), np.concatenate(margin),
+                                           reference.calibration.threshold, open_thr, ocfg,
+                                           config.sat.seed)
+        embedding = with_background(reference, x[picked])
+        info["background"] = summary
+        log.info("survey: %d tiles, %d patches, %d of %d clusters never shown by the reference "
+                 "(%.0f %% of the tissue), %d patches added as background", len(chosen), len(x),
+                 summary["novel_clusters"], summary["clusters"],
+                 100 * summary.get("novel_fraction", 0.0), summary["patches"])
+    if ocfg.slide_decision:
+        against = match(x, embedding.bank, embedding.labels, config.sat.matching.top_k,
+                        votes=False)
+        decision, info["decision"] = slide_decision(embedding, x, against.margin,
+                                                    config.sat.matching, config.sat.seed)
+        embedding = replace(embedding, decision=decision)
+    info["seconds"] = time.perf_counter() - t0
+    return Survey(embedding, info)

@@ -16,6 +16,11 @@ showed — dermis, epidermis, fat, muscle — lands on either side by chance. Tw
    kind in the background bank (its margin drops) even where its similarity alone was
    ambiguous. Clusters are judged by their median, not patch by patch: a target cluster with
    a few odd patches is kept whole.
+3. `slide_decision`: one linear classifier per slide, fitted on the reference bank's labelled
+   patches (target / background / negative examples / the slide's never-shown tissue) and on
+   the survey's confident patches, scores every tile. A tile is judged by the slide's decision,
+   not by a classifier refitted on that tile alone (which finds "the most target-like part" of
+   every tile, target present or not, and draws seams at tile borders).
 
 Measured on the sparse benchmark slide (skin section + GlaS, three GlaS references), see
 docs/benchmarks.md.
@@ -28,8 +33,9 @@ from dataclasses import replace
 import numpy as np
 from scipy.cluster.vq import kmeans2
 
-from wsi_sat.config import OpenSetConfig
+from wsi_sat.config import MatchingConfig, OpenSetConfig
 from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.sat.transduce import LinearDecision, confident, fit_decision
 
 
 def _topk_mean(sim: np.ndarray, k: int) -> np.ndarray:
@@ -107,3 +113,21 @@ def with_background(ref: ReferenceEmbedding, feats: np.ndarray) -> ReferenceEmbe
                    labels=np.concatenate([ref.labels, np.zeros(m, ref.labels.dtype)]),
                    pos_xy=np.concatenate([ref.pos_xy, np.full((m, 2), np.nan, np.float32)]),
                    ref_ids=np.concatenate([ref.ref_ids, np.full(m, -1, ref.ref_ids.dtype)]))
+
+
+def slide_decision(ref: ReferenceEmbedding, feats: np.ndarray, margin: np.ndarray,
+                   cfg: MatchingConfig, seed: int) -> tuple[LinearDecision | None, dict[str, int]]:
+    """The slide's classifier: fitted on the bank's labelled patches and the survey patches
+    (`feats`, their `margin` against that bank) that are confidently target or not; None when a
+    side has too few patches (tiles then fall back to the self-training of each tile)."""
+    pos, neg = confident(margin, ref.calibration.threshold, cfg)
+    x = np.concatenate([feats.astype(np.float32), ref.bank.astype(np.float32)])
+    pos = np.concatenate([pos, ref.labels == 1])
+    neg = np.concatenate([neg, ref.labels == 0])
+    decision = fit_decision(x, pos, neg, ref.calibration.threshold, cfg, seed)
+    n_survey = len(feats)
+    return decision, {"survey_target": int(pos[:n_survey].sum()),
+                      "survey_background": int(neg[:n_survey].sum()),
+                      "bank_target": int(pos[n_survey:].sum()),
+                      "bank_background": int(neg[n_survey:].sum()),
+                      "fitted": decision is not None}

@@ -16,6 +16,7 @@ from wsi_sat.errors import ReferenceError
 from wsi_sat.models.features import PatchGrid
 from wsi_sat.sat.matching import fuse
 from wsi_sat.sat.patches import mask_fraction, patch_colour
+from wsi_sat.sat.transduce import LinearDecision
 from wsi_sat.sat.views import View
 
 
@@ -58,6 +59,9 @@ class ReferenceEmbedding:
     fg_fraction: float  # mean mask coverage of the references
     calibration: Calibration
     pixel_model: object | None = None
+    # a whole slide's decision, fitted once on its survey and this bank (sat.open_set): used
+    # for every tile instead of refitting the self-training tile by tile
+    decision: LinearDecision | None = None
 
     def features(self, grid: PatchGrid, colour: np.ndarray) -> np.ndarray:
         """Fused (gh*gw, D) features of any image's grid, on this reference's colour scale."""

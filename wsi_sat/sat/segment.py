@@ -5,7 +5,7 @@ wsi_sat.segmenter for batching and prefetching)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,15 +28,18 @@ class SegmentResult:
     n_positive: int
     n_negative: int
     timings_s: dict[str, float] = field(default_factory=dict)
+    patch_hw: tuple[float, float] = (16.0, 16.0)  # the feature grid's patch, in image pixels
 
 
 def segment_image(engine: SamEngine, enc: Encoded, image: np.ndarray, grid: PatchGrid,
                   reference: ReferenceEmbedding, cfg: SatConfig, mpp: float | None = None,
                   tissue: np.ndarray | None = None, timings: dict[str, float] | None = None
                   ) -> SegmentResult:
-    """Segment one encoded image like the reference. `tissue` ((H, W) bool, whole slides)
-    limits the self-training to patches that are mostly tissue; predictions are not masked
-    here. `timings` (stage → seconds) is filled and returned with the result."""
+    """Segment one encoded image like the reference. With a slide's decision
+    (`reference.decision`) every patch is scored by it; otherwise the self-training is fitted
+    on this image, and `tissue` ((H, W) bool) limits it to patches that are mostly tissue.
+    Predictions are not masked here. `timings` (stage → seconds) is filled and returned with
+    the result."""
     timings = {} if timings is None else timings
     cal = reference.calibration
     t = time.perf_counter()
@@ -45,11 +48,14 @@ def segment_image(engine: SamEngine, enc: Encoded, image: np.ndarray, grid: Patc
     # map mode decodes the margin alone: the votes (prompts only) are not computed
     result = match(feats, reference.bank, reference.labels, cfg.matching.top_k,
                    votes=cal.mode != "map")
-    valid = None
-    if tissue is not None:
-        valid = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
-                 >= cfg.matching.self_train_min_tissue)
-    result = refine_match(result, feats, cal.threshold, cfg, valid)
+    if reference.decision is not None:
+        result = replace(result, margin=reference.decision.margin(feats))
+    else:
+        valid = None
+        if tissue is not None:
+            valid = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
+                     >= cfg.matching.self_train_min_tissue)
+        result = refine_match(result, feats, cal.threshold, cfg, valid)
     timings["match"] = time.perf_counter() - t
     t = time.perf_counter()
     pred: Prediction = predict(engine, enc, image, grid, feats, result, cal.threshold, cal.mode,
@@ -64,4 +70,5 @@ def segment_image(engine: SamEngine, enc: Encoded, image: np.ndarray, grid: Patc
     timings["postprocess"] = time.perf_counter() - t
     n_pos = 0 if pred.prompts is None else len(pred.prompts.pos_xy)
     n_neg = 0 if pred.prompts is None else len(pred.prompts.neg_xy)
-    return SegmentResult(mask, labels, pred.map_prob, cal.mode, n_pos, n_neg, dict(timings))
+    return SegmentResult(mask, labels, pred.map_prob, cal.mode, n_pos, n_neg, dict(timings),
+                         grid.patch_hw)

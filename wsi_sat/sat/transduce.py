@@ -13,6 +13,7 @@ discriminant (a few ms instead of a few hundred; better on polyps, worse with SA
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -21,31 +22,65 @@ from sklearn.linear_model import LogisticRegression
 from wsi_sat.config import MatchingConfig
 
 
+@dataclass(frozen=True)
+class LinearDecision:
+    """A linear classifier on fused patch features, on the margin's scale: margin(x) =
+    threshold + (x . coef + intercept) / logit_scale, so "above the threshold" is "the
+    classifier says target"."""
+
+    coef: np.ndarray  # (D,)
+    intercept: float
+    threshold: float
+    logit_scale: float
+
+    def margin(self, feats: np.ndarray) -> np.ndarray:
+        return (self.threshold + (feats @ self.coef + self.intercept) / self.logit_scale
+                ).astype(np.float32)
+
+
+def fit_decision(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, threshold: float,
+                 cfg: MatchingConfig, seed: int = 0) -> LinearDecision | None:
+    """The self-training classifier (`cfg.self_train_method`, class-balanced) fitted on the
+    `pos` / `neg` rows of `feats`; None when a side has fewer than
+    `cfg.self_train_min_patches`."""
+    if pos.sum() < cfg.self_train_min_patches or neg.sum() < cfg.self_train_min_patches:
+        return None
+    if cfg.self_train_method == "lr":
+        coef, intercept = _logistic(feats, pos, neg, cfg.self_train_c, cfg.self_train_max_iter,
+                                    seed)
+    else:
+        coef, intercept = _lda(feats, pos, neg, cfg.self_train_shrinkage)
+    return LinearDecision(coef, intercept, threshold, cfg.self_train_logit_scale)
+
+
 def self_train(feats: np.ndarray, margin: np.ndarray, threshold: float, cfg: MatchingConfig,
                seed: int = 0, valid: np.ndarray | None = None) -> np.ndarray:
     """Refined margin (N,) for features (N, D); unchanged when a side has fewer than
     `cfg.self_train_min_patches` confident patches (margin beyond ±`self_train_margin`).
 
-    `valid` (N,) bool restricts the training patches (whole slides: tissue only — glass next
-    to a tissue edge matches white lumens confidently and would teach the classifier that
-    "white" is the target); every patch is still re-scored. The classifier's log-odds are put
-    back on the margin's scale (`self_train_logit_scale` per margin unit)."""
+    `valid` (N,) bool restricts the training patches (tissue only: glass next to a tissue edge
+    matches white lumens confidently and would teach the classifier that "white" is the
+    target); every patch is still re-scored. The classifier's log-odds are put back on the
+    margin's scale (`self_train_logit_scale` per margin unit)."""
+    pos, neg = confident(margin, threshold, cfg, valid)
+    decision = fit_decision(feats, pos, neg, threshold, cfg, seed)
+    return margin if decision is None else decision.margin(feats)
+
+
+def confident(margin: np.ndarray, threshold: float, cfg: MatchingConfig,
+              valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Patches confidently target / not target by their margin (beyond ±self_train_margin
+    around the threshold), among `valid` ones when given."""
     pos = margin > threshold + cfg.self_train_margin
     neg = margin < threshold - cfg.self_train_margin
     if valid is not None:
         pos &= valid
         neg &= valid
-    if pos.sum() < cfg.self_train_min_patches or neg.sum() < cfg.self_train_min_patches:
-        return margin
-    if cfg.self_train_method == "lr":
-        scores = _logistic(feats, pos, neg, cfg.self_train_c, cfg.self_train_max_iter, seed)
-    else:
-        scores = _lda(feats, pos, neg, cfg.self_train_shrinkage)
-    return threshold + scores / cfg.self_train_logit_scale
+    return pos, neg
 
 
 def _logistic(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, c: float, max_iter: int,
-              seed: int) -> np.ndarray:
+              seed: int) -> tuple[np.ndarray, float]:
     x = np.concatenate([feats[pos], feats[neg]])
     y = np.r_[np.ones(int(pos.sum())), np.zeros(int(neg.sum()))]
     model = LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced",
@@ -53,14 +88,15 @@ def _logistic(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, c: float, max
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x, y)
-    return model.decision_function(feats).astype(np.float32)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
 
-def _lda(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, shrinkage: float) -> np.ndarray:
+def _lda(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, shrinkage: float
+         ) -> tuple[np.ndarray, float]:
     x = feats.astype(np.float64)
     m1, m0 = x[pos].mean(axis=0), x[neg].mean(axis=0)
     centred = np.concatenate([x[pos] - m1, x[neg] - m0])
     cov = centred.T @ centred / len(centred)
     cov += shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
     w = np.linalg.solve(cov, m1 - m0)
-    return (x @ w - w @ (m1 + m0) / 2.0).astype(np.float32)  # balanced: no prior term
+    return w.astype(np.float32), float(-w @ (m1 + m0) / 2.0)  # balanced: no prior term

@@ -6,7 +6,8 @@ gland lumen open to the tissue edge, paler than the Otsu threshold, is not cut a
 glass far from tissue never becomes a detection).
 
 The background colour is the median of the thumbnail's border; tissue is whatever differs from it
-by more than an Otsu threshold on the colour distance, cleaned by morphology.
+by more than an Otsu threshold on the colour distance (capped by the border's own spread plus the
+least contrast, so pale tissue on a clean, thin glass margin counts), cleaned by morphology.
 """
 
 from __future__ import annotations
@@ -37,26 +38,45 @@ def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float
     dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
     if float(dist.max() - dist.min()) < 1e-6:
         return np.zeros(thumb.shape[:2], dtype=bool)
-    threshold = max(threshold_otsu(dist), min_distance)
+    # Otsu splits glass from tissue where glass is a large part of the thumbnail; where the
+    # glass is a thin clean margin (a small slide, a tissue-filled scan) it splits dark tissue
+    # from pale tissue instead: never threshold above the glass's own spread (the 99th
+    # percentile of the border's distance) plus the least contrast
+    border_spread = float(np.percentile(np.linalg.norm(border - background, axis=1), 99))
+    threshold = max(min(threshold_otsu(dist), border_spread + min_distance), min_distance)
     mask = fill_holes(closing(dist > threshold, iterations=closing_iterations), max_hole_px)
     return large_components(mask, max(4, round(min_area_px)))
 
 
 @dataclass(frozen=True)
 class TissueMasks:
-    """Thumbnail-resolution masks: `tissue` as detected, `keep` = tissue grown by the margin."""
+    """Thumbnail-resolution masks: `tissue` as detected, `keep` = tissue grown by the margin;
+    `glass_rgb`: the colour of the slide's glass (its background: white in bright field, dark in
+    fluorescence)."""
 
     tissue: np.ndarray
     keep: np.ndarray
+    glass_rgb: tuple[float, float, float] = (255.0, 255.0, 255.0)
+
+
+def glass_colour(thumb: np.ndarray, tissue: np.ndarray) -> tuple[float, float, float]:
+    """Median colour of the thumbnail's pixels outside the tissue (3x3 mean, as the detection
+    sees them); the border's median when the tissue covers everything."""
+    img = cv2.blur(np.ascontiguousarray(thumb, dtype=np.float32), (3, 3),
+                   borderType=cv2.BORDER_REFLECT)
+    outside = img[~tissue] if (~tissue).any() else np.concatenate(
+        [img[0], img[-1], img[:, 0], img[:, -1]])
+    r, g, b = (float(v) for v in np.median(outside.reshape(-1, 3), axis=0))
+    return r, g, b
 
 
 def tissue_masks(thumb: np.ndarray, margin_px: float, min_area_px: float = 4.0,
                  min_distance: float = 12.0, closing_iterations: int = 2,
                  max_hole_px: float | None = None) -> TissueMasks:
-    """Tissue (pieces of at least `min_area_px`, holes up to `max_hole_px` filled) and tissue
-    grown by `margin_px`, all in thumbnail pixels."""
+    """Tissue (pieces of at least `min_area_px`, holes up to `max_hole_px` filled), tissue
+    grown by `margin_px` (thumbnail pixels) and the glass colour."""
     tissue = tissue_mask(thumb, min_area_px, min_distance, closing_iterations, max_hole_px)
-    return TissueMasks(tissue, grow(tissue, margin_px))
+    return TissueMasks(tissue, grow(tissue, margin_px), glass_colour(thumb, tissue))
 
 
 def tile_mask(tissue: np.ndarray, tile: Tile, working_size: tuple[int, int]) -> np.ndarray:
