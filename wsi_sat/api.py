@@ -12,8 +12,9 @@ them to the working resolution and encodes them at the tiles' scale.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ from wsi_sat.pipeline import RunOptions, SlideReference, SlideSummary, prepare_s
 from wsi_sat.pipeline import run_slide as _run_slide
 from wsi_sat.sat.reference import validate_negative_mask
 from wsi_sat.segmenter import Segmenter, SegmentResult
+from wsi_sat.writers.tables import slide_row, write_summary
 
 __all__ = ["Config", "Reference", "ReferenceSet", "SegmentResult", "Segmenter", "SlideReference",
            "SlideSummary", "load_config", "load_references", "load_segmenter",
-           "prepare_reference", "read_references", "run_slide"]
+           "prepare_reference", "read_references", "run_slide", "run_slides"]
 
 ReferenceInput = Reference | tuple[np.ndarray, np.ndarray] | str | Path
 
@@ -182,3 +184,24 @@ def run_slide(slide: str | Path, reference: SlideReference, segmenter: Segmenter
     options = RunOptions(Path(out_dir), slide_mpp, mpp, resume)
     return _run_slide(Path(slide), reference, segmenter, config or segmenter.config, options,
                       client)
+
+
+def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmenter: Segmenter,
+               config: Config | None = None, out_dir: str | Path = "results", *,
+               slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
+               client: Any = None) -> Iterator[SlideSummary]:
+    """`run_slide` over a cohort, one slide after the other, yielding each summary; after
+    every slide `out_dir/summary.csv` is rewritten with one row per slide so far (a cohort's
+    log). With `resume`, a slide whose outputs are complete for these inputs is skipped."""
+    rows = []
+    for path in slides:
+        summary = run_slide(path, reference, segmenter, config, out_dir, slide_mpp=slide_mpp,
+                            mpp=mpp, resume=resume, client=client)
+        run_json = summary.outputs.get("run")
+        if run_json and Path(run_json).is_file():
+            status = "skipped (done)" if summary.skipped else "done"
+            rows.append(slide_row(summary.slide, json.loads(Path(run_json).read_text()), status))
+        else:
+            rows.append(slide_row(summary.slide, {}, "unfinished"))
+        write_summary(Path(out_dir) / "summary.csv", rows)
+        yield summary

@@ -1,0 +1,57 @@
+"""Options and parameter types shared by the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from wsi_sat.config import Config, load_config
+
+
+class Mpp(click.ParamType):
+    """A pixel size in µm/px: finite, between 0.01 and 100."""
+
+    name = "MPP"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        try:
+            mpp = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number (µm/px)", param, ctx)
+        if not (0.01 <= mpp <= 100.0):  # also NaN and inf
+            self.fail(f"{value} µm/px is not a plausible pixel size (0.01-100; 0.25 = 40x, "
+                      "0.5 = 20x)", param, ctx)
+        return mpp
+
+
+MPP = Mpp()
+
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    help="YAML file with config overrides (a partial tree of `wsi-sat config show`).",
+)
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override one config key, e.g. --set sat.decode.mode=union (repeatable).",
+)
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+    help="Compute device (default: runtime.device, auto = cuda > mps > cpu).",
+)
+
+
+negative_option = click.option(
+    "--negative", "negatives", multiple=True, type=click.Path(path_type=Path),
+    help="Image of tissue that is NOT the target (repeatable): a negative example.")
+negative_mask_option = click.option(
+    "--negative-mask", "negative_masks", multiple=True, type=click.Path(path_type=Path),
+    help="Mask of each --negative, same order: which pixels are non-target (default: the "
+         "whole image).")
+
+
+def build_config(config_path: Path | None, overrides: tuple[str, ...], device: str | None = None
+            ) -> Config:
+    extra = (f"runtime.device={device}",) if device else ()
+    return load_config(config_path, tuple(overrides) + extra)
