@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -96,10 +97,25 @@ def _bounds(props: Any, backend: str) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def _looks_ycbcr(rgb: np.ndarray) -> bool:
+    """Whether a thumbnail's border (glass) reads like YCbCr taken for RGB: both chroma channels
+    at their neutral 128 (within 10) while the first channel is far from grey (a white glass
+    reads (235, 128, 130); a real RGB slide with such a background would be deep red)."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.float32)
+    y, cb, cr = np.median(border, axis=0)
+    return abs(cb - 128) < 10 and abs(cr - 128) < 10 and abs(y - 128) > 40
+
+
+def _ycbcr_to_rgb(img: np.ndarray) -> np.ndarray:
+    """JPEG's full-range YCbCr (BT.601) to RGB; OpenCV orders the chroma Cr, Cb."""
+    return cv2.cvtColor(np.ascontiguousarray(img[..., [0, 2, 1]]), cv2.COLOR_YCrCb2RGB)
+
+
 class Slide:
     def __init__(self, path: Path, mpp_override: float | None = None) -> None:
         self.path = Path(path)
         self._slide, self.backend = _open(self.path)
+        self._ycbcr = False
         meta_mpp = _mpp(self._slide.properties, self.backend)
         self.mpp = mpp_override if mpp_override else meta_mpp
         self.bounds_xy = _bounds(self._slide.properties, self.backend)  # QuPath's origin
@@ -108,7 +124,16 @@ class Slide:
             tuple(float(d) for d in self._slide.level_downsamples),
             tuple(tuple(d) for d in self._slide.level_dimensions),
         )
-
+        props = self._slide.properties
+        if (props.get("openslide.vendor") == "dicom"
+                and props.get("dicom.PhotometricInterpretation") == "RGB"
+                and str(props.get("dicom.TransferSyntaxUID", "")).startswith("1.2.840.10008.1.2.4.5")
+                and _looks_ycbcr(self.thumbnail(256)[0])):
+            # a JPEG-baseline DICOM whose header says RGB but whose frames are YCbCr (some
+            # converters write it so): openslide decodes them as RGB, in false colour
+            log.warning("'%s': the DICOM header says RGB but its JPEG frames hold YCbCr; "
+                        "converting to RGB", self.path.name)
+            self._ycbcr = True
     def require_mpp(self) -> float:
         if self.mpp is None:
             raise MissingMppError(
@@ -144,12 +169,14 @@ class Slide:
                 f"({exc.__class__.__name__}); the file may be truncated or corrupt"
             ) from None
         region = region.convert("RGBA")
-        white = Image.new("RGBA", region.size, (255, 255, 255, 255))
+        # transparent (outside the scanned area) is white; in YCbCr frames, white is (255, 128, 128)
+        white = Image.new("RGBA", region.size, (255, 128, 128, 255) if self._ycbcr else
+                          (255, 255, 255, 255))
         rgb = Image.alpha_composite(white, region).convert("RGB")
         if rgb.size != (out_w, out_h):
             rgb = rgb.resize((out_w, out_h), Image.Resampling.BOX if lw > out_w else
                              Image.Resampling.BILINEAR)
-        return np.asarray(rgb)
+        return _ycbcr_to_rgb(np.asarray(rgb)) if self._ycbcr else np.asarray(rgb)
 
     def read_padded(self, x: float, y: float, w: float, h: float, out_size: tuple[int, int]
                     ) -> np.ndarray:
