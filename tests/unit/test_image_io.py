@@ -75,3 +75,22 @@ def test_list_images_expands_folders_and_skips_masks(tmp_path):
     empty.mkdir()
     with pytest.raises(InputImageError, match="no PNG"):
         list_images([empty])
+
+
+def test_instance_label_masks_keep_every_object(tmp_path):
+    """A label image (0 = background, 1..9 = objects) keeps all nine objects, not only the
+    labels above half the maximum; a soft-edged 0/255 mask still splits at half its maximum."""
+    from wsi_sat.io.image import binary_mask
+
+    labels = np.zeros((90, 90), np.uint8)
+    for i in range(9):
+        labels[10 * i : 10 * i + 8, 5:60] = i + 1
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    assert (read_mask(tmp_path / "labels.png") == (labels > 0)).all()
+    wide = labels.astype(np.uint16) * 1000  # 16-bit labels
+    assert (binary_mask(wide) == (labels > 0)).all()
+    soft = np.zeros((40, 40), np.uint8)
+    soft[10:30, 10:30] = 255
+    soft[9, 10:30] = soft[30, 10:30] = 100  # an anti-aliased edge below half
+    soft[10:30, 9] = 200  # and one above
+    assert binary_mask(soft).sum() == 20 * 20 + 20

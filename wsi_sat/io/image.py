@@ -101,14 +101,24 @@ def read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A binary mask: any single- or multi-channel image; foreground is above half its maximum
-    value (0/255 and 0/1 masks both work)."""
-    arr = _read_raw(Path(path))
+    """A binary mask from any single- or multi-channel image: 0/255 and 0/1 masks (foreground
+    above half the maximum, so the soft edges of an anti-aliased or JPEG mask split cleanly),
+    and instance label images (0 = background, 1..N = objects: every object is foreground)."""
+    return binary_mask(_read_raw(Path(path)))
+
+
+def binary_mask(arr: np.ndarray) -> np.ndarray:
+    """See `read_mask`. A label image is told from a soft-edged binary mask by where its values
+    between 0 and the maximum lie: on most of the foreground (labels), or only on edges."""
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=-1) if arr.shape[-1] >= 3 else arr[..., 0]
     peak = float(arr.max())
     if peak <= 0:
         return np.zeros(arr.shape, dtype=bool)
+    nonzero = arr > 0
+    middle = nonzero & (arr < peak)
+    if np.issubdtype(arr.dtype, np.integer) and middle.sum() > 0.2 * nonzero.sum():
+        return nonzero  # an instance label image
     return arr > (peak / 2.0 if peak > 1 else 0)
 
 
