@@ -151,3 +151,26 @@ def test_outputs_are_group_readable_and_out_must_be_a_folder(slide, fake_engine,
     a_file.write_text("x")
     with pytest.raises(OutputError, match="is a file"):
         _run(fake_engine, slide, a_file)
+
+
+def test_check_confirms_a_complete_folder_and_names_what_is_wrong(slide, fake_engine, tmp_path):
+    from click.testing import CliRunner
+
+    from wsi_sat.cli import app
+
+    out = tmp_path / "o"
+    _run(fake_engine, slide, out)
+    result = CliRunner().invoke(app, ["check", str(out)])
+    assert result.exit_code == 0 and "case.1: ok" in result.output, result.output
+    # an interrupted run: shards and a .partial store, no run.json
+    part = tmp_path / "part"
+    _run(fake_engine, slide, part, max_batches=1)
+    result = CliRunner().invoke(app, ["check", str(part)])
+    assert result.exit_code == 2 and "no run.json" in result.output
+    # a GeoJSON of another run put beside this run.json
+    geo = json.loads((out / "case.1.geojson").read_text())
+    geo["features"] = geo["features"][:1]
+    (out / "case.1.geojson").write_text(json.dumps(geo))
+    result = CliRunner().invoke(app, ["check", str(out)])
+    assert result.exit_code == 2 and "the GeoJSON holds 1 objects" in result.output
+    assert CliRunner().invoke(app, ["check", str(tmp_path / "none")]).exit_code == 2

@@ -63,11 +63,11 @@ def app(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-from wsi_sat.cli.admin import config_group, demo, models
+from wsi_sat.cli.admin import check, config_group, demo, models
 from wsi_sat.cli.images import eval_cmd, segment
 from wsi_sat.cli.slides import run
 
-for _command in (segment, run, eval_cmd, models, config_group, demo):
+for _command in (segment, run, eval_cmd, check, models, config_group, demo):
     app.add_command(_command)
 
 

@@ -82,3 +82,23 @@ def demo(out_dir: Path, device: str | None) -> None:
     click.echo(f"demo: mean Dice {mean:.3f}; reference, targets, masks/ and overlays/ in "
                f"{out_dir}/; whole-slide outputs (OME-Zarr, GeoJSON for QuPath, run.json, "
                f"overview) in {out_dir}/results/")
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def check(out_dir: Path) -> None:
+    """Check that a results folder is complete and each slide's outputs belong to one run."""
+    from wsi_sat.errors import RunStateError
+    from wsi_sat.pipeline.verify import check_output
+
+    if not out_dir.is_dir():
+        raise RunStateError(f"'{out_dir}' is not a folder; pass the --out of a run")
+    checks = check_output(out_dir)
+    if not checks:
+        raise RunStateError(f"'{out_dir}' holds no wsi-sat outputs")
+    for c in checks:
+        click.echo(f"{c.stem}: " + ("ok" if c.ok else "; ".join(c.problems)))
+    bad = [c.stem for c in checks if not c.ok]
+    if bad:
+        raise RunStateError(f"{len(bad)} of {len(checks)} slides incomplete or inconsistent: "
+                            f"{', '.join(bad)}")
