@@ -30,6 +30,15 @@ class MatchResult:
     bg_votes: np.ndarray  # (N,) reference bg patches whose best target match is this patch
     voted: bool = True  # False: matched without the reference → target votes (all zero)
 
+    @classmethod
+    def margin_only(cls, margin: np.ndarray) -> MatchResult:
+        """A result that carries only a margin (a slide decision's, in the map mode: nothing
+        else is read), without similarities or votes."""
+        zeros = np.zeros(len(margin), np.int32)
+        return cls(margin=margin, fg_sim=np.full(len(margin), np.nan, np.float32),
+                   back_label=zeros.astype(np.int8), fg_votes=zeros, bg_votes=zeros,
+                   voted=False)
+
     @property
     def positives(self) -> np.ndarray:
         """Cycle-consistent foreground candidates (voted by fg, best match back is fg)."""

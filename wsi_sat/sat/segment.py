@@ -12,7 +12,7 @@ import numpy as np
 from wsi_sat.config import SatConfig
 from wsi_sat.models.features import PatchGrid
 from wsi_sat.models.sam import Encoded, SamEngine
-from wsi_sat.sat.matching import match
+from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.postprocess import clean_labels, clean_mask
 from wsi_sat.sat.predict import Prediction, predict, refine_match
@@ -45,12 +45,17 @@ def segment_image(engine: SamEngine, enc: Encoded, image: np.ndarray, grid: Patc
     t = time.perf_counter()
     colour = patch_colour(image, grid.grid_hw, grid.patch_hw)
     feats = reference.features(grid, colour)
-    # map mode decodes the margin alone: the votes (prompts only) are not computed
-    result = match(feats, reference.bank, reference.labels, cfg.matching.top_k,
-                   votes=cal.mode != "map")
-    if reference.decision is not None:
-        result = replace(result, margin=reference.decision.margin(feats))
+    if reference.decision is not None:  # a slide's decision is the margin
+        margin = reference.decision.margin(feats)
+        if cal.mode == "map":  # which is all the map mode reads: no matching
+            result = MatchResult.margin_only(margin)
+        else:  # prompts read the votes and the backward labels
+            result = replace(match(feats, reference.bank, reference.labels, cfg.matching.top_k),
+                             margin=margin)
     else:
+        # map mode decodes the margin alone: the votes (prompts only) are not computed
+        result = match(feats, reference.bank, reference.labels, cfg.matching.top_k,
+                       votes=cal.mode != "map")
         valid = None
         if tissue is not None:
             valid = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
