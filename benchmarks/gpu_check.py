@@ -12,8 +12,9 @@ reference is the protocol's ref0; tiles are scored by a slide decision fitted on
 1. the encoder alone, ms per tile, batches of 8, fp32 and bf16 autocast;
 2. agreement fp32 vs bf16: embedding cosine (min), mask Dice (mean, min);
 3. end to end per tile (encoder + SAT, tiles in memory): tiles/s with 1, 4 and 8 lanes (threads
-   sharing the models, as a worker runs them), and the CPU core-ms per tile spent after the
-   encoder (matching, decision, decoding, clean-up) from the segmenter's own timings.
+   sharing the models, as a worker runs them), and the ms per tile spent after the encoder
+   (matching or the device map, decoding, clean-up) from the segmenter's own timings;
+4. the CPU work a whole slide adds per tile after that (the glass rule and the polygons), ms.
 """
 
 from __future__ import annotations
@@ -33,14 +34,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wsi_sat.config import load_config  # noqa: E402
+from wsi_sat.geometry import Scale  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.io.mosaic import mosaic  # noqa: E402
 from wsi_sat.runtime.threads import torch_threads  # noqa: E402
+from wsi_sat.sat.glass import keep_on_tissue  # noqa: E402
 from wsi_sat.sat.matching import match  # noqa: E402
-from wsi_sat.sat.open_set import open_threshold, slide_background, slide_decision  # noqa: E402
-from wsi_sat.sat.open_set import with_background  # noqa: E402
+from wsi_sat.sat.open_set import (  # noqa: E402
+    open_threshold,
+    slide_background,
+    slide_decision,
+    with_background,  # noqa: E402
+)
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.segmenter import Segmenter  # noqa: E402
+from wsi_sat.stitch.polygons import tile_objects  # noqa: E402
 
 TILE = 1024
 
@@ -149,6 +157,15 @@ def main() -> None:
                   f"the encoder {1000 * np.mean(after):.0f} ms per tile "
                   f"(stages {row['lanes'][lanes]['stages_ms']})", flush=True)
             masks[precision] = [r.mask for r in results]
+        t = time.perf_counter()
+        full = np.ones((TILE, TILE), bool)
+        for image, r in zip(tiles, results):
+            kept = keep_on_tissue(r.mask, image, full, full, (255.0, 255.0, 255.0), r.patch_hw,
+                                  cfg.wsi, 0.62)
+            tile_objects(kept, None, r.prob, 0, (0, 0), Scale(0.62, 0.62), cfg.wsi.simplify_px)
+        row["slide_cpu_ms_per_tile"] = (time.perf_counter() - t) / len(tiles) * 1000
+        print(f"{precision}: glass rule + polygons {row['slide_cpu_ms_per_tile']:.0f} ms per "
+              "tile (CPU, one thread)", flush=True)
         report[precision] = row
         report[f"{precision}_embeddings"] = emb
         print(f"{precision}: encoder {enc_ms:.1f} ms per tile (batches of 8), reference "

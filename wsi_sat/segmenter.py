@@ -28,7 +28,12 @@ from wsi_sat.runtime.prefetch import Prefetcher
 from wsi_sat.runtime.threads import BlasLimiter, set_torch_threads
 from wsi_sat.sat.prepare import prepare_embedding
 from wsi_sat.sat.reference import ReferenceEmbedding
-from wsi_sat.sat.segment import SegmentResult, segment_image
+from wsi_sat.sat.segment import (
+    SegmentResult,
+    decided_maps_fit,
+    segment_decided_maps,
+    segment_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,15 @@ class Segmenter:
                 t_enc = (time.perf_counter() - t0) / len(chunk)
                 if not early:
                     reader.request()
+                # on an accelerator the map of a slide's decision is computed there, batched; on a
+                # CPU the per-image path is faster (OpenCV colour: 38 vs 115 ms per 1024² tile)
+                if early and decided_maps_fit(encoded, chunk, reference, self.backbone.name):
+                    if masks is not None:
+                        for _ in chunk:
+                            next(masks)  # the slide's decision needs no tissue mask
+                    out += segment_decided_maps(encoded, chunk, reference, self.sat, mpp, {
+                        "encode": t_enc, "read_wait": t_wait / len(chunk)})
+                    continue
                 grids = self.backbone.grids(chunk, encoded)
                 t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
                 for image, enc, grid in zip(chunk, encoded, grids):

@@ -83,3 +83,36 @@ def test_the_slides_decision_scores_every_tile_alike(fake_segmenter):
         grid = backbone.grids([image], [enc])[0]
         res = segment_image(engine, enc, image, grid, slide_ref, fake_segmenter.sat)
         assert (res.mask.mean() < 0.01) if want_empty else (res.mask.mean() > 0.05)
+
+
+def test_device_map_equals_the_per_image_map(fake_segmenter):
+    """The batched map of a slide's decision (wsi_sat.sat.device_map, here on the CPU) gives the
+    per-image path's probabilities and masks."""
+    import torch
+
+    from wsi_sat.sat.device_map import patch_colour_t
+    from wsi_sat.sat.patches import patch_colour
+    from wsi_sat.sat.segment import decided_maps_fit, segment_decided_maps
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    want = np.stack([patch_colour(im, (4, 6), (16.0, 16.0)) for im in noise])
+    got = patch_colour_t(torch.from_numpy(noise), 16).numpy()
+    assert np.allclose(got, want, atol=2e-4)
+
+    ref = fake_segmenter.prepare_reference([blobs_image(0)])
+    ref = ref.with_calibration(ref.calibration.__class__(
+        ref.calibration.threshold, "map", False, {}, ref.calibration.open_threshold), None)
+    decision, _ = slide_decision(ref, ref.bank, np.where(ref.labels == 1, 0.2, -0.2),
+                                 fake_segmenter.sat.matching, 0)
+    slide_ref = ref.__class__(**{**ref.__dict__, "decision": decision})
+    engine, backbone = fake_segmenter.engine, fake_segmenter.backbone
+    tiles = [blobs_image(s, size=(256, 256))[0] for s in (5, 6, 7)]
+    encoded = engine.encode(tiles, 1.0)
+    assert decided_maps_fit(encoded, tiles, slide_ref, backbone.name)
+    batched = segment_decided_maps(encoded, tiles, slide_ref, fake_segmenter.sat, None, {})
+    for image, enc, got in zip(tiles, encoded, batched):
+        grid = backbone.grids([image], [enc])[0]
+        want = segment_image(engine, enc, image, grid, slide_ref, fake_segmenter.sat)
+        assert np.abs(got.prob - want.prob).max() < 1e-3
+        assert (got.mask != want.mask).mean() < 1e-3 and got.mask.any()

@@ -24,7 +24,7 @@ from wsi_sat.io.slide import Slide
 from wsi_sat.runtime.lanes import lane_threads, worker_lanes
 from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
-from wsi_sat.sat.glass import anchored_target, glass_pixels
+from wsi_sat.sat.glass import keep_on_tissue
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.stitch.polygons import tile_objects
@@ -113,7 +113,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
         core = tile.core_in_read
         mask = keep_on_tissue(res.mask, images[i], tile_tissue[i],
                               tile_mask(tissue.keep, tile, task.working_size), tissue.glass_rgb,
-                              res.patch_hw, task.config, task.working_mpp)[core]
+                              res.patch_hw, task.config.wsi, task.working_mpp)[core]
         labels = None
         if task.instances and res.labels is not None:
             local = res.labels[core]
@@ -135,14 +135,3 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     write_atomic(Path(task.shard_path), lambda p: p.write_text(json.dumps(shard)))
     return shard
 
-
-def keep_on_tissue(pred: np.ndarray, image: np.ndarray, tissue: np.ndarray,
-                   near_tissue: np.ndarray, glass_rgb: tuple[float, float, float],
-                   patch_hw: tuple[float, float], config: Config, working_mpp: float
-                   ) -> np.ndarray:
-    """A tile's prediction kept where it is anchored on the tile's tissue-coloured pixels
-    (wsi.glass_max_distance from the slide's glass colour) and near tissue."""
-    wcfg = config.wsi
-    tissue_px = tissue & ~glass_pixels(image, glass_rgb, wcfg.glass_max_distance)
-    return anchored_target(pred, tissue_px, near_tissue, patch_hw,
-                           wcfg.tissue_margin_um / working_mpp, wcfg.anchor_min_tissue_fraction)

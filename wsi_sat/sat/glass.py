@@ -15,30 +15,33 @@ import math
 import cv2
 import numpy as np
 
+from wsi_sat.config import WsiConfig
 from wsi_sat.morphology import grow
 from wsi_sat.sat.patches import mask_fraction
 
 
 def glass_pixels(image: np.ndarray, glass_rgb: tuple[float, float, float],
-                 max_distance: float) -> np.ndarray:
-    """(H, W) bool: pixels (3x3 mean) within `max_distance` (RGB) of the slide's glass colour."""
-    img = cv2.blur(np.ascontiguousarray(image, dtype=np.float32), (3, 3),
-                   borderType=cv2.BORDER_REFLECT)
-    diff = img - np.asarray(glass_rgb, dtype=np.float32)
-    return np.einsum("ijk,ijk->ij", diff, diff) < max_distance * max_distance
+                 max_distance: float, block_px: int = 2) -> np.ndarray:
+    """(H, W) bool: pixels whose `block_px` x `block_px` block's mean colour lies within
+    `max_distance` (RGB) of the slide's glass colour (the block mean smooths the scanner's noise
+    like a 3x3 mean, and a 1024² tile takes ~5 ms instead of ~100 ms pixel by pixel)."""
+    h, w = image.shape[:2]
+    small = cv2.resize(np.ascontiguousarray(image), (-(-w // block_px), -(-h // block_px)),
+                       interpolation=cv2.INTER_AREA).astype(np.float32)
+    diff = small - np.asarray(glass_rgb, dtype=np.float32)
+    near = ((diff * diff).sum(axis=-1) < max_distance * max_distance).astype(np.uint8)
+    return cv2.resize(near, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _per_pixel(blocks: np.ndarray, patch_hw: tuple[float, float], hw: tuple[int, int]
-               ) -> np.ndarray:
-    """A (gh, gw) patch map spread onto the (H, W) pixels of each patch (nearest)."""
-    rows = np.minimum((np.arange(hw[0]) / patch_hw[0]).astype(int), blocks.shape[0] - 1)
-    cols = np.minimum((np.arange(hw[1]) / patch_hw[1]).astype(int), blocks.shape[1] - 1)
-    return blocks[rows][:, cols]
+def _spread(small: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A coarse bool map spread onto (H, W) pixels, nearest (each pixel takes its block)."""
+    return cv2.resize(small.astype(np.uint8), (hw[1], hw[0]),
+                      interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def anchored_target(pred: np.ndarray, tissue_px: np.ndarray, near_tissue: np.ndarray,
                     patch_hw: tuple[float, float], close_px: float,
-                    min_tissue_fraction: float = 0.5) -> np.ndarray:
+                    min_tissue_fraction: float = 0.5, block_px: int = 4) -> np.ndarray:
     """The prediction kept where it is anchored on tissue.
 
     pred: (H, W) predicted target; tissue_px: tissue-coloured pixels of the slide's tissue;
@@ -48,16 +51,36 @@ def anchored_target(pred: np.ndarray, tissue_px: np.ndarray, near_tissue: np.nda
     pixels within one patch of them (the object's edge), and any other predicted pixel only
     inside the morphological closing (a disk of `close_px`) of the anchors — a lumen, a pale
     gap between target cells — and near tissue. A closing fills concavities, never the glass
-    along a straight or convex edge: no halo."""
+    along a straight or convex edge: no halo. The growing and the closing run on
+    `block_px`-pixel blocks (a 1024² tile: ~5 instead of ~70 ms)."""
     h, w = pred.shape
     grid_hw = (math.ceil(h / patch_hw[0]), math.ceil(w / patch_hw[1]))
     blocks = ((mask_fraction(pred, grid_hw, patch_hw) >= 0.5)
               & (mask_fraction(tissue_px, grid_hw, patch_hw) >= min_tissue_fraction))
-    anchor = pred & _per_pixel(blocks, patch_hw, (h, w))
+    if not blocks.any():
+        return np.zeros_like(pred, dtype=bool)
+    rows = np.minimum((np.arange(h) / patch_hw[0]).astype(int), grid_hw[0] - 1)
+    cols = np.minimum((np.arange(w) / patch_hw[1]).astype(int), grid_hw[1] - 1)
+    anchor = pred & blocks[rows][:, cols]
     if not anchor.any():
         return anchor
-    out = anchor | (pred & tissue_px & grow(anchor, max(patch_hw)))
+    small_hw = (-(-w // block_px), -(-h // block_px))
+    small = cv2.resize(anchor.astype(np.uint8), small_hw, interpolation=cv2.INTER_AREA) > 0
+    out = anchor | (pred & tissue_px & _spread(grow(small, max(patch_hw) / block_px), (h, w)))
     if close_px <= 0:
         return out
-    enclosed = ~grow(~grow(anchor, close_px), close_px)
+    r = close_px / block_px
+    enclosed = _spread(~grow(~grow(small, r), r), (h, w))
     return out | (pred & near_tissue & enclosed)
+
+
+def keep_on_tissue(pred: np.ndarray, image: np.ndarray, tissue: np.ndarray,
+                   near_tissue: np.ndarray, glass_rgb: tuple[float, float, float],
+                   patch_hw: tuple[float, float], wcfg: WsiConfig, working_mpp: float
+                   ) -> np.ndarray:
+    """A tile's prediction kept where it is anchored on the tile's tissue-coloured pixels
+    (`wsi.glass_max_distance` from the slide's glass colour) and near tissue (`tissue`,
+    `near_tissue`: the slide's masks on this tile)."""
+    tissue_px = tissue & ~glass_pixels(image, glass_rgb, wcfg.glass_max_distance)
+    return anchored_target(pred, tissue_px, near_tissue, patch_hw,
+                           wcfg.tissue_margin_um / working_mpp, wcfg.anchor_min_tissue_fraction)
