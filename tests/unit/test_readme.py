@@ -49,3 +49,16 @@ def test_every_command_and_flag_is_documented():
 def test_readme_links_resolve():
     for target in re.findall(r"\]\(((?:docs|examples)/[^)#]+)\)", README):
         assert (ROOT / target).is_file(), target
+
+
+def test_the_qupath_import_script_names_outputs_as_wsi_sat_does():
+    """examples/qupath/import_wsi_sat_results.groovy strips the same slide suffixes, in the same
+    order, as wsi-sat's output names (a drifted list would import nothing for some formats)."""
+    import re
+
+    from wsi_sat.pipeline.plan import SLIDE_SUFFIXES
+
+    script = (ROOT / "examples" / "qupath" / "import_wsi_sat_results.groovy").read_text()
+    listed = re.search(r"def SLIDE_SUFFIXES = \[(.*?)\]", script, re.S).group(1)
+    assert tuple(re.findall(r"'([^']+)'", listed)) == SLIDE_SUFFIXES
+    assert "PathIO.readObjects" in script and ".geojson" in script
