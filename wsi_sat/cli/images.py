@@ -71,7 +71,7 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
     for message in failed:
         click.echo(f"warning: {message}; skipped", err=True)
     t0 = time.perf_counter()
-    seg = Segmenter.frombuild_config(cfg)
+    seg = Segmenter.from_config(cfg)
     reference = seg.prepare_reference([(r.image, r.mask) for r in refs], [r.name for r in refs],
                                       negatives=[(n.image, n.mask) for n in negs])
     cal = reference.calibration
