@@ -58,6 +58,16 @@ class WsiConfig(Section):
         description="A predicted patch anchors the target when at least this fraction of its "
         "pixels is tissue-coloured (not glass).",
     )
+    glass_block_px: int = Field(
+        2, ge=1, le=64,
+        description="Glass rule: pixels are judged glass by the mean colour of blocks of this "
+        "many pixels a side (a 3x3-like smoothing of scanner noise, and fast).",
+    )
+    morphology_block_px: int = Field(
+        4, ge=1, le=64,
+        description="Glass rule: the growing and closing of the anchored target run on blocks "
+        "of this many pixels a side (a 1024² tile: ~8 instead of ~50 ms).",
+    )
     survey_tiles: int = Field(
         16, ge=1, le=4096,
         description="Open set (sat.open_set): tissue tiles surveyed before the tiles (spread "

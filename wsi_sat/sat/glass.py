@@ -81,6 +81,8 @@ def keep_on_tissue(pred: np.ndarray, image: np.ndarray, tissue: np.ndarray,
     """A tile's prediction kept where it is anchored on the tile's tissue-coloured pixels
     (`wsi.glass_max_distance` from the slide's glass colour) and near tissue (`tissue`,
     `near_tissue`: the slide's masks on this tile)."""
-    tissue_px = tissue & ~glass_pixels(image, glass_rgb, wcfg.glass_max_distance)
+    tissue_px = tissue & ~glass_pixels(image, glass_rgb, wcfg.glass_max_distance,
+                                       wcfg.glass_block_px)
     return anchored_target(pred, tissue_px, near_tissue, patch_hw,
-                           wcfg.tissue_margin_um / working_mpp, wcfg.anchor_min_tissue_fraction)
+                           wcfg.tissue_margin_um / working_mpp, wcfg.anchor_min_tissue_fraction,
+                           wcfg.morphology_block_px)
