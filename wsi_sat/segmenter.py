@@ -15,8 +15,11 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
+import torch
 
 from wsi_sat.config import Config, SatConfig
 from wsi_sat.models.features import FeatureBackbone, load_backbone
@@ -31,7 +34,9 @@ from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.sat.segment import (
     SegmentResult,
     decided_maps_fit,
-    segment_decided_maps,
+    decided_probabilities,
+    decided_result,
+    device_patch_px,
     segment_image,
 )
 
@@ -106,8 +111,13 @@ class Segmenter:
         tissue; predictions are not masked here. `mpp` is the images' pixel size (µm/px)."""
         masks = iter(tissue) if tissue is not None else None
         early = self.engine.device.type != "cpu"
-        out: list[SegmentResult] = []
-        with Prefetcher(images, self.engine.encoder_batch) as reader, self._blas.one_thread():
+        out: list[SegmentResult | Future[SegmentResult]] = []
+        # on an accelerator, decided maps come back as probabilities; their clean-up runs on
+        # this lane's CPU threads while the device encodes the next batch
+        cleanup = ThreadPoolExecutor(max(1, torch.get_num_threads()),
+                                     thread_name_prefix="wsi-sat-cleanup") if early else None
+        with Prefetcher(images, self.engine.encoder_batch) as reader, self._blas.one_thread(), \
+                cleanup or nullcontext():
             while True:
                 t0 = time.perf_counter()
                 chunk = reader.next_chunk()
@@ -123,12 +133,18 @@ class Segmenter:
                     reader.request()
                 # on an accelerator the map of a slide's decision is computed there, batched; on a
                 # CPU the per-image path is faster (OpenCV colour: 38 vs 115 ms per 1024² tile)
-                if early and decided_maps_fit(encoded, chunk, reference, self.backbone.name):
+                if cleanup is not None and decided_maps_fit(encoded, chunk, reference,
+                                                            self.backbone.name):
                     if masks is not None:
                         for _ in chunk:
                             next(masks)  # the slide's decision needs no tissue mask
-                    out += segment_decided_maps(encoded, chunk, reference, self.sat, mpp, {
-                        "encode": t_enc, "read_wait": t_wait / len(chunk)})
+                    t0 = time.perf_counter()
+                    probs = decided_probabilities(encoded, chunk, reference, self.sat)
+                    stages = {"encode": t_enc, "read_wait": t_wait / len(chunk),
+                              "match": (time.perf_counter() - t0) / len(chunk)}
+                    patch = device_patch_px(encoded[0]) or 16
+                    out += [cleanup.submit(decided_result, p, patch, self.sat, mpp, stages)
+                            for p in probs]
                     continue
                 grids = self.backbone.grids(chunk, encoded)
                 t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
@@ -138,4 +154,4 @@ class Segmenter:
                     tissue_mask = next(masks) if masks is not None else None
                     out.append(segment_image(self.engine, enc, image, grid, reference, self.sat,
                                              mpp, tissue_mask, timings))
-        return out
+            return [r.result() if isinstance(r, Future) else r for r in out]

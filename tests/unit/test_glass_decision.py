@@ -116,3 +116,31 @@ def test_device_map_equals_the_per_image_map(fake_segmenter):
         want = segment_image(engine, enc, image, grid, slide_ref, fake_segmenter.sat)
         assert np.abs(got.prob - want.prob).max() < 1e-3
         assert (got.mask != want.mask).mean() < 1e-3 and got.mask.any()
+
+
+def test_segmenter_cleans_decided_maps_up_in_parallel_like_the_per_image_path(fake_engine,
+                                                                              fast_config):
+    """On an accelerator the segmenter computes decided maps per batch and cleans each tile up
+    on a thread pool while the device goes on; the results (in input order) equal the per-image
+    path. The fake engine's tensors stay on the CPU; only its device type says accelerator."""
+    import torch
+
+    from wsi_sat.models.features import SamEncoderFeatures
+    from wsi_sat.segmenter import Segmenter
+
+    cpu_seg = Segmenter(fake_engine, SamEncoderFeatures(), fast_config)
+    ref = cpu_seg.prepare_reference([blobs_image(0)])
+    ref = ref.with_calibration(ref.calibration.__class__(
+        ref.calibration.threshold, "map", False, {}, ref.calibration.open_threshold), None)
+    decision, _ = slide_decision(ref, ref.bank, np.where(ref.labels == 1, 0.2, -0.2),
+                                 cpu_seg.sat.matching, 0)
+    slide_ref = ref.__class__(**{**ref.__dict__, "decision": decision})
+    tiles = [blobs_image(s, size=(256, 256))[0] for s in range(10, 21)]  # 11: two batches
+    want = cpu_seg.segment(tiles, slide_ref, encode_scale=1.0)
+    fake_engine.device = torch.device("cuda")  # the segmenter takes the accelerator's path
+    got = cpu_seg.segment(iter(tiles), slide_ref, encode_scale=1.0)
+    assert len(got) == len(want) == 11
+    for g, w in zip(got, want):
+        assert np.abs(g.prob - w.prob).max() < 1e-3 and (g.mask != w.mask).mean() < 1e-3
+        assert "postprocess" in g.timings_s and g.mode == "map"
+        assert "features" not in g.timings_s and "features" in w.timings_s  # the two paths

@@ -101,26 +101,38 @@ def decided_maps_fit(encoded: list[Encoded], images: list[np.ndarray],
                         patch)
 
 
-def segment_decided_maps(encoded: list[Encoded], images: list[np.ndarray],
-                         reference: ReferenceEmbedding, cfg: SatConfig, mpp: float | None,
-                         timings: dict[str, float]) -> list[SegmentResult]:
-    """A batch of same-sized tiles in the map mode under a slide's decision, the map computed on
-    the encoder's device (wsi_sat.sat.device_map); then clean-up per tile on the CPU. Equal to
-    `segment_image` on each within float32 rounding (tested). `timings` (shared stages such as
-    the encoder's, per tile) is copied into each result."""
-    t = time.perf_counter()
+def decided_probabilities(encoded: list[Encoded], images: list[np.ndarray],
+                          reference: ReferenceEmbedding, cfg: SatConfig) -> np.ndarray:
+    """(B, H, W) float32 probabilities of a batch of same-sized tiles in the map mode under a
+    slide's decision, computed on the encoder's device (wsi_sat.sat.device_map)."""
     patch = device_patch_px(encoded[0])
     assert patch is not None
     gh, gw = (-(-images[0].shape[0] // patch), -(-images[0].shape[1] // patch))
     emb = torch.stack([e.embedding[:, :gh, :gw] for e in encoded])
     pixels = torch.from_numpy(np.stack(images)).to(emb.device)
-    prob = decision_probability(emb, pixels, reference, patch,
+    return decision_probability(emb, pixels, reference, patch,
                                 cfg.decode.map_temperature).cpu().numpy()
-    t_map = (time.perf_counter() - t) / len(images)
-    out = []
-    for p in prob:
-        t = time.perf_counter()
-        mask = clean_mask(p > 0.5, cfg.postprocess, mpp)
-        stages = {**timings, "match": t_map, "postprocess": time.perf_counter() - t}
-        out.append(SegmentResult(mask, None, p, "map", 0, 0, stages, (float(patch),) * 2))
-    return out
+
+
+def decided_result(prob: np.ndarray, patch_px: int, cfg: SatConfig, mpp: float | None,
+                   timings: dict[str, float]) -> SegmentResult:
+    """A tile's result from its decided probability map: threshold and clean-up (CPU; OpenCV
+    releases the interpreter, so tiles are cleaned up in parallel threads)."""
+    t = time.perf_counter()
+    mask = clean_mask(prob > 0.5, cfg.postprocess, mpp)
+    stages = {**timings, "postprocess": time.perf_counter() - t}
+    return SegmentResult(mask, None, prob, "map", 0, 0, stages, (float(patch_px),) * 2)
+
+
+def segment_decided_maps(encoded: list[Encoded], images: list[np.ndarray],
+                         reference: ReferenceEmbedding, cfg: SatConfig, mpp: float | None,
+                         timings: dict[str, float]) -> list[SegmentResult]:
+    """A batch of same-sized tiles in the map mode under a slide's decision: the map on the
+    encoder's device, then clean-up per tile. Equal to `segment_image` on each within float32
+    rounding (tested). `timings` (shared stages such as the encoder's, per tile) is copied into
+    each result."""
+    t = time.perf_counter()
+    prob = decided_probabilities(encoded, images, reference, cfg)
+    stages = {**timings, "match": (time.perf_counter() - t) / len(images)}
+    patch = device_patch_px(encoded[0]) or SAM_STRIDE_PX
+    return [decided_result(p, patch, cfg, mpp, stages) for p in prob]
