@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -24,7 +24,7 @@ import torch
 from wsi_sat.config import Config, SatConfig
 from wsi_sat.models.features import FeatureBackbone, load_backbone
 from wsi_sat.models.registry import get_spec
-from wsi_sat.models.sam import SamEngine
+from wsi_sat.models.sam import Encoded, SamEngine
 from wsi_sat.runtime.allocator import keep_freed_memory
 from wsi_sat.runtime.device import select_device
 from wsi_sat.runtime.prefetch import Prefetcher
@@ -97,9 +97,18 @@ class Segmenter:
                                  encode_scale, list(negatives))
 
     # -- targets ------------------------------------------------------------------------------
+    def _encode(self, chunk: list[np.ndarray], scale: float | None,
+                given: Iterator[Encoded | None] | None) -> list[Encoded]:
+        """The chunk's encoder outputs: those `given`, the rest encoded in one call."""
+        known = [next(given, None) for _ in chunk] if given is not None else [None] * len(chunk)
+        todo = [img for img, e in zip(chunk, known) if e is None]
+        fresh = iter(self.engine.encode(todo, scale) if todo else [])
+        return [e if e is not None else next(fresh) for e in known]
+
     def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,
                 mpp: float | None = None, encode_scale: float | None = None,
-                tissue: Iterable[np.ndarray] | None = None) -> list[SegmentResult]:
+                tissue: Iterable[np.ndarray] | None = None,
+                encoded: Iterable[Encoded | None] | None = None) -> list[SegmentResult]:
         """Segment images: encoder calls of `encoder_batch` images, then SAT per image.
 
         `images` may be a lazy iterable (whole slides pass a generator that reads tiles): it is
@@ -108,8 +117,11 @@ class Segmenter:
         encoder's threads take this lane's cores; SAT is mostly single-threaded), on a GPU
         before it (reading overlaps the encoder too). `tissue` (one (H, W) bool mask per
         image, whole slides) limits the per-image self-training to patches that are mostly
-        tissue; predictions are not masked here. `mpp` is the images' pixel size (µm/px)."""
+        tissue; predictions are not masked here. `mpp` is the images' pixel size (µm/px).
+        `encoded` (one per image, None where it must be encoded) gives encoder outputs computed
+        before (a slide's survey tiles), which are not encoded again."""
         masks = iter(tissue) if tissue is not None else None
+        given = iter(encoded) if encoded is not None else None
         early = self.engine.device.type != "cpu"
         out: list[SegmentResult | Future[SegmentResult]] = []
         # on an accelerator, decided maps come back as probabilities; their clean-up runs on
@@ -127,7 +139,7 @@ class Segmenter:
                 if early:
                     reader.request()
                 t0 = time.perf_counter()
-                encoded = self.engine.encode(chunk, encode_scale)
+                encoded = self._encode(chunk, encode_scale, given)
                 t_enc = (time.perf_counter() - t0) / len(chunk)
                 if not early:
                     reader.request()

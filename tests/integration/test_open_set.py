@@ -114,3 +114,30 @@ def test_with_background_appends_unlabelled_background(fake_segmenter):
     assert len(out.bank) == len(ref.bank) + 5 and (out.labels[-5:] == 0).all()
     assert (out.ref_ids[-5:] == -1).all() and np.isnan(out.pos_xy[-5:]).all()
     assert with_background(ref, extra[:0]) is ref
+
+
+def test_survey_tiles_are_encoded_once_and_outputs_do_not_change(fake_engine, tmp_path,
+                                                                monkeypatch):
+    """In this process the batches reuse the survey's encoder outputs: every tile is encoded
+    once, and the outputs equal a run that encodes the survey tiles again."""
+    from wsi_sat.pipeline import run as run_module
+
+    cells = [blobs_image(10 + i, n=4) for i in range(3)] + [novel_tissue(i) for i in range(3)]
+    image, _ = mosaic(cells, cols=3, cell_hw=(200, 240), gap_px=40)
+    path = tmp_path / "mixed.tif"
+    write_pyramidal_tiff(path, image, MPP, tile_px=128, min_px=256)
+
+    def encoded_tiles(out):
+        before = fake_engine.encoded_images
+        pred, record = _run(fake_engine, path, out, True)
+        return pred, record, fake_engine.encoded_images - before
+
+    reused, record, n_reused = encoded_tiles(tmp_path / "reused")
+    original = run_module.survey_slide
+    monkeypatch.setattr(run_module, "survey_slide",
+                        lambda *a, **k: original(*a, **{**k, "keep_encodings": False}))
+    again, _, n_again = encoded_tiles(tmp_path / "again")
+    tiles, surveyed = record["tiles"]["segmented"], record["open_set"]["tiles"]
+    assert surveyed >= 1 and n_again - n_reused == surveyed
+    assert np.array_equal(reused, again)
+    assert n_reused - tiles < n_again - tiles  # the reference views are encoded in both

@@ -21,6 +21,7 @@ import numpy as np
 from wsi_sat.config import Config
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
+from wsi_sat.models.sam import Encoded
 from wsi_sat.runtime.lanes import lane_threads, worker_lanes
 from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
@@ -72,13 +73,15 @@ def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarra
 
 
 def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks,
-                  cancel: threading.Event | None = None, segmenter: Segmenter | None = None
-                  ) -> dict[str, Any]:
+                  cancel: threading.Event | None = None, segmenter: Segmenter | None = None,
+                  encodings: dict[int, Encoded] | None = None) -> dict[str, Any]:
     """Read, segment and write a batch of tiles; returns its shard. Predictions are kept where
     target predicted on tissue-coloured patches anchors them (glass is never the target on
     its own: see wsi_sat.sat.glass) and within the tissue margin. `segmenter` None: this
     worker's cached models. Once `cancel` is set the batch stops before its next tile and
-    raises BatchCancelled without writing its shard (its tiles are redone by `--resume`)."""
+    raises BatchCancelled without writing its shard (its tiles are redone by `--resume`).
+    `encodings` (tile index → encoder output, the survey's) are used instead of encoding those
+    tiles again."""
     timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
     # this lane's share of the worker's cores (OpenMP: set per thread)
@@ -103,7 +106,8 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
 
         results = seg.segment(tiles(), reference, mpp=task.working_mpp,
                               encode_scale=float(seg.engine.input_px) / task.tile_px,
-                              tissue=tile_tissue)
+                              tissue=tile_tissue,
+                              encoded=[(encodings or {}).get(t.index) for t in task.tiles])
     level0 = open_level0(Path(task.zarr_path))
     objects: list[dict[str, Any]] = []
     for i, (tile, res) in enumerate(zip(task.tiles, results)):

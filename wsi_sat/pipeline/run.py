@@ -30,9 +30,8 @@ from wsi_sat.pipeline.plan import (
 from wsi_sat.pipeline.reference import SlideReference, tile_encode_scale
 from wsi_sat.pipeline.resume import finished, mark_store, prepare
 from wsi_sat.pipeline.signature import run_key
-from wsi_sat.pipeline.survey import survey_slide
+from wsi_sat.pipeline.survey import Survey, survey_slide
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
-from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.atomic import writable_dir
@@ -67,14 +66,15 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
         timings["tissue"] = time.perf_counter() - t
         tiles, coarse_info = _select(slide, plan, reference, segmenter, config, timings)
         t = time.perf_counter()
-        survey = survey_slide(slide, plan, reference.embedding, segmenter, config, threads)
+        survey = survey_slide(slide, plan, reference.embedding, segmenter, config, threads,
+                              keep_encodings=client is None)
         timings["survey"] = time.perf_counter() - t
         instances = reference.embedding.calibration.mode == "instances"
         prepare(paths, key, options.resume)
         tasks = _tasks(slide_path, plan, tiles, paths, instances, config, threads, key)
         t = time.perf_counter()
-        _run_batches(tasks, survey.embedding, plan, segmenter, client, lanes, options,
-                     paths.stem, len(tiles))
+        _run_batches(tasks, survey, plan, segmenter, client, lanes, options, paths.stem,
+                     len(tiles))
         timings["segment_wall"] = time.perf_counter() - t
         unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
         if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
@@ -116,9 +116,12 @@ def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPa
             for b, batch in enumerate(plan_batches(tiles, config.wsi.batch_tiles))]
 
 
-def _run_batches(tasks: list[BatchTask], embedding: ReferenceEmbedding, plan: SlidePlan,
+def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
                  segmenter: Segmenter, client: Any, lanes: int, options: RunOptions,
                  stem: str, n_tiles: int) -> None:
+    """The pending batches, in this process on its lanes (reusing the survey's encodings) or on
+    the Dask client's workers."""
+    embedding = survey.embedding
     pending = [task for task in tasks if not Path(task.shard_path).is_file()]
     if options.max_batches is not None:
         pending = pending[: options.max_batches]
@@ -128,7 +131,8 @@ def _run_batches(tasks: list[BatchTask], embedding: ReferenceEmbedding, plan: Sl
         if client is None:
             cancel = threading.Event()  # set when this stops early: lanes stop at their next tile
             with closing(run_in_lanes(
-                    lambda task: segment_batch(task, embedding, plan.tissue, cancel, segmenter),
+                    lambda task: segment_batch(task, embedding, plan.tissue, cancel, segmenter,
+                                               survey.encodings),
                     pending, lanes, cancel)) as shards:
                 for shard in shards:
                     bar.update(len(shard["tiles"]))

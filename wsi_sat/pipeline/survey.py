@@ -14,6 +14,7 @@ import numpy as np
 
 from wsi_sat.config import Config
 from wsi_sat.io.slide import Slide
+from wsi_sat.models.sam import Encoded
 from wsi_sat.pipeline.batch import read_tile
 from wsi_sat.pipeline.plan import SlidePlan
 from wsi_sat.runtime.threads import torch_threads
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 class Survey:
     embedding: ReferenceEmbedding  # the reference plus this slide's background
     info: dict[str, Any] = field(default_factory=dict)
+    # the surveyed tiles' encoder outputs by tile index (kept when asked): the batches of this
+    # process reuse them instead of encoding those tiles again
+    encodings: dict[int, Encoded] = field(default_factory=dict)
 
 
 def survey_tiles(tiles: list[Tile], n: int) -> list[Tile]:
@@ -42,10 +46,12 @@ def survey_tiles(tiles: list[Tile], n: int) -> list[Tile]:
 
 
 def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
-                 segmenter: Segmenter, config: Config, threads: int = 0) -> Survey:
+                 segmenter: Segmenter, config: Config, threads: int = 0,
+                 keep_encodings: bool = False) -> Survey:
     """The reference with this slide's never-shown tissue as background and the slide's
     decision (unchanged when both are off or the slide has no tissue; no background added
-    when the reference has no open threshold)."""
+    when the reference has no open threshold); with `keep_encodings`, the surveyed tiles'
+    encoder outputs too."""
     ocfg = config.sat.open_set
     open_thr = reference.calibration.open_threshold
     if not (ocfg.enabled or ocfg.slide_decision) or not plan.tiles:
@@ -56,10 +62,13 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     rng = np.random.default_rng(config.sat.seed)
     scale = float(segmenter.engine.input_px) / config.wsi.tile_px
     feats, fg_sim, margin = [], [], []
+    encodings: dict[int, Encoded] = {}
     with torch_threads(threads):
         for tile in chosen:
             image = read_tile(slide, plan.scale, tile, config.wsi.tile_px)
             enc = segmenter.engine.encode([image], scale)
+            if keep_encodings:
+                encodings[tile.index] = enc[0]
             grid = segmenter.backbone.grids([image], enc)[0]
             tissue = tile_mask(plan.tissue.tissue, tile, plan.grid.working_size)
             keep = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
@@ -76,7 +85,8 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
             fg_sim.append(res.fg_sim)
             margin.append(res.margin)
     if not feats:
-        return Survey(reference, {"enabled": True, "tiles": len(chosen), "patches": 0})
+        return Survey(reference, {"enabled": True, "tiles": len(chosen), "patches": 0},
+                      encodings)
     x = np.concatenate(feats)
     info: dict[str, Any] = {"enabled": True, "tiles": len(chosen), "survey_patches": int(len(x)),
                             "open_threshold": open_thr}
@@ -98,4 +108,4 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
                                                     config.sat.matching, config.sat.seed)
         embedding = replace(embedding, decision=decision)
     info["seconds"] = time.perf_counter() - t0
-    return Survey(embedding, info)
+    return Survey(embedding, info, encodings)
