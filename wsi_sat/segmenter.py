@@ -96,6 +96,11 @@ class Segmenter:
         return prepare_embedding(self.engine, self.backbone, references, names, self.sat,
                                  encode_scale, list(negatives))
 
+    def blas_one_thread(self):  # noqa: ANN201 - a context manager
+        """numpy's BLAS held to one thread while inside (lanes split the cores; reference-
+        counted, so lanes enter and leave independently)."""
+        return self._blas.one_thread()
+
     # -- targets ------------------------------------------------------------------------------
     def _encode(self, chunk: list[np.ndarray], scale: float | None,
                 given: Iterator[Encoded | None] | None) -> list[Encoded]:

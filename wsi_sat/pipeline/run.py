@@ -66,8 +66,9 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
         timings["tissue"] = time.perf_counter() - t
         tiles, coarse_info = _select(slide, plan, reference, segmenter, config, timings)
         t = time.perf_counter()
-        survey = survey_slide(slide, plan, reference.embedding, segmenter, config, threads,
-                              keep_encodings=client is None)
+        survey = survey_slide(slide, plan, reference.embedding, segmenter, config,
+                              threads if client is None else 0, keep_encodings=client is None,
+                              lanes=lanes if client is None else 1)
         timings["survey"] = time.perf_counter() - t
         instances = reference.embedding.calibration.mode == "instances"
         prepare(paths, key, options.resume)

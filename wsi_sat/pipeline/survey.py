@@ -17,6 +17,7 @@ from wsi_sat.io.slide import Slide
 from wsi_sat.models.sam import Encoded
 from wsi_sat.pipeline.batch import read_tile
 from wsi_sat.pipeline.plan import SlidePlan
+from wsi_sat.runtime.lanes import run_in_lanes
 from wsi_sat.runtime.threads import torch_threads
 from wsi_sat.sat.matching import match
 from wsi_sat.sat.open_set import slide_background, slide_decision, with_background
@@ -47,11 +48,11 @@ def survey_tiles(tiles: list[Tile], n: int) -> list[Tile]:
 
 def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
                  segmenter: Segmenter, config: Config, threads: int = 0,
-                 keep_encodings: bool = False) -> Survey:
+                 keep_encodings: bool = False, lanes: int = 1) -> Survey:
     """The reference with this slide's never-shown tissue as background and the slide's
     decision (unchanged when both are off or the slide has no tissue; no background added
     when the reference has no open threshold); with `keep_encodings`, the surveyed tiles'
-    encoder outputs too."""
+    encoder outputs too. The tiles are encoded on `lanes` threads of `threads` each."""
     ocfg = config.sat.open_set
     open_thr = reference.calibration.open_threshold
     if not (ocfg.enabled or ocfg.slide_decision) or not plan.tiles:
@@ -59,31 +60,37 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     t0 = time.perf_counter()
     chosen = survey_tiles(plan.tiles, config.wsi.survey_tiles)
     per_tile = max(1, ocfg.survey_patches // len(chosen))
-    rng = np.random.default_rng(config.sat.seed)
     scale = float(segmenter.engine.input_px) / config.wsi.tile_px
-    feats, fg_sim, margin = [], [], []
-    encodings: dict[int, Encoded] = {}
-    with torch_threads(threads):
-        for tile in chosen:
-            image = read_tile(slide, plan.scale, tile, config.wsi.tile_px)
-            enc = segmenter.engine.encode([image], scale)
-            if keep_encodings:
-                encodings[tile.index] = enc[0]
-            grid = segmenter.backbone.grids([image], enc)[0]
+    # read first (one slide handle is never read by two threads), then encode and match the
+    # tiles on the run's lanes; each tile samples its patches with its own seed (any order)
+    images = [read_tile(slide, plan.scale, tile, config.wsi.tile_px) for tile in chosen]
+
+    def one_tile(item: tuple[Tile, np.ndarray]) -> tuple[int, Encoded, np.ndarray | None,
+                                                          np.ndarray | None, np.ndarray | None]:
+        tile, image = item
+        with torch_threads(threads):  # OpenMP: per thread, so per lane
+            enc = segmenter.engine.encode([image], scale)[0]
+            grid = segmenter.backbone.grids([image], [enc])[0]
             tissue = tile_mask(plan.tissue.tissue, tile, plan.grid.working_size)
-            keep = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
-                    >= config.sat.matching.self_train_min_tissue)
-            idx = np.nonzero(keep)[0]
+            idx = np.nonzero(mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
+                             >= config.sat.matching.self_train_min_tissue)[0]
             if not len(idx):
-                continue
+                return tile.index, enc, None, None, None
             if len(idx) > per_tile:
+                rng = np.random.default_rng((config.sat.seed, tile.index))
                 idx = np.sort(rng.choice(idx, per_tile, replace=False))
             f = reference.features(grid, patch_colour(image, grid.grid_hw, grid.patch_hw))[idx]
             res = match(f, reference.bank, reference.labels, config.sat.matching.top_k,
                         votes=False)
-            feats.append(f)
-            fg_sim.append(res.fg_sim)
-            margin.append(res.margin)
+            return tile.index, enc, f, res.fg_sim, res.margin
+
+    with segmenter.blas_one_thread():
+        done = {r[0]: r for r in run_in_lanes(one_tile, list(zip(chosen, images)), lanes)}
+    rows = [done[tile.index] for tile in chosen]  # the survey's order, whatever finished first
+    encodings = {i: enc for i, enc, *_ in rows} if keep_encodings else {}
+    feats = [f for _, _, f, _, _ in rows if f is not None]
+    fg_sim = [s for _, _, f, s, _ in rows if f is not None]
+    margin = [m for _, _, f, _, m in rows if f is not None]
     if not feats:
         return Survey(reference, {"enabled": True, "tiles": len(chosen), "patches": 0},
                       encodings)
