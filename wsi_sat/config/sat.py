@@ -249,6 +249,12 @@ class OpenSetConfig(Section):
         "tile.",
     )
     clusters: int = Field(32, ge=2, le=512, description="k-means clusters of the survey.")
+    restarts: int = Field(
+        5, ge=1, le=64,
+        description="k-means runs (seeds) over the survey; a patch is never-shown tissue when "
+        "any run puts it in a never-shown cluster (one partition decides boundary clusters by "
+        "chance).",
+    )
     min_cluster_patches: int = Field(
         20, ge=1, le=100000,
         description="Clusters with fewer survey patches are never called novel.",

@@ -104,7 +104,7 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
                                            config.sat.seed)
         embedding = with_background(reference, x[picked])
         info["background"] = summary
-        log.info("survey: %d tiles, %d patches, %d of %d clusters never shown by the reference "
+        log.info("survey: %d tiles, %d patches, %.1f of %d clusters never shown by the reference "
                  "(%.0f %% of the tissue), %d patches added as background", len(chosen), len(x),
                  summary["novel_clusters"], summary["clusters"],
                  100 * summary.get("novel_fraction", 0.0), summary["patches"])
