@@ -68,7 +68,7 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
     from wsi_sat.config import WsiConfig
     from wsi_sat.io.qupath import UNCLASSIFIED
     from wsi_sat.io.slide import list_slides, probe_slide
-    from wsi_sat.pipeline.plan import check_output_names
+    from wsi_sat.pipeline.plan import RunOptions, check_output_names, check_slide
     from wsi_sat.runtime.cluster import dask_client
     from wsi_sat.writers.atomic import writable_dir
 
@@ -88,17 +88,22 @@ def run(slides: tuple[str, ...], references: tuple[Path, ...], reference_masks: 
         geojson=reference_geojson, slide=reference_slide, slide_mpp=slide_mpp,
         margin=cfg.wsi.reference_margin, negatives=negatives, negative_masks=negative_masks,
         class_name=class_name)
+    options = RunOptions(out_dir, slide_mpp, mpp)
+    for path in paths:  # a grid too large (a typo in an mpp) or a slide thinner than a patch
+        check_slide(path, cfg.wsi, options, refs.mpp)
     unset = class_name is None and cfg.wsi.class_name == WsiConfig().class_name
     if unset and refs.class_name not in (None, UNCLASSIFIED):
         cfg = cfg.model_copy(update={"wsi": cfg.wsi.model_copy(
             update={"class_name": refs.class_name})})  # the objects take the reference's class
-    t0 = time.perf_counter()
-    seg = api.load_segmenter(cfg)
-    reference = api.prepare_reference(seg, refs)
-    cal = reference.embedding.calibration
-    click.echo(f"reference ready in {time.perf_counter() - t0:.1f}s: mode {cal.mode}, "
-               f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)
+    # the scheduler or cluster first: a wrong address fails before the models load, and
+    # SLURM jobs queue while the reference is prepared
     with dask_client(cfg, scheduler, cluster_file) as client:
+        t0 = time.perf_counter()
+        seg = api.load_segmenter(cfg)
+        reference = api.prepare_reference(seg, refs)
+        cal = reference.embedding.calibration
+        click.echo(f"reference ready in {time.perf_counter() - t0:.1f}s: mode {cal.mode}, "
+                   f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)
         for summary in api.run_slides(paths, reference, seg, cfg, out_dir, slide_mpp=slide_mpp,
                                       mpp=mpp, resume=resume, client=client):
             if summary.skipped:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from wsi_sat.config.base import Section
 
@@ -114,3 +114,10 @@ class WsiConfig(Section):
         description="--reference-geojson: margin around the annotation's box, as a fraction "
         "of its size.",
     )
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> WsiConfig:
+        if self.overlap_px % 2 or self.overlap_px >= self.tile_px:
+            raise ValueError(f"overlap_px ({self.overlap_px}) must be even and smaller than "
+                             f"tile_px ({self.tile_px})")
+        return self

@@ -165,7 +165,7 @@ class Slide:
             region = self._slide.read_region((int(round(x)), int(round(y))), level, (lw, lh))
         except Exception as exc:  # noqa: BLE001 - reader-specific errors
             raise SlideReadError(
-                f"reading '{self.path.name}' at ({x:.0f}, {y:.0f}) failed "
+                f"reading '{self.path.name}' level {level} at ({x:.0f}, {y:.0f}) failed "
                 f"({exc.__class__.__name__}); the file may be truncated or corrupt"
             ) from None
         region = region.convert("RGBA")

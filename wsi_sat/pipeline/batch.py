@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from wsi_sat.config import Config
+from wsi_sat.errors import SlideReadError
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
 from wsi_sat.models.sam import Encoded
@@ -69,7 +70,11 @@ def read_tile(slide: Slide, scale: Scale, tile: Tile, tile_px: int) -> np.ndarra
     """A tile's read box (working pixels) as a (tile_px, tile_px) RGB array; outside the
     slide is white."""
     x, y, w, h = scale.to_level0(tile.read)
-    return slide.read_padded(x, y, w, h, (tile_px, tile_px))
+    try:
+        return slide.read_padded(x, y, w, h, (tile_px, tile_px))
+    except SlideReadError as exc:
+        raise SlideReadError(f"tile {tile.index} (row {tile.row}, column {tile.col}): {exc}; "
+                             "the finished batches are kept for --resume") from None
 
 
 def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: TissueMasks,

@@ -106,6 +106,7 @@ def check_output_names(slides: list[Path]) -> None:
 
 
 MAX_GRID_TILES = 10_000_000
+MIN_SLIDE_PX = 32  # a slide side at the working resolution must hold two encoder patches
 
 
 @dataclass(frozen=True)
@@ -124,20 +125,40 @@ def working_mpp(slide_mpp: float, options: RunOptions, reference_mpp: float | No
     return options.mpp or reference_mpp or slide_mpp
 
 
-def plan_slide(slide: Slide, wcfg: WsiConfig, working: float) -> SlidePlan:
-    """Tissue on a thumbnail and the tile grid over it at `working` µm/px."""
-    slide_mpp = slide.require_mpp()
-    scale = Scale(slide_mpp, working)
-    if wcfg.overlap_px % 2 or wcfg.overlap_px >= wcfg.tile_px:
-        raise ConfigError("wsi.overlap_px must be even and smaller than wsi.tile_px")
-    working_wh = scale.working_size(*slide.dimensions)
+def check_extent(name: str, size_wh: tuple[int, int], scale: Scale, wcfg: WsiConfig) -> None:
+    """A slide of `size_wh` level-0 px must give a plannable grid at the working resolution:
+    no side under MIN_SLIDE_PX, no more than MAX_GRID_TILES tiles (a typo in an mpp would
+    otherwise plan 10^19 tiles and hang)."""
+    working_wh = scale.working_size(*size_wh)
+    if min(working_wh) < MIN_SLIDE_PX:
+        raise SlideReadError(
+            f"slide '{name}' is {size_wh[0]} x {size_wh[1]} px ({working_wh[0]} x "
+            f"{working_wh[1]} at {scale.working_mpp:g} µm/px), smaller than {MIN_SLIDE_PX} px "
+            "on a side: not a slide to segment; check the file or --mpp")
     stride = wcfg.tile_px - wcfg.overlap_px
     n_grid = -(-working_wh[0] // stride) * -(-working_wh[1] // stride)
     if n_grid > MAX_GRID_TILES:
         raise ConfigError(
-            f"'{slide.path.name}' at {working:g} µm/px would be {working_wh[0]} x "
-            f"{working_wh[1]} px ({n_grid} tiles, slide {slide_mpp:g} µm/px); check --mpp, "
-            "--slide-mpp and --reference-mpp")
+            f"'{name}' at {scale.working_mpp:g} µm/px would be {working_wh[0]} x "
+            f"{working_wh[1]} px ({n_grid} tiles, slide {scale.slide_mpp:g} µm/px); check "
+            "--mpp, --slide-mpp and --reference-mpp")
+
+
+def check_slide(path: Path, wcfg: WsiConfig, options: RunOptions,
+                reference_mpp: float | None) -> None:
+    """Open a slide, check its pixel size and the grid it would give (before models load)."""
+    with Slide(Path(path), options.slide_mpp) as slide:
+        slide_mpp = slide.require_mpp()
+        scale = Scale(slide_mpp, working_mpp(slide_mpp, options, reference_mpp))
+        check_extent(slide.path.name, slide.dimensions, scale, wcfg)
+
+
+def plan_slide(slide: Slide, wcfg: WsiConfig, working: float) -> SlidePlan:
+    """Tissue on a thumbnail and the tile grid over it at `working` µm/px."""
+    slide_mpp = slide.require_mpp()
+    scale = Scale(slide_mpp, working)
+    check_extent(slide.path.name, slide.dimensions, scale, wcfg)
+    working_wh = scale.working_size(*slide.dimensions)
     thumb, downsample = slide.thumbnail(wcfg.thumbnail_px)
     thumb_mpp = slide_mpp * downsample
     tissue = tissue_masks(thumb, wcfg.tissue_margin_um / thumb_mpp,

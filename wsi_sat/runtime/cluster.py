@@ -25,7 +25,14 @@ log = logging.getLogger(__name__)
 def load_cluster_spec(path: Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise ConfigError(f"cluster file '{path}' not found; see examples/slurm.yaml")
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        spec = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"cluster file '{path}' is not plain YAML{line}: "
+                          f"{getattr(exc, 'problem', None) or exc}; see examples/slurm.yaml"
+                          ) from None
     if not isinstance(spec, dict) or "slurm" not in spec:
         raise ConfigError(f"cluster file '{path}' needs a 'slurm:' section; see examples/slurm.yaml")
     return spec
@@ -54,6 +61,37 @@ def slurm_cluster(spec: dict[str, Any], shared_arena: bool = True, lanes: int = 
     return SLURMCluster(**kwargs)
 
 
+def quiet_distributed() -> None:
+    """distributed sets its loggers to INFO when imported (after the CLI set them): a run
+    prints its scheduler's and workers' life story. Back to warnings, unless -vv."""
+    if logging.getLogger("wsi_sat").getEffectiveLevel() > logging.DEBUG:
+        for name in ("distributed", "distributed.scheduler", "distributed.nanny",
+                     "distributed.core", "distributed.worker", "distributed.http.proxy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)  # "still alive, killing"
+
+
+def worker_log_level() -> int:
+    """What local workers log: a failed task's exception comes back to the client, which
+    reports it once (one line for a user's problem); the workers' own "Compute Failed" and
+    cancelled-task messages would repeat it. CRITICAL only, unless -v."""
+    return (logging.WARNING if logging.getLogger("wsi_sat").getEffectiveLevel() < logging.INFO
+            else logging.CRITICAL)
+
+
+def connect(address: str) -> Any:
+    """A Client of the running scheduler at `address`; a malformed or unreachable address is a
+    ConfigError (waiting Dask's `distributed.comm.timeouts.connect`)."""
+    from dask.distributed import Client
+
+    try:
+        return Client(address)
+    except (OSError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"cannot reach the Dask scheduler at '{address}' ({reason}); start "
+                          "it or check --scheduler (e.g. tcp://host:8786)") from None
+
+
 @contextmanager
 def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path | None = None
                 ) -> Iterator[Any]:
@@ -69,8 +107,10 @@ def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path
     import dask
     from dask.distributed import Client, LocalCluster
 
+    quiet_distributed()
+
     if scheduler:
-        with Client(scheduler) as client:
+        with connect(scheduler) as client:
             yield client
         return
     if cluster_file:
@@ -94,7 +134,8 @@ def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path
         environ.update(worker_environ(os.environ))
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
             LocalCluster(n_workers=workers, threads_per_worker=resolve_lanes(lanes, threads),
-                         processes=True, dashboard_address=None) as cluster, \
+                         processes=True, dashboard_address=None,
+                         silence_logs=worker_log_level()) as cluster, \
             Client(cluster) as client:
         # the share itself too: the environment may hold an earlier cluster's (Dask's nanny
         # copies its pre-spawn environment into this process, and existing variables win)

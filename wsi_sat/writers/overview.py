@@ -26,6 +26,8 @@ def write_overview(path: Path, thumb: np.ndarray, tissue: np.ndarray, result: np
     out[result_img] = 0.5 * out[result_img] + 0.5 * RESULT_RGB
     img = Image.fromarray(out.astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for contour in find_contours(tissue_img.astype(np.uint8), 0.5):
-        draw.line([(float(c[1]), float(c[0])) for c in contour], fill=TISSUE_RGB, width=2)
+    # padded by one pixel: contours close along the border, and a 1-px-thin thumbnail works
+    for contour in find_contours(np.pad(tissue_img.astype(np.uint8), 1), 0.5):
+        draw.line([(float(c[1]) - 1, float(c[0]) - 1) for c in contour], fill=TISSUE_RGB,
+                  width=2)
     write_atomic(Path(path), lambda p: img.save(p, format="PNG"))
