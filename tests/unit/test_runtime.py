@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 
 from wsi_sat.errors import ConfigError
-from wsi_sat.runtime.cluster import load_cluster_spec, slurm_cluster
+from wsi_sat.runtime.jobqueue import jobqueue_cluster, load_cluster_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_slurm_yaml_renders_a_job_script():
     spec = load_cluster_spec(ROOT / "examples" / "slurm.yaml")
-    cluster = slurm_cluster(spec)
+    cluster = jobqueue_cluster(spec)
     try:
         script = cluster.job_script()
     finally:
@@ -29,9 +29,18 @@ def test_bad_cluster_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_cluster_spec(tmp_path / "none.yaml")
     f = tmp_path / "c.yaml"
-    f.write_text("jobs: 2\n")
-    with pytest.raises(ConfigError, match="slurm:"):
-        load_cluster_spec(f)
+    for text, words in (("jobs: 2\n", "exactly one of the sections"),
+                        ("slurm: {}\npbs: {}\n", "exactly one"),
+                        ("slurm: {}\nworkers: 3\n", "unknown key 'workers'"),
+                        ("slurm: {}\njobs: 2\nadapt: {maximum: 3}\n", "not both"),
+                        ("slurm: {}\nadapt: {minimum: 4, maximum: 2}\n", "minimum <= maximum"),
+                        ("slurm: {}\nadapt: {minimum: 1}\n", "'maximum'"),
+                        ("slurm: {}\nlifetime: soon\n", "not a duration"),
+                        ("slurm: !!python/object/apply:os.system [x]\n", "not plain YAML"),
+                        ("slurm: [1, 2]\n", "must hold")):
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=words):
+            load_cluster_spec(f)
 
 
 def test_keep_freed_memory_sets_glibc_malloc(monkeypatch):
@@ -84,7 +93,7 @@ def test_slurm_job_script_exports_the_shared_arena_only_when_on():
 
     spec = load_cluster_spec(ROOT / "examples" / "slurm.yaml")
     for on in (True, False):
-        cluster = slurm_cluster(spec, shared_arena=on)
+        cluster = jobqueue_cluster(spec, shared_arena=on)
         try:
             script = cluster.job_script()
         finally:
@@ -197,7 +206,7 @@ def test_run_in_lanes_tells_running_items_to_stop():
 def test_slurm_jobs_run_lanes_task_threads_on_the_cores_they_book():
     spec = load_cluster_spec(ROOT / "examples" / "slurm.yaml")  # cores: 8, processes: 1
     for lanes, nthreads in ((0, 2), (4, 4)):
-        cluster = slurm_cluster(spec, lanes=lanes)
+        cluster = jobqueue_cluster(spec, lanes=lanes)
         try:
             script = cluster.job_script()
         finally:
@@ -205,3 +214,87 @@ def test_slurm_jobs_run_lanes_task_threads_on_the_cores_they_book():
         assert "--cpus-per-task=8" in script  # what the job books is unchanged
         assert f"--nthreads {nthreads}" in script
         assert "export OMP_NUM_THREADS=8" in script
+
+
+def _script(tmp_path, text: str, lanes: int = 0) -> str:
+    f = tmp_path / "cluster.yaml"
+    f.write_text(text)
+    cluster = jobqueue_cluster(load_cluster_spec(f), lanes=lanes)
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize("system, header, booked", [
+    ("slurm", "#SBATCH", "--cpus-per-task=12"),
+    ("pbs", "#PBS", "ncpus=12"),
+    ("lsf", "#BSUB", "#BSUB -n 12"),
+])
+def test_every_batch_system_renders_lanes_lifetime_and_its_own_booking(tmp_path, system,
+                                                                      header, booked):
+    walltime = {"slurm": "02:00:00", "pbs": "02:00:00", "lsf": "02:00"}[system]
+    script = _script(tmp_path, f"""
+{system}:
+  cores: 12
+  processes: 2
+  memory: 16GB
+  walltime: "{walltime}"
+adapt: {{minimum: 0, maximum: 8}}
+""", lanes=3)
+    assert header in script and booked in script  # the job books what the user asked
+    assert script.rstrip().endswith("--lifetime 6480s --lifetime-stagger 300s") or \
+        "--lifetime 6480s --lifetime-stagger 300s" in script  # 2 h - 12 min, 5 min stagger
+    command = script[script.index("distributed.cli.dask_worker"):]
+    assert command.split("--nthreads")[-1].split()[0] == "3"  # the last --nthreads counts
+    assert "export OMP_NUM_THREADS=6" in script  # 12 cores / 2 processes
+
+
+def test_the_sites_jobqueue_config_is_respected(tmp_path):
+    """~/.config/dask/jobqueue.yaml: keys the file leaves out come from the site (here 16
+    cores, 2 processes, its account), under `config_name` when given."""
+    import dask
+    import dask_jobqueue  # noqa: F401 - loads its default configuration
+
+    site = {"jobqueue.slurm.cores": 16, "jobqueue.slurm.processes": 2,
+            "jobqueue.slurm.memory": "64GB", "jobqueue.slurm.account": "pathlab",
+            "jobqueue.slurm.walltime": "00:30:00",
+            "jobqueue.bigmem": {**dask.config.get("jobqueue.slurm"), "cores": 32,
+                                "memory": "512GB", "queue": "bigmem"}}
+    with dask.config.set(site):
+        script = _script(tmp_path, "slurm:\n  queue: gpu\njobs: 2\n")
+        assert "--cpus-per-task=16" in script and "#SBATCH -A pathlab" in script
+        assert "#SBATCH -p gpu" in script  # what the file sets wins
+        assert "export OMP_NUM_THREADS=8" in script and "--nworkers 2" in script
+        assert "--lifetime 1620s --lifetime-stagger 90s" in script  # 30 min walltime
+        named = _script(tmp_path, "slurm:\n  config_name: bigmem\nlifetime: null\n")
+        assert "--cpus-per-task=32" in named and "#SBATCH -p bigmem" in named
+        assert "--lifetime" not in named
+
+
+def test_walltimes_and_durations_are_read_per_system():
+    from wsi_sat.runtime.jobqueue import parse_duration_s, walltime_s
+
+    assert walltime_s("slurm", "04:00:00") == 4 * 3600
+    assert walltime_s("slurm", "1-02:00") == 26 * 3600
+    assert walltime_s("slurm", "90") == 90 * 60
+    assert walltime_s("slurm", "30:00") == 30 * 60
+    assert walltime_s("lsf", "2:30") == 2.5 * 3600
+    assert walltime_s("pbs", "01:00:00") == 3600
+    assert walltime_s("slurm", "x") is None and walltime_s("slurm", None) is None
+    assert parse_duration_s("3h50m") == 230 * 60 and parse_duration_s("soon") is None
+
+
+def test_cluster_jobs_adapt_between_minimum_and_maximum(tmp_path, monkeypatch):
+    """`jobs: N` and `adapt:` both scale adaptively, so an ended job is replaced."""
+    from wsi_sat.runtime.jobqueue import start_jobs
+
+    calls = []
+    fake = type("Cluster", (), {"adapt": lambda self, **kw: calls.append(kw)})()
+    for text, expect in (("slurm: {cores: 4}\njobs: 3\n", (3, 3)),
+                         ("slurm: {cores: 4}\nadapt: {minimum: 1, maximum: 20}\n", (1, 20)),
+                         ("slurm: {cores: 4}\n", (1, 1))):
+        f = tmp_path / "c.yaml"
+        f.write_text(text)
+        start_jobs(fake, load_cluster_spec(f))
+        assert calls[-1] == {"minimum_jobs": expect[0], "maximum_jobs": expect[1]}

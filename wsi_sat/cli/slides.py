@@ -45,7 +45,7 @@ from wsi_sat.errors import ConfigError
               help="Local Dask worker processes [wsi.workers = 0: no Dask, in this process].")
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler.")
 @click.option("--cluster", "cluster_file", type=click.Path(path_type=Path), default=None,
-              help="dask-jobqueue SLURM cluster YAML (see examples/slurm.yaml).")
+              help="dask-jobqueue cluster YAML: SLURM, PBS or LSF (see examples/slurm.yaml).")
 @click.option("--resume", is_flag=True, help="Skip batches finished by an interrupted run.")
 @click.option("--class-name", default=None,
               help="QuPath class of the objects [wsi.class_name]; with --reference-geojson the "

@@ -1,5 +1,5 @@
-"""Dask clients for the batches: a local cluster, an existing scheduler, or SLURM through
-dask-jobqueue. Workers started here run `runtime.lanes` task threads each (see lanes.py) and get
+"""Dask clients for the batches: a local cluster, an existing scheduler, or a batch system
+(SLURM, PBS, LSF) through dask-jobqueue (jobqueue.py). Workers started here run `runtime.lanes` task threads each (see lanes.py) and get
 `runtime.keep_freed_memory`'s malloc setting (see allocator.py)."""
 
 from __future__ import annotations
@@ -11,54 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from wsi_sat.config import Config
 from wsi_sat.errors import ConfigError
-from wsi_sat.runtime.allocator import SHARED_ARENA_TUNABLE, worker_environ
+from wsi_sat.runtime.allocator import worker_environ
+from wsi_sat.runtime.jobqueue import jobqueue_cluster, load_cluster_spec, start_jobs
 from wsi_sat.runtime.lanes import resolve_lanes
 from wsi_sat.runtime.threads import available_cores, set_cpu_share
 
 log = logging.getLogger(__name__)
-
-
-def load_cluster_spec(path: Path) -> dict[str, Any]:
-    if not Path(path).is_file():
-        raise ConfigError(f"cluster file '{path}' not found; see examples/slurm.yaml")
-    try:
-        spec = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"cluster file '{path}' is not plain YAML{line}: "
-                          f"{getattr(exc, 'problem', None) or exc}; see examples/slurm.yaml"
-                          ) from None
-    if not isinstance(spec, dict) or "slurm" not in spec:
-        raise ConfigError(f"cluster file '{path}' needs a 'slurm:' section; see examples/slurm.yaml")
-    return spec
-
-
-def slurm_cluster(spec: dict[str, Any], shared_arena: bool = True, lanes: int = 0) -> Any:
-    """A SLURMCluster from the cluster file's `slurm:` section. `cores` is what each job
-    books (`job_cpu`, unless given); each worker process runs `lanes` task threads (0 = auto,
-    see `resolve_lanes`) and gets its share of the cores in OMP_NUM_THREADS. With
-    `shared_arena` (`runtime.keep_freed_memory`) the job script also exports the glibc tunable
-    that keeps the worker's threads on the main malloc arena (see wsi_sat.allocator)."""
-    from dask_jobqueue import SLURMCluster
-
-    kwargs = dict(spec["slurm"])
-    processes = int(kwargs.get("processes") or 1)
-    job_cpu = int(kwargs.get("job_cpu") or kwargs.get("cores") or 1)
-    share = max(1, job_cpu // processes)
-    kwargs["job_cpu"] = job_cpu
-    kwargs["cores"] = resolve_lanes(lanes, share) * processes  # dask worker --nthreads
-    prologue = list(kwargs.get("job_script_prologue") or [])
-    prologue.append(f"export OMP_NUM_THREADS={share}")
-    if shared_arena:
-        prologue.append('export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}'
-                        f'{SHARED_ARENA_TUNABLE}"')
-    kwargs["job_script_prologue"] = prologue
-    return SLURMCluster(**kwargs)
 
 
 def quiet_distributed() -> None:
@@ -115,8 +76,8 @@ def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path
         return
     if cluster_file:
         spec = load_cluster_spec(cluster_file)
-        cluster = slurm_cluster(spec, shared_arena, lanes)
-        cluster.scale(jobs=int(spec.get("jobs", 1)))
+        cluster = jobqueue_cluster(spec, shared_arena, lanes)
+        start_jobs(cluster, spec)
         with cluster, Client(cluster) as client:
             yield client
         return
