@@ -34,11 +34,12 @@ from wsi_sat.pipeline import RunOptions, SlideReference, SlideSummary, prepare_s
 from wsi_sat.pipeline import run_slide as _run_slide
 from wsi_sat.sat.reference import validate_negative_mask
 from wsi_sat.segmenter import Segmenter, SegmentResult
-from wsi_sat.writers.tables import slide_row, write_summary
+from wsi_sat.writers.tables import folder_rows, slide_row, write_summary
 
 __all__ = ["Config", "Reference", "ReferenceSet", "SegmentResult", "Segmenter", "SlideReference",
            "SlideSummary", "load_config", "load_references", "load_segmenter",
-           "prepare_reference", "read_references", "run_slide", "run_slides"]
+           "load_prepared_reference", "prepare_reference", "read_references", "run_slide",
+           "run_slides", "save_prepared_reference"]
 
 ReferenceInput = Reference | tuple[np.ndarray, np.ndarray] | str | Path
 
@@ -169,6 +170,30 @@ def prepare_reference(segmenter: Segmenter,
     return prepared
 
 
+def save_prepared_reference(path: str | Path, reference: SlideReference, segmenter: Segmenter,
+                            class_name: str | None = None) -> str:
+    """Write a prepared reference for later runs (`--reference-cache`); returns its key (a
+    hash of the reference, the config, the weights and the version)."""
+    from wsi_sat.pipeline.reference_cache import cache_key_parts, save_reference_cache
+    from wsi_sat.writers.provenance import model_info
+
+    parts = cache_key_parts(reference.info, reference.mpp, segmenter.config,
+                            model_info(segmenter))
+    return save_reference_cache(Path(path), reference, parts, class_name)
+
+
+def load_prepared_reference(path: str | Path, segmenter: Segmenter
+                            ) -> tuple[SlideReference, str | None]:
+    """A reference written by `save_prepared_reference`, and its class name; refused
+    (ReferenceError) unless it was prepared with this segmenter's config, weights and
+    version."""
+    from wsi_sat.pipeline.reference_cache import load_reference_cache
+    from wsi_sat.writers.provenance import model_info
+
+    reference, meta = load_reference_cache(Path(path), segmenter.config, model_info(segmenter))
+    return reference, meta.get("class_name")
+
+
 def run_slide(slide: str | Path, reference: SlideReference, segmenter: Segmenter,
               config: Config | None = None, out_dir: str | Path = "results", *,
               slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
@@ -191,8 +216,9 @@ def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmente
                slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
                client: Any = None) -> Iterator[SlideSummary]:
     """`run_slide` over a cohort, one slide after the other, yielding each summary; after
-    every slide `out_dir/summary.csv` is rewritten with one row per slide so far (a cohort's
-    log). With `resume`, a slide whose outputs are complete for these inputs is skipped."""
+    every slide `out_dir/summary.csv` is rewritten with one row per slide of this run so far
+    and per finished slide of other runs into `out_dir` (SLURM array tasks: each task's
+    summary holds every slide finished before it; a cohort's log). With `resume`, a slide whose outputs are complete for these inputs is skipped."""
     rows = []
     for path in slides:
         summary = run_slide(path, reference, segmenter, config, out_dir, slide_mpp=slide_mpp,
@@ -203,5 +229,5 @@ def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmente
             rows.append(slide_row(summary.slide, json.loads(Path(run_json).read_text()), status))
         else:
             rows.append(slide_row(summary.slide, {}, "unfinished"))
-        write_summary(Path(out_dir) / "summary.csv", rows)
+        write_summary(Path(out_dir) / "summary.csv", folder_rows(Path(out_dir), rows))
         yield summary

@@ -225,6 +225,7 @@ GEO = "run {d}/case.1.tif --reference-geojson {d}/%s --reference-slide {d}/case.
       "--config {d}/fast.yaml --out {o}"
 SEG = "segment {d}/target.png --reference {d}/%s --reference-mask {d}/ref_mask.png " \
       "--config {d}/fast.yaml --out {o}"
+CACHED = "run {d}/case.1.tif --reference-cache {d}/ref.wsisat --config {d}/fast.yaml --out {o}"
 MINE = "run {d}/%s --reference {d}/ref.png --reference-mask {d}/ref_mask.png " \
        "--config {d}/fast.yaml --out {o}"
 
@@ -310,6 +311,17 @@ CASES = [
          "--config {d}/fast.yaml --out {o}", 2, "could not be read", remains="any"),
     Case("cohort --resume skips finished slides", MINE % "cohort" + " --resume", 0,
          remains="complete"),
+    # --- the reference cache (issue 15's SLURM arrays)
+    Case("run from a prepared reference", CACHED, 0, remains="complete", origin="added",
+         then=[]),
+    Case("reference cache of another config", CACHED + " --set sat.open_set.restarts=2", 2,
+         "another config", origin="added"),
+    Case("reference cache missing", CACHED.replace("{d}/ref.wsisat", "{d}/none.wsisat"), 2,
+         "not found", origin="added"),
+    Case("reference cache damaged", CACHED.replace("{d}/ref.wsisat", "{d}/ref_mask.png"), 2,
+         "not a wsi-sat reference cache", origin="added"),
+    Case("--reference-cache with --reference", CACHED + " --reference {d}/ref.png", 2,
+         "not both", origin="added"),
 ]
 
 
@@ -356,9 +368,13 @@ def clean_run(d, tmp_path_factory) -> Path:
     mp.setattr(Segmenter, "from_config", classmethod(_fake_from_config))
     try:
         result = CliRunner().invoke(app, RUN.format(d=d, o=out).split())
+        assert result.exit_code == 0, result.output
+        prepare = ("reference prepare --reference {d}/ref.png --reference-mask {d}/ref_mask.png "
+                   "--config {d}/fast.yaml --out {d}/ref.wsisat")
+        result = CliRunner().invoke(app, prepare.format(d=d).split())
+        assert result.exit_code == 0, result.output
     finally:
         mp.undo()
-    assert result.exit_code == 0, result.output
     return out
 
 
@@ -420,7 +436,7 @@ def test_matrix(case: Case, d: Path, tmp_path: Path, cli, monkeypatch, clean_run
     for then in case.then:
         code, output = cli(then.format(d=d, o=out).split())
         assert code == 0, output
-    if case.then:
+    if case.then or case.id == "run from a prepared reference":
         _remains(out, "complete")
         _outputs_equal(clean_run, out)
 

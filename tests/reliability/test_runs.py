@@ -174,3 +174,26 @@ def test_check_confirms_a_complete_folder_and_names_what_is_wrong(slide, fake_en
     result = CliRunner().invoke(app, ["check", str(out)])
     assert result.exit_code == 2 and "the GeoJSON holds 1 objects" in result.output
     assert CliRunner().invoke(app, ["check", str(tmp_path / "none")]).exit_code == 2
+
+
+def test_summary_csv_gathers_every_slide_of_the_folder(slide, fake_engine, tmp_path):
+    """One SLURM array task per slide, all into one --out: each task's summary.csv holds every
+    slide finished so far, with the objects and areas of its GeoJSON."""
+    import shutil
+
+    import pandas as pd
+
+    other = tmp_path / "case.2.tif"
+    shutil.copy(slide, other)
+    out = tmp_path / "o"
+    seg, ref, cfg = _setup(fake_engine)
+    for path in (slide, other):  # two "array tasks": two runs of one slide each
+        list(api.run_slides([path], ref, seg, cfg, out))
+    table = pd.read_csv(out / "summary.csv")
+    assert list(table["slide"]) == ["case.1", "case.2"]
+    assert set(table["status"]) == {"done"} and table["run_key"].str.len().eq(12).all()
+    for row in table.itertuples():
+        features = json.loads((out / f"{row.slide}.geojson").read_text())["features"]
+        assert row.objects == len(features) > 0
+        area_um2 = sum(f["properties"]["measurements"]["wsi-sat area µm^2"] for f in features)
+        assert abs(row.target_mm2 - area_um2 / 1e6) < 1e-4

@@ -55,3 +55,35 @@ def build_config(config_path: Path | None, overrides: tuple[str, ...], device: s
             ) -> Config:
     extra = (f"runtime.device={device}",) if device else ()
     return load_config(config_path, tuple(overrides) + extra)
+
+
+def reference_options(command):  # type: ignore[no-untyped-def]
+    """The options that say what the reference is (`run` and `reference prepare`)."""
+    options = [
+        click.option("--reference", "references", multiple=True,
+                     type=click.Path(path_type=Path), help="Reference image (repeatable)."),
+        click.option("--reference-mask", "reference_masks", multiple=True,
+                     type=click.Path(path_type=Path), help="Mask of each --reference, same order."),
+        click.option("--reference-mpp", type=MPP, default=None,
+                     help="Pixel size of the reference image in µm/px (default: the working "
+                          "mpp)."),
+        click.option("--reference-geojson", type=click.Path(path_type=Path), default=None,
+                     help="QuPath annotation (GeoJSON) of the reference region on "
+                          "--reference-slide."),
+        click.option("--reference-slide", type=click.Path(path_type=Path), default=None,
+                     help="Slide the --reference-geojson annotation was drawn on."),
+        click.option("--mpp", type=MPP, default=None,
+                     help="Working resolution in µm/px (default: --reference-mpp, else each "
+                          "slide's level-0 mpp)."),
+        click.option("--slide-mpp", type=MPP, default=None,
+                     help="Level-0 pixel size in µm/px, overriding (or standing in for missing)"
+                          " metadata."),
+        click.option("--class-name", default=None,
+                     help="QuPath class of the objects [wsi.class_name]; with "
+                          "--reference-geojson the target class (default: its most frequent "
+                          "class; other classes are negatives)."),
+        negative_option, negative_mask_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

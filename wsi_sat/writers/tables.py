@@ -44,12 +44,32 @@ def slide_row(stem: str, record: dict[str, Any], status: str) -> dict[str, Any]:
     tissue_mm2 = record.get("tissue", {}).get("area_mm2", 0.0)
     target_mm2 = record.get("target_area_mm2", 0.0)
     objects = record.get("objects", 0)
-    return {"slide": stem, "status": status, "tissue_mm2": tissue_mm2, "objects": objects,
+    return {"slide": stem, "status": status, "run_key": str(record.get("run_key", ""))[:12],
+            "tissue_mm2": tissue_mm2, "objects": objects,
             "target_mm2": target_mm2,
             "target_fraction_of_tissue": target_mm2 / tissue_mm2 if tissue_mm2 else 0.0,
             "objects_per_mm2_tissue": objects / tissue_mm2 if tissue_mm2 else 0.0,
             "mean_score": record.get("mean_score", 0.0),
             "seconds": record.get("timings_s", {}).get("total", 0.0)}
+
+
+def folder_rows(out_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` (this run's slides) and a "done" row for every other slide whose run.json is in
+    `out_dir` (slides of SLURM array tasks or earlier runs into the same folder), by name."""
+    import json
+
+    mine = {r["slide"] for r in rows}
+    out = list(rows)
+    for run_json in sorted(Path(out_dir).glob("*.run.json")):
+        stem = run_json.name[: -len(".run.json")]
+        if stem in mine:
+            continue
+        try:
+            record = json.loads(run_json.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced by another task this moment
+        out.append(slide_row(stem, record, "done"))
+    return sorted(out, key=lambda r: r["slide"])
 
 
 def write_summary(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,180 @@
+"""Faults with the real model (MobileSAM), through the real command line in a subprocess:
+SIGKILL in every phase, then `--resume`, gives the outputs of an uninterrupted run byte for byte;
+Ctrl-C exits 130 saying how to resume; a Dask worker killed mid-run is replaced and its batches
+rerun elsewhere, with the same result.
+
+The kill is a real SIGKILL the process sends itself when it reaches the phase (a wrapper
+around one function of that phase: `module:attribute`, after `after` calls), so it lands at the
+same point on every machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import blobs_image
+from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
+from wsi_sat.writers.ome_zarr import read_level
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+STEM = "case.1"
+SETTINGS = ["wsi.tile_px=256", "wsi.overlap_px=32", "wsi.batch_tiles=2", "wsi.pyramid_min_px=64",
+            "runtime.device=cpu"]
+
+KILLER = """
+import importlib, os, signal, sys
+target, after = sys.argv[1], int(sys.argv[2])
+module, attr = target.split(":")
+owner = importlib.import_module(module)
+*path, name = attr.split(".")
+for part in path:
+    owner = getattr(owner, part)
+original, calls = getattr(owner, name), [0]
+def hook(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] > after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+setattr(owner, name, hook)
+sys.argv = ["wsi-sat", *sys.argv[3:]]
+from wsi_sat.cli import app
+app()
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("kill")
+    pairs = [blobs_image(40 + i, size=(200, 240), n=4) for i in range(6)]
+    image, _ = mosaic(pairs, cols=3, cell_hw=(200, 240), gap_px=40)
+    write_pyramidal_tiff(d / f"{STEM}.tif", image, 0.5, tile_px=128, min_px=256)
+    from PIL import Image
+
+    ref, mask = blobs_image(0)
+    Image.fromarray(ref).save(d / "ref.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(d / "ref_mask.png")
+    return d
+
+
+def _argv(files: Path, out: Path, *extra: str) -> list[str]:
+    argv = ["run", str(files / f"{STEM}.tif"), "--reference", str(files / "ref.png"),
+            "--reference-mask", str(files / "ref_mask.png"), "--out", str(out)]
+    for s in SETTINGS:
+        argv += ["--set", s]
+    return argv + list(extra)
+
+
+def _cli(argv: list[str], killer: tuple[str, int] | None = None, timeout: int = 600
+         ) -> subprocess.CompletedProcess:
+    cmd = ([sys.executable, "-c", KILLER, killer[0], str(killer[1])] if killer else
+           [sys.executable, "-m", "wsi_sat.cli"]) + argv
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _snapshot(out: Path) -> dict[str, bytes | np.ndarray]:
+    """Everything a user reads: every label level, the GeoJSONs, the objects table."""
+    shot: dict[str, bytes | np.ndarray] = {}
+    store = out / f"{STEM}.ome.zarr"
+    levels = json.loads((out / f"{STEM}.run.json").read_text())["zarr"]["levels"]
+    for level in range(levels):
+        shot[f"level{level}"] = read_level(store, level)
+    for suffix in (".geojson", ".tissue.geojson", ".objects.csv"):
+        shot[suffix] = (out / f"{STEM}{suffix}").read_bytes()
+    return shot
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            assert np.array_equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.fixture(scope="module")
+def clean(files, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("clean") / "o"
+    proc = _cli(_argv(files, out))
+    assert proc.returncode == 0, proc.stderr
+    shot = _snapshot(out)
+    assert shot["level0"].any(), "the clean run found nothing: the kills would prove little"
+    return shot
+
+
+PHASES = [
+    ("reference", "wsi_sat.api:prepare_slide_reference", 0),
+    ("survey", "wsi_sat.pipeline.run:survey_slide", 0),
+    ("tiles", "wsi_sat.pipeline.batch:write_atomic", 2),
+    ("merge", "wsi_sat.pipeline.finalize:merge_regions", 0),
+    ("pyramid", "zarr:Group.create_array", 1),
+    ("geojson", "wsi_sat.pipeline.finalize:write_geojson", 0),
+    ("tables", "wsi_sat.pipeline.finalize:write_objects", 0),
+    ("run.json", "wsi_sat.pipeline.finalize:write_run_json", 0),
+]
+
+
+@pytest.mark.parametrize("phase, target, after", PHASES, ids=[p[0] for p in PHASES])
+def test_sigkill_in_every_phase_then_resume_gives_the_same_outputs(files, clean, tmp_path,
+                                                                   phase, target, after):
+    out = tmp_path / "o"
+    killed = _cli(_argv(files, out), killer=(target, after))
+    assert killed.returncode == -signal.SIGKILL, (phase, killed.returncode, killed.stderr)
+    assert not (out / f"{STEM}.run.json").exists(), "a killed run looks complete"
+    resumed = _cli(_argv(files, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    _same(clean, _snapshot(out))
+    assert not (out / f"{STEM}.shards").exists() and not (out / f"{STEM}.lock").exists()
+
+
+def _wait_for_shard(out: Path, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    t0 = time.monotonic()
+    while not list((out / f"{STEM}.shards").glob("*.json")):
+        assert proc.poll() is None, "the run ended before its first shard"
+        assert time.monotonic() - t0 < timeout_s
+        time.sleep(0.05)
+
+
+def test_ctrl_c_exits_130_with_where_to_resume(files, clean, tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "wsi_sat.cli", *_argv(files, out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    _wait_for_shard(out, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err.strip().splitlines()[-1] and "Traceback" not in err
+    resumed = _cli(_argv(files, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    _same(clean, _snapshot(out))
+
+
+def test_a_dask_worker_killed_mid_run_is_replaced_with_the_same_result(files, clean, tmp_path):
+    import psutil
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "wsi_sat.cli", *_argv(files, out),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    _wait_for_shard(out, proc)
+    # the workers are the nannies' children; kill one of them outright
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+               if c.parent() is not None and c.parent().pid != proc.pid]
+    assert workers, "no Dask worker process found"
+    workers[0].send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    _same(clean, _snapshot(out))

@@ -1,0 +1,103 @@
+"""The prepared reference on disk (`wsi-sat reference prepare` / `run --reference-cache`):
+read back equal, refused when made from other inputs, never unpickled."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.conftest import blobs_image
+from wsi_sat import api
+from wsi_sat.config import load_config
+from wsi_sat.errors import ReferenceError
+from wsi_sat.io.reference import Reference
+from wsi_sat.models.features import SamEncoderFeatures
+from wsi_sat.segmenter import Segmenter
+
+
+def _segmenter(fake_engine, *extra):
+    cfg = load_config(None, ["wsi.tile_px=256", "wsi.overlap_px=32", *extra])
+    return Segmenter(fake_engine, SamEncoderFeatures(), cfg)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from tests.conftest import FakeEngine
+
+    seg = _segmenter(FakeEngine(), "sat.pixel.enabled=true", "sat.decode.mode=map",
+                     "wsi.coarse_downsample=2")
+    ref = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0, size=(400, 480)),
+                                                "array")])
+    path = tmp_path_factory.mktemp("cache") / "ref.wsisat"
+    key = api.save_prepared_reference(path, ref, seg, "Gland")
+    return seg, ref, path, key
+
+
+def test_a_prepared_reference_reads_back_equal(prepared):
+    seg, ref, path, key = prepared
+    assert len(key) == 64
+    back, class_name = api.load_prepared_reference(path, seg)
+    assert class_name == "Gland" and back.mpp == ref.mpp and back.info == json.loads(
+        json.dumps(ref.info, default=str))
+    for a, b in ((ref.embedding, back.embedding), (ref.coarse, back.coarse)):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        for name in ("bank", "labels", "pos_xy", "ref_ids", "colour_mean", "colour_std"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+        assert a.calibration == b.calibration
+        assert (a.pixel_model is None) == (b.pixel_model is None)
+    assert ref.embedding.pixel_model is not None, "the pixel model's path is not exercised"
+    feats = np.random.default_rng(0).random((50, ref.embedding.pixel_model.n_features_in_))
+    assert np.array_equal(ref.embedding.pixel_model.predict_proba(feats),
+                          back.embedding.pixel_model.predict_proba(feats))
+
+
+def test_a_cache_from_other_inputs_is_refused(prepared, fake_engine):
+    _, _, path, _ = prepared
+    other = _segmenter(fake_engine, "sat.pixel.enabled=true", "sat.decode.mode=map",
+                       "wsi.coarse_downsample=2", "sat.open_set.restarts=3")
+    with pytest.raises(ReferenceError, match="another config"):
+        api.load_prepared_reference(path, other)
+    same_but_named = _segmenter(fake_engine, "sat.pixel.enabled=true", "sat.decode.mode=map",
+                                "wsi.coarse_downsample=2", "wsi.class_name=Other")
+    api.load_prepared_reference(path, same_but_named)  # the objects' name is not the reference
+    fake_engine.weights_sha256 = "0" * 64
+    try:
+        with pytest.raises(ReferenceError, match="another weights"):
+            api.load_prepared_reference(path, _segmenter(
+                fake_engine, "sat.pixel.enabled=true", "sat.decode.mode=map",
+                "wsi.coarse_downsample=2"))
+    finally:
+        fake_engine.weights_sha256 = None
+
+
+def _rewrite(src, dst, **members):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.namelist():
+            zout.writestr(item, members.pop(item, zin.read(item)))
+        for name, data in members.items():
+            zout.writestr(name, data)
+
+
+def test_a_cache_that_would_run_code_is_refused(prepared, tmp_path):
+    """A skops file holding a function (os.system) instead of trees; a pickled npz."""
+    import os
+
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    seg, _, path, _ = prepared
+    evil = tmp_path / "evil.wsisat"
+    _rewrite(path, evil, **{"tiles.pixel_model.skops": sio.dumps(FunctionTransformer(os.system))})
+    with pytest.raises(ReferenceError, match="untrusted"):
+        api.load_prepared_reference(evil, seg)
+    buf = io.BytesIO()
+    np.savez(buf, **{"tiles.bank": np.array([object()], dtype=object)})
+    pickled = tmp_path / "pickled.wsisat"
+    _rewrite(path, pickled, **{"arrays.npz": buf.getvalue()})
+    with pytest.raises(ReferenceError, match="damaged"):
+        api.load_prepared_reference(pickled, seg)
