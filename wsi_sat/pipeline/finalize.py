@@ -22,7 +22,7 @@ from wsi_sat.pipeline.plan import OutputPaths, SlidePlan
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.geojson import feature_collection, tissue_collection, write_geojson
-from wsi_sat.writers.ome_zarr import build_pyramid, read_level
+from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, read_level
 from wsi_sat.writers.overview import write_overview
 from wsi_sat.writers.provenance import utc_now, write_run_json
 from wsi_sat.writers.tables import objects_table, write_objects
@@ -68,8 +68,10 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     t = time.perf_counter()
     stride = plan.grid.stride
     written = {(tile.core.y0 // stride, tile.core.x0 // stride) for tile in segmented}
+    labels = (LabelInfo.instances(wcfg.class_name, [o.label for o in objs]) if instances
+              else LabelInfo.region(wcfg.class_name, wcfg.class_color))
     levels = build_pyramid(paths.partial, wcfg.pyramid_min_px, plan.scale.working_mpp,
-                           paths.stem, mapping, written, wcfg.class_color)
+                           paths.stem, mapping, written, labels)
     timings["pyramid"] = time.perf_counter() - t
     t = time.perf_counter()
     object_type = "detection" if instances else "annotation"
@@ -81,7 +83,7 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     tissue_mpp = plan.scale.slide_mpp * slide.dimensions[0] / plan.tissue.tissue.shape[1]
     tissue_polys = tile_objects(plan.tissue.tissue, None, plan.tissue.tissue.astype(np.float32),
                                 0, (0, 0), Scale(plan.scale.slide_mpp, tissue_mpp), 1.0)
-    table = objects_table(objs_qp, wcfg.class_name, plan.scale.slide_mpp)
+    table = objects_table(objs_qp, wcfg.class_name, plan.scale.slide_mpp, instances)
     # the transaction: the previous run.json goes first (its outputs no longer look complete),
     # then the store, GeoJSON and overview are replaced, and the new run.json comes last
     paths.run_json.unlink(missing_ok=True)

@@ -13,18 +13,20 @@ import pandas as pd
 from wsi_sat.stitch.polygons import TileObject
 from wsi_sat.writers.atomic import write_atomic
 
-OBJECT_COLUMNS = ["id", "class", "centroid_x_px", "centroid_y_px", "area_um2", "perimeter_um",
-                  "score", "bbox_x0_px", "bbox_y0_px", "bbox_x1_px", "bbox_y1_px"]
+OBJECT_COLUMNS = ["id", "class", "label", "centroid_x_px", "centroid_y_px", "area_um2",
+                  "perimeter_um", "score", "bbox_x0_px", "bbox_y0_px", "bbox_x1_px", "bbox_y1_px"]
 
 
-def objects_table(objs: list[TileObject], class_name: str, slide_mpp: float) -> pd.DataFrame:
+def objects_table(objs: list[TileObject], class_name: str, slide_mpp: float,
+                  instances: bool = False) -> pd.DataFrame:
     """One row per object, in the GeoJSON's order (ids are the feature order); coordinates in
-    level-0 slide pixels."""
+    level-0 slide pixels; `label` is the object's value in the label store (1 in region mode)."""
     rows = []
     for i, obj in enumerate(objs):
         c, (x0, y0, x1, y1) = obj.polygon.centroid, obj.polygon.bounds
-        rows.append([i, class_name, c.x, c.y, obj.polygon.area * slide_mpp**2,
-                     obj.polygon.length * slide_mpp, obj.score, x0, y0, x1, y1])
+        rows.append([i, class_name, obj.label if instances else 1, c.x, c.y,
+                     obj.polygon.area * slide_mpp**2, obj.polygon.length * slide_mpp, obj.score,
+                     x0, y0, x1, y1])
     return pd.DataFrame(rows, columns=OBJECT_COLUMNS)
 
 
