@@ -72,7 +72,7 @@ class Segmenter:
                            config.runtime.precision, config.runtime.encoder_batch,
                            compile_encoder=config.runtime.compile_encoder)
         backbone = load_backbone(get_spec(feat_cfg.name), feat_cfg.checkpoint, device,
-                                 feat_cfg.input_px, engine.input_px)
+                                 feat_cfg.input_px, engine.input_px, feat_cfg.download)
         return cls(engine, backbone, config)
 
     def with_config(self, config: Config) -> Segmenter:

@@ -20,12 +20,23 @@ def models_list() -> None:
     """Registered models, what they are for, and where their weights are."""
     from wsi_sat.models.registry import REGISTRY, candidate_weight_path
 
+    from wsi_sat.models.timm_source import cached_hub_weights
+
     for spec in REGISTRY.values():
+        if spec.hub_id:
+            path = cached_hub_weights(spec.hub_id)
+            where = str(path) if path else (f"not in the Hugging Face cache (hf download "
+                                             f"{spec.hub_id}{'; gated' if spec.gated else ''})")
+            click.echo(f"{spec.name:15s} {spec.kind:9s} {where} [{spec.hub_id}, "
+                       f"{spec.input_mpp} µm/px]")
+            continue
         path = candidate_weight_path(spec, None) if spec.filename else None
         where = "no weights needed" if not spec.filename else (
             str(path) if path and path.is_file() else f"not installed ({spec.source})")
         tag = " [embedded default]" if spec.embedded and spec.filename else ""
         click.echo(f"{spec.name:15s} {spec.kind:9s} {where}{tag}")
+    click.echo("any timm ViT: models.features.name=timm:hf-hub:ORG/NAME (from the Hugging Face "
+               "cache) or timm:ARCH with models.features.checkpoint")
 
 
 @models.command("verify")
@@ -36,13 +47,22 @@ def models_verify(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     from wsi_sat.errors import WeightsError
     from wsi_sat.models.registry import REGISTRY, verify
 
+    from wsi_sat.models.registry import get_spec
+    from wsi_sat.models.timm_source import resolve_source
+
     cfg = build_config(config_path, overrides)
     chosen = {cfg.models.sam.name: cfg.models.sam.checkpoint,
               cfg.models.features.name: cfg.models.features.checkpoint}
+    feature_spec = get_spec(cfg.models.features.name)
+    if feature_spec.kind == "features" and (feature_spec.hub_id or feature_spec.name.startswith(
+            "timm:")):  # a timm model: its files as a run would find them (no download)
+        source = resolve_source(feature_spec, cfg.models.features.checkpoint, download=False)
+        click.echo(f"{feature_spec.name:15s} {'found':10s} {source.weights} sha256 "
+                   f"{source.sha256}")
     bad = []
     for spec in REGISTRY.values():
         status = verify(spec, chosen.get(spec.name))
-        if status.state == "not-needed":
+        if status.state == "not-needed" or spec.hub_id:
             continue
         detail = f"{status.path}" if status.path else "-"
         click.echo(f"{spec.name:15s} {status.state:10s} {detail}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from wsi_sat.config.base import Section
 
@@ -22,22 +22,50 @@ class SamModelConfig(Section):
 
 
 class FeatureModelConfig(Section):
-    name: Literal[
-        "sam-encoder", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14"
-    ] = Field(
+    name: str = Field(
         "sam-encoder",
-        description="Patch-feature backbone for matching; sam-encoder reuses the SAM image "
-        "embedding (one encoder pass per image).",
+        description="Patch-feature backbone for matching: sam-encoder reuses the SAM image "
+        "embedding (one encoder pass per image); dinov2_vit{s,b,l,g}14 (official checkpoints); "
+        "the pathology foundation models uni, uni2-h, virchow2, h-optimus-0, h-optimus-1, "
+        "prov-gigapath; timm:hf-hub:ORG/NAME (any timm ViT on the Hugging Face hub); "
+        "timm:ARCH (a timm ViT architecture with models.features.checkpoint).",
     )
     checkpoint: Path | None = Field(
-        None, description="DINOv2 checkpoint in the official layout (required for dinov2_*)."
+        None, description="Weights of the feature model: for dinov2_* the official checkpoint "
+        "(required); for the others a folder in the hub's layout (config.json + "
+        "model.safetensors or pytorch_model.bin) or a state-dict file; null = the local "
+        "Hugging Face cache.",
+    )
+    download: bool = Field(
+        False,
+        description="Fetch a hub model that is not in the local Hugging Face cache (needs "
+        "internet; gated models need accepted terms and a token). Never while HF_HUB_OFFLINE=1. "
+        "Default: the local cache only (`hf download ORG/NAME` beforehand).",
     )
     input_px: int = Field(
-        518, ge=56, le=2048,
-        description="DINOv2 only: its input side (pixels of its own input, a multiple of 14) "
-        "for an image that fills the SAM encoder's input; whole slides keep tiles and "
-        "reference at one fixed scale.",
+        0, ge=0, le=4096,
+        description="Input side of the feature model (pixels of its own input, rounded to its "
+        "patch size) for an image that fills the SAM encoder's input; whole slides keep tiles "
+        "and reference at one fixed scale. 0 = auto: 518 for dinov2_*, else the SAM input "
+        "side, i.e. each image at its own (working) resolution.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        from wsi_sat.models.registry import feature_name_problem
+
+        problem = feature_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("input_px")
+    @classmethod
+    def _input_px(cls, value: int) -> int:
+        if 0 < value < 56:
+            raise ValueError("give 0 (auto) or at least 56 px")
+        return value
 
 
 class ModelsConfig(Section):

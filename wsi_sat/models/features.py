@@ -5,6 +5,10 @@
 * `dinov2_vit{s,b,l,g}14`: DINOv2 from a user checkpoint in the official layout
   (`dinov2_vits14_pretrain.pth` …), built with timm's DINOv2 ViTs, which convert the official
   key names. The official torch.hub code needs a network; this path does not.
+* pathology foundation models by name (`uni`, `uni2-h`, `virchow2`, `h-optimus-0/1`,
+  `prov-gigapath`), any timm ViT on the Hugging Face hub (`timm:hf-hub:ORG/NAME`) or a timm
+  architecture with a checkpoint (`timm:ARCH`): timm models read from the local Hugging Face
+  cache or a checkpoint path, normalised as their config says (models/timm_source.py).
 
 Every backbone returns a `PatchGrid`: features for the patches that touch the image (the last,
 partly covered row and column included) and the patch size in original pixels.
@@ -28,6 +32,12 @@ from wsi_sat.errors import WeightsError
 from wsi_sat.geometry import patch_centres_xy
 from wsi_sat.models.registry import ModelSpec, checked_weights
 from wsi_sat.models.sam import Encoded, load_state
+from wsi_sat.models.timm_source import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_model,
+    resolve_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +82,6 @@ class SamEncoderFeatures:
         return [sam_embedding_grid(enc) for enc in encoded]
 
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def build_dinov2(spec: ModelSpec, input_px: int) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,10 +100,51 @@ def convert_official_dinov2(state: dict[str, torch.Tensor], model: torch.nn.Modu
     return {k: v for k, v in out.items() if k != "mask_token"}
 
 
-class Dinov2Features:
-    """DINOv2 patch features at the SAM encoder's scale: an image the SAM encoder sees at
-    `enc.scale` input px per pixel is fed to DINOv2 at `enc.scale * input_px / sam_input_px`,
-    so whole slides (one fixed encoder scale for tiles and reference) keep one scale here too."""
+class VitFeatures:
+    """Patch tokens of a timm ViT at the SAM encoder's scale: an image the SAM encoder sees at
+    `enc.scale` input px per pixel is fed to the ViT at `enc.scale * input_px / sam_input_px`,
+    so whole slides (one fixed encoder scale for tiles and reference) keep one scale here too;
+    `input_px == sam_input_px` feeds each image at its own (the working) resolution."""
+
+    def __init__(self, model: torch.nn.Module, name: str, weights_sha256: str,
+                 mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                 input_px: int, sam_input_px: int = 1024, input_mpp: float | None = None
+                 ) -> None:
+        self.model = model.to(device).eval()
+        self.device = device
+        self.name = name
+        self.weights_sha256 = weights_sha256
+        self.patch = int(model.patch_embed.patch_size[0])
+        self.input_px = max(self.patch, int(round(input_px / self.patch)) * self.patch)
+        self.sam_input_px = sam_input_px
+        self.input_mpp = input_mpp  # µm/px the model was trained at (None: unknown)
+        self._mean = torch.tensor(mean, device=device)[:, None, None]
+        self._std = torch.tensor(std, device=device)[:, None, None]
+
+    @torch.inference_mode()
+    def grids(self, images: list[np.ndarray], encoded: list[Encoded]) -> list[PatchGrid]:
+        out = []
+        for image, enc in zip(images, encoded):
+            h, w = image.shape[:2]
+            scale = enc.scale * self.input_px / self.sam_input_px
+            ih, iw = max(1, round(h * scale)), max(1, round(w * scale))
+            gh, gw = math.ceil(ih / self.patch), math.ceil(iw / self.patch)
+            resized = image if (ih, iw) == (h, w) else np.array(
+                Image.fromarray(image).resize((iw, ih), Image.Resampling.BICUBIC))
+            x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float() / 255.0
+            x = F.pad((x - self._mean) / self._std,
+                      (0, gw * self.patch - iw, 0, gh * self.patch - ih))
+            tokens = self.model.forward_features(x[None])[0, self.model.num_prefix_tokens :]
+            feats = tokens.reshape(gh, gw, -1).float().cpu().numpy()
+            out.append(PatchGrid(np.ascontiguousarray(feats), (self.patch / scale,) * 2))
+        return out
+
+
+DINOV2_INPUT_PX = 518  # the official DINOv2 checkpoints: 37 patches across the SAM input
+
+
+class Dinov2Features(VitFeatures):
+    """DINOv2 from its official checkpoint layout (`dinov2_vits14_pretrain.pth` …)."""
 
     def __init__(
         self, spec: ModelSpec, checkpoint: Path | None, device: torch.device, input_px: int,
@@ -109,8 +156,8 @@ class Dinov2Features:
                 "and pass --set models.features.checkpoint=PATH"
             )
         path, digest = checked_weights(spec, checkpoint)
-        self.input_px = max(14, int(round(input_px / 14)) * 14)
-        model = build_dinov2(spec, self.input_px)
+        input_px = input_px or DINOV2_INPUT_PX
+        model = build_dinov2(spec, max(14, int(round(input_px / 14)) * 14))
         state = convert_official_dinov2(load_state(path), model)
         missing, _ = model.load_state_dict(state, strict=False)
         if missing:
@@ -118,36 +165,29 @@ class Dinov2Features:
                 f"'{path}' does not fit {spec.name} ({len(missing)} missing tensors, e.g. "
                 f"{missing[0]}); pass the official {spec.filename}"
             )
-        self.model = model.to(device).eval()
-        self.device = device
-        self.name = spec.name
-        self.weights_sha256 = digest
-        self.patch = 14
-        self.sam_input_px = sam_input_px
+        super().__init__(model, spec.name, digest, IMAGENET_MEAN, IMAGENET_STD, device,
+                         input_px, sam_input_px)
 
-    @torch.inference_mode()
-    def grids(self, images: list[np.ndarray], encoded: list[Encoded]) -> list[PatchGrid]:
-        out = []
-        for image, enc in zip(images, encoded):
-            h, w = image.shape[:2]
-            scale = enc.scale * self.input_px / self.sam_input_px
-            ih, iw = max(1, round(h * scale)), max(1, round(w * scale))
-            gh, gw = math.ceil(ih / self.patch), math.ceil(iw / self.patch)
-            resized = np.array(Image.fromarray(image).resize((iw, ih), Image.Resampling.BICUBIC))
-            x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float() / 255.0
-            mean = torch.tensor(_IMAGENET_MEAN, device=self.device)[:, None, None]
-            std = torch.tensor(_IMAGENET_STD, device=self.device)[:, None, None]
-            x = F.pad((x - mean) / std, (0, gw * self.patch - iw, 0, gh * self.patch - ih))
-            tokens = self.model.forward_features(x[None])[0, self.model.num_prefix_tokens :]
-            feats = tokens.reshape(gh, gw, -1).float().cpu().numpy()
-            out.append(PatchGrid(np.ascontiguousarray(feats), (self.patch / scale,) * 2))
-        return out
+
+def load_timm_features(spec: ModelSpec, checkpoint: Path | None, device: torch.device,
+                       input_px: int, sam_input_px: int = 1024, download: bool = False
+                       ) -> VitFeatures:
+    """A timm ViT by name: a registered foundation model, `timm:hf-hub:ORG/NAME` or
+    `timm:ARCH` (see models/timm_source.py for where the files come from)."""
+    source = resolve_source(spec, checkpoint, download)
+    model = build_model(source)
+    log.info("features: %s (%s, patch %s px) from %s", spec.name, source.arch,
+             model.patch_embed.patch_size[0], source.weights)
+    return VitFeatures(model, spec.name, source.sha256, source.mean, source.std, device,
+                       input_px or sam_input_px, sam_input_px, spec.input_mpp)
 
 
 def load_backbone(
     spec: ModelSpec, checkpoint: Path | None, device: torch.device, input_px: int,
-    sam_input_px: int = 1024,
+    sam_input_px: int = 1024, download: bool = False,
 ) -> FeatureBackbone:
     if spec.name == "sam-encoder":
         return SamEncoderFeatures()
-    return Dinov2Features(spec, checkpoint, device, input_px, sam_input_px)
+    if spec.name.startswith("dinov2_"):
+        return Dinov2Features(spec, checkpoint, device, input_px, sam_input_px)
+    return load_timm_features(spec, checkpoint, device, input_px, sam_input_px, download)

