@@ -170,10 +170,17 @@ def test_a_dask_worker_killed_mid_run_is_replaced_with_the_same_result(files, cl
                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     _wait_for_shard(out, proc)
-    # the workers are the nannies' children; kill one of them outright
-    workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-               if c.parent() is not None and c.parent().pid != proc.pid]
-    assert workers, "no Dask worker process found"
+    # the worker processes (the nannies start them with multiprocessing's spawn); kill one
+    # of them outright
+    def is_worker(child: psutil.Process) -> bool:
+        try:
+            line = " ".join(child.cmdline())
+        except psutil.Error:
+            return False
+        return "spawn_main" in line and "resource_tracker" not in line
+
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if is_worker(c)]
+    assert workers, [" ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(True)]
     workers[0].send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
