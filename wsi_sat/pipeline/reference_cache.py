@@ -138,8 +138,6 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
                          ) -> tuple[SlideReference, dict[str, Any]]:
     """The prepared reference in `path`, if it was made from this config, these weights and
     this version (else a ReferenceError naming what differs); returns it and its meta."""
-    import skops.io as sio
-
     meta = read_cache_meta(path)
     expected = cache_key_parts(meta["info"], meta["mpp"], config, models)
     if cache_key(expected) != meta.get("key"):
@@ -157,6 +155,8 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
             for name, m in meta["embeddings"].items():
                 pixel = None
                 if m["pixel_model"]:
+                    import skops.io as sio  # ~1 s to import: only when there is a model
+
                     blob = zf.read(f"{name}.pixel_model.skops")
                     untrusted = [t for t in sio.get_untrusted_types(data=blob)
                                  if t not in TRUSTED]
