@@ -1,7 +1,7 @@
 """Precision on real target-free tissue: a sparse slide and a frozen section through `wsi-sat run`.
 
-    .venv/bin/python benchmarks/sparse.py [--refs 0,1,2] [--no-negative] [--no-frozen]
-        [--coarse 4] [--set key=value] [--out bench_out/sparse]
+    .venv/bin/python benchmarks/sparse.py [--refs 0,1,2] [--pooled] [--no-negative]
+        [--no-frozen] [--coarse 4] [--set key=value] [--out bench_out/sparse]
 
 The sparse slide (built in a temporary folder, never committed): the real skin section
 `../shared/data/slides/CMU-1-Small-Region.svs` (0.499 µm/px, resampled to 0.62) beside four GlaS
@@ -19,6 +19,7 @@ region is left out of `fp_tissue_frac`. Then the frozen section
 `TCGA-CR-7395-01A-01-TS1.svs` (target-free; it has no pixel size: `--slide-mpp 1.0`, measured
 from its lymphocyte nuclei, 5-7 px across) and its predicted fraction of tissue. With `--coarse
 N` the sparse slide is also run with coarse-to-fine at N and the tiles it segments are printed.
+With `--pooled` the three references are also run together (`--reference` three times: k = 3).
 Overview PNGs of every run are copied to `--out`.
 """
 
@@ -122,10 +123,12 @@ def write_reference(tmp: Path, stem: str) -> tuple[Path, Path]:
     return tmp / f"{stem}.png", tmp / f"{stem}_mask.png"
 
 
-def wsi_sat_run(slide: Path, ref: tuple[Path, Path], out: Path, extra: list[str]) -> float:
-    cmd = [sys.executable, "-m", "wsi_sat.cli", "-q", "run", str(slide), "--reference",
-           str(ref[0]), "--reference-mask", str(ref[1]), "--reference-mpp", str(MPP),
-           "--out", str(out), *extra]
+def wsi_sat_run(slide: Path, refs: list[tuple[Path, Path]], out: Path,
+                extra: list[str]) -> float:
+    ref_flags = [a for image, mask in refs
+                 for a in ("--reference", str(image), "--reference-mask", str(mask))]
+    cmd = [sys.executable, "-m", "wsi_sat.cli", "-q", "run", str(slide), *ref_flags,
+           "--reference-mpp", str(MPP), "--out", str(out), *extra]
     t = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -159,7 +162,10 @@ def frozen_fraction(out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--refs", default="0,1,2")
+    parser.add_argument("--refs", default="0,1,2", help="protocol references, one run each "
+                        "('' for none)")
+    parser.add_argument("--pooled", action="store_true",
+                        help="also the three references pooled in one run")
     parser.add_argument("--no-negative", dest="negative", action="store_false")
     parser.add_argument("--no-frozen", dest="frozen", action="store_false")
     parser.add_argument("--coarse", type=int, default=0)
@@ -183,9 +189,12 @@ def main() -> None:
         if args.coarse > 1:
             runs.append((f"sparse, coarse {args.coarse}", False,
                          ["--set", f"wsi.coarse_downsample={args.coarse}"]))
-        for key in [f"ref{r}" for r in args.refs.split(",")]:
-            stem = protocol_refs()[key]
-            ref = write_reference(tmp, stem)
+        sets = [(f"ref{r}", [protocol_refs()[f"ref{r}"]]) for r in args.refs.split(",") if r]
+        if args.pooled:  # the three references in one run (k = 3, pooled)
+            sets.append(("pooled", list(protocol_refs().values())))
+        for key, stems in sets:
+            stem = "+".join(stems)
+            ref = [write_reference(tmp, s) for s in stems]
             for label, negative, flags in runs:
                 out = tmp / f"{key}_{len(rows)}"
                 sec = wsi_sat_run(sparse["path"], ref, out, flags + extra)

@@ -1,10 +1,13 @@
 """Whole-slide pipeline end to end on a pyramidal TIFF built on the fly (fast fake SAM)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
+import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from PIL import Image
@@ -76,6 +79,8 @@ def test_region_run_outputs(slide, fake_engine, tmp_path):
     assert ms["axes"][0]["unit"] == "micrometer"
     level0 = read_level(tmp_path / f"{stem}.ome.zarr", 0) > 0
     assert dice(level0, truth) > 0.85
+    label = _ngff_label(tmp_path / f"{stem}.ome.zarr")  # valid NGFF 0.4 (ome-zarr-models)
+    assert label.colors[0].label_value == 1 and label.properties[0].model_extra["class"] == "Blob"
 
     # GeoJSON: QuPath's import rules
     geo = json.loads((tmp_path / f"{stem}.geojson").read_text())
@@ -102,7 +107,6 @@ def test_region_run_outputs(slide, fake_engine, tmp_path):
     assert len(geo["features"]) == n_objects
     assert (tmp_path / f"{stem}.overview.png").is_file()
     # the object table: one row per GeoJSON feature, same areas; tissue GeoJSON; run.json
-    import pandas as pd
 
     table = pd.read_csv(tmp_path / f"{stem}.objects.csv")
     assert len(table) == len(geo["features"])
@@ -224,9 +228,23 @@ def test_instances_are_unique_and_merged_across_tiles(slide, fake_engine, tmp_pa
         _, parts = ndimage.label(labels == lab, structure=np.ones((3, 3)))
         assert parts == 1
     assert dice(labels > 0, truth) > 0.8
+    # objects.csv's label column and the store's properties name each instance's label value
+    table = pd.read_csv(tmp_path / "blobs.objects.csv")
+    assert sorted(table["label"]) == sorted(ids.tolist())
+    label = _ngff_label(tmp_path / "blobs.ome.zarr")
+    assert label.colors is None
+    assert {(p.label_value, p.model_extra["object"]) for p in label.properties} == \
+        set(zip(table["label"], table["id"]))
     polys = [shape(f["geometry"]) for f in geo["features"]]
     union = shapely.union_all(polys)
     assert union.area == pytest.approx(sum(p.area for p in polys), rel=0.02)  # no overlaps
+
+
+def _ngff_label(store: Path):
+    from ome_zarr_models.v04.image_label import ImageLabel
+
+    group = zarr.open_group(str(store), mode="r", zarr_format=2)
+    return ImageLabel.from_zarr(group).attributes.image_label
 
 
 def test_missing_mpp_is_a_clear_error(tmp_path):
