@@ -107,7 +107,6 @@ def test_region_run_outputs(slide, fake_engine, tmp_path):
     assert len(geo["features"]) == n_objects
     assert (tmp_path / f"{stem}.overview.png").is_file()
     # the object table: one row per GeoJSON feature, same areas; tissue GeoJSON; run.json
-
     table = pd.read_csv(tmp_path / f"{stem}.objects.csv")
     assert len(table) == len(geo["features"])
     areas = [f["properties"]["measurements"]["wsi-sat area µm^2"] for f in geo["features"]]
