@@ -63,6 +63,32 @@ def test_several_references_are_pooled(fake_segmenter):
     assert dice(fake_segmenter.segment([img], reference)[0].mask, truth) > 0.85
 
 
+@pytest.mark.parametrize("across", [False, True])
+def test_several_references_calibrate_as_one_unless_asked_across(fake_segmenter, monkeypatch,
+                                                                 across):
+    """Each reference view is scored against the whole bank less its neighbourhood (as with
+    one reference); only sat.calibration.across_references leaves its whole reference out."""
+    from wsi_sat.config import load_config
+    from wsi_sat.sat import calibrate
+
+    seen = []
+    real = calibrate.leave_out_match
+
+    def spy(view, ref, cfg, whole_reference=False):
+        seen.append(whole_reference)
+        return real(view, ref, cfg, whole_reference)
+
+    monkeypatch.setattr(calibrate, "leave_out_match", spy)
+    cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
+                             f"sat.calibration.across_references={str(across).lower()}"])
+    seg = fake_segmenter.with_config(cfg)
+    seg.prepare_reference([blobs_image(0), blobs_image(5, n=3)])
+    assert seen and set(seen) == {across}
+    seen.clear()
+    seg.prepare_reference([blobs_image(0)])  # one reference: never across
+    assert seen and set(seen) == {False}
+
+
 @pytest.mark.parametrize(
     "mask, words",
     [

@@ -208,6 +208,15 @@ class CalibrationConfig(Section):
         description="Threshold choice with negative examples: mean Dice on the reference views "
         "minus this x the fraction of negative-example pixels called target.",
     )
+    across_references: bool = Field(
+        False,
+        description="Several references: score each reference view against the other "
+        "references only (true), or as one reference is scored, against the whole bank less "
+        "each patch's neighbourhood (false). Across references, references that differ "
+        "cannot reproduce one another, the lowest candidate threshold wins and target-free "
+        "tissue is called target (pooled GlaS references on a skin section: 18 % of it "
+        "against 5 %; docs/benchmarks.md).",
+    )
     pixel_min_gain: float = Field(
         0.03, ge=0.0, le=1.0,
         description="The per-pixel model is used only when it beats the plain map by at least "

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 def leave_out_match(view: ReferenceView, ref: ReferenceEmbedding, cfg: SatConfig,
                     whole_reference: bool = False) -> tuple[np.ndarray, MatchResult]:
     """Match a reference view to the bank, leaving out bank patches near each query patch
-    (`whole_reference`: every patch of the view's own reference — several references
-    calibrate across references, as a target is an image the bank has never seen)."""
+    (`whole_reference`: every patch of the view's own reference, with
+    sat.calibration.across_references)."""
     gh, gw = view.grid.grid_hw
     feats = ref.features(view.grid, view.colour)
     qxy = view.view.to_original(view.grid.centres_xy()).astype(np.float32)
@@ -109,7 +109,7 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
     open_thr = open_threshold(ref, cfg.open_set, cfg.matching.top_k)
     negative_views = [v for v in views if v.negative]
     views = [v for v in views if not v.negative]
-    across = len({v.ref_id for v in views}) >= 2
+    across = cfg.calibration.across_references and len({v.ref_id for v in views}) >= 2
     matched = [leave_out_match(v, ref, cfg, across) for v in views]
     margins = _pixel_margins(views, matched)
     masks = [v.mask for v in views]
