@@ -425,6 +425,7 @@ def test_matrix(case: Case, d: Path, tmp_path: Path, cli, monkeypatch, clean_run
         code, output = cli(argv)
         monkeypatch.undo()
         monkeypatch.setattr(Segmenter, "from_config", classmethod(_fake_from_config))
+    _report(case, code, output)
     assert code == case.exit, output
     if code != 0 and code != 137:
         _one_error_line(output, case.message)
@@ -439,6 +440,17 @@ def test_matrix(case: Case, d: Path, tmp_path: Path, cli, monkeypatch, clean_run
     if case.then or case.id == "run from a prepared reference":
         _remains(out, "complete")
         _outputs_equal(clean_run, out)
+
+
+def _report(case: Case, code: int, output: str) -> None:
+    """With WSI_SAT_MATRIX_REPORT=FILE, a JSON line per case (case, exit, the error line):
+    the matrix as a table for a report."""
+    path = os.environ.get("WSI_SAT_MATRIX_REPORT")
+    if path:
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        with open(path, "a") as f:
+            f.write(json.dumps({"case": case.id, "exit": code, "expected": case.exit,
+                                "message": errors[-1] if errors else ""}) + "\n")
 
 
 def _run_read_only(argv: list[str], d: Path, out: Path) -> tuple[int, str]:
