@@ -218,7 +218,8 @@ def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmente
     """`run_slide` over a cohort, one slide after the other, yielding each summary; after
     every slide `out_dir/summary.csv` is rewritten with one row per slide of this run so far
     and per finished slide of other runs into `out_dir` (SLURM array tasks: each task's
-    summary holds every slide finished before it; a cohort's log). With `resume`, a slide whose outputs are complete for these inputs is skipped."""
+    summary holds every slide finished before it; a cohort's log). With `resume`, a slide
+    whose outputs are complete for these inputs is skipped."""
     rows = []
     for path in slides:
         summary = run_slide(path, reference, segmenter, config, out_dir, slide_mpp=slide_mpp,

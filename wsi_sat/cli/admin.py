@@ -19,7 +19,6 @@ def models() -> None:
 def models_list() -> None:
     """Registered models, what they are for, and where their weights are."""
     from wsi_sat.models.registry import REGISTRY, candidate_weight_path
-
     from wsi_sat.models.timm_source import cached_hub_weights
 
     for spec in REGISTRY.values():
@@ -45,9 +44,7 @@ def models_list() -> None:
 def models_verify(config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Check the sha256 of every installed weight file (exit 2 on a mismatch)."""
     from wsi_sat.errors import WeightsError
-    from wsi_sat.models.registry import REGISTRY, verify
-
-    from wsi_sat.models.registry import get_spec
+    from wsi_sat.models.registry import REGISTRY, get_spec, verify
     from wsi_sat.models.timm_source import resolve_source
 
     cfg = build_config(config_path, overrides)

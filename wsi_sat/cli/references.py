@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,13 +17,16 @@ from wsi_sat.cli.options import (
 )
 from wsi_sat.config import Config
 
+if TYPE_CHECKING:
+    from wsi_sat.api import ReferenceSet
+
 
 def read_reference_set(cfg: Config, references: tuple[Path, ...],
                        reference_masks: tuple[Path, ...], reference_mpp: float | None,
                        reference_geojson: Path | None, reference_slide: Path | None,
                        mpp: float | None, slide_mpp: float | None, class_name: str | None,
                        negatives: tuple[Path, ...], negative_masks: tuple[Path, ...]
-                       ) -> tuple[Any, Config]:
+                       ) -> tuple[ReferenceSet, Config]:
     """The references and negatives as the options give them (no model needed), and the
     config with `wsi.class_name` taken from the annotation's class when the user set none."""
     from wsi_sat import api

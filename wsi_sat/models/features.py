@@ -30,14 +30,9 @@ from PIL import Image
 
 from wsi_sat.errors import WeightsError
 from wsi_sat.geometry import patch_centres_xy
-from wsi_sat.models.registry import ModelSpec, checked_weights
+from wsi_sat.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, checked_weights
 from wsi_sat.models.sam import Encoded, load_state
-from wsi_sat.models.timm_source import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    build_model,
-    resolve_source,
-)
+from wsi_sat.models.timm_source import build_model, resolve_source
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,9 @@ HUB_PREFIX = "hf-hub:"
 
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 _SWIGLU = (("mlp_layer", "layer:SwiGLUPacked"), ("act_layer", "layer:SiLU"))
 
 
@@ -173,19 +175,18 @@ def feature_name_problem(name: str) -> str | None:
 def get_spec(name: str) -> ModelSpec:
     if name in REGISTRY:
         return REGISTRY[name]
-    if name.startswith(TIMM_PREFIX) and feature_name_problem(name) is None:
-        rest = name[len(TIMM_PREFIX):]
-        if rest.startswith(HUB_PREFIX):
-            hub_id = rest[len(HUB_PREFIX):]
-            return ModelSpec(name, "features", "", "", None, f"https://huggingface.co/{hub_id}",
-                             hub_id=hub_id)
-        return ModelSpec(name, "features", rest, "", None,
-                         "a timm state dict you pass with models.features.checkpoint")
     problem = feature_name_problem(name)
-    if name in NOT_TIMM and problem:
-        raise ModelError(problem)
-    known = ", ".join(sorted(REGISTRY))
-    raise ModelError(f"unknown model '{name}'; known models: {known}")
+    if problem is not None:
+        if name in NOT_TIMM:
+            raise ModelError(problem)
+        raise ModelError(f"unknown model '{name}'; known models: {', '.join(sorted(REGISTRY))}")
+    rest = name[len(TIMM_PREFIX):]  # a valid timm:hf-hub:ORG/NAME or timm:ARCH
+    if rest.startswith(HUB_PREFIX):
+        hub_id = rest[len(HUB_PREFIX):]
+        return ModelSpec(name, "features", "", "", None, f"https://huggingface.co/{hub_id}",
+                         hub_id=hub_id)
+    return ModelSpec(name, "features", rest, "", None,
+                     "a timm state dict you pass with models.features.checkpoint")
 
 
 def embedded_mobilesam_path() -> Path | None:

@@ -19,12 +19,10 @@ from typing import Any
 import torch
 
 from wsi_sat.errors import ModelError, WeightsError
-from wsi_sat.models.registry import ModelSpec, sha256_file
+from wsi_sat.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, sha256_file
 from wsi_sat.models.sam import load_state
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

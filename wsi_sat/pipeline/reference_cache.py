@@ -12,11 +12,10 @@ package version; a run computes the key it expects and refuses a cache made from
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,12 @@ from wsi_sat import __version__
 from wsi_sat.config import Config
 from wsi_sat.errors import ReferenceError
 from wsi_sat.pipeline.reference import SlideReference
-from wsi_sat.pipeline.signature import result_config
+from wsi_sat.pipeline.signature import (
+    model_digests,
+    reference_identity,
+    result_config,
+    sha256_json,
+)
 from wsi_sat.sat.reference import Calibration, ReferenceEmbedding
 from wsi_sat.writers.atomic import write_atomic
 
@@ -45,20 +49,13 @@ def cache_key_parts(info: dict[str, Any], mpp: float | None, config: Config,
     cfg = result_config(config)
     for section, key in _NAMING:
         cfg[section].pop(key, None)
-    reference = {"sha256": info.get("sha256"), "mpp": info.get("mpp"),
-                 "working_mpp": mpp,
-                 "negatives": (info.get("negatives") or {}).get("sha256")}
-
-    def digest(obj: Any) -> str:
-        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-    return {"reference": digest(reference), "config": digest(cfg),
-            "weights": digest({k: v.get("sha256") for k, v in models.items()}),
+    return {"reference": sha256_json({**reference_identity(info), "working_mpp": mpp}),
+            "config": sha256_json(cfg), "weights": sha256_json(model_digests(models)),
             "version": __version__}
 
 
 def cache_key(parts: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return sha256_json(parts)
 
 
 def _plain(obj: Any) -> Any:
@@ -164,14 +161,10 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
                         raise ReferenceError(f"reference cache '{path}' holds objects of "
                                              f"untrusted types ({untrusted[0]}); refused")
                     pixel = sio.loads(blob, trusted=TRUSTED)
-                cal = Calibration(**m["calibration"])
-                names = {f.name for f in fields(ReferenceEmbedding)}
-                values = {f: arrays[f"{name}.{f}"] for f in ARRAYS}
-                values.update(colour_weight=float(m["colour_weight"]),
-                              fg_fraction=float(m["fg_fraction"]), calibration=cal,
-                              pixel_model=pixel)
-                embeddings[name] = ReferenceEmbedding(**{k: v for k, v in values.items()
-                                                         if k in names})
+                embeddings[name] = ReferenceEmbedding(
+                    **{f: arrays[f"{name}.{f}"] for f in ARRAYS},
+                    colour_weight=float(m["colour_weight"]), fg_fraction=float(m["fg_fraction"]),
+                    calibration=Calibration(**m["calibration"]), pixel_model=pixel)
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
         raise ReferenceError(f"reference cache '{path}' is damaged ({exc.__class__.__name__});"
                              " write it again with `wsi-sat reference prepare`") from None

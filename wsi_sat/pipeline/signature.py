@@ -35,15 +35,27 @@ def result_config(config: Config) -> dict[str, Any]:
     return data
 
 
+def reference_identity(reference_info: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a reference in a key: its pixel hash, pixel size, negatives' hash."""
+    return {"sha256": reference_info.get("sha256"), "mpp": reference_info.get("mpp"),
+            "negatives": (reference_info.get("negatives") or {}).get("sha256")}
+
+
+def model_digests(models: dict[str, Any]) -> dict[str, Any]:
+    """The weights' sha256 per model (run.json's `models`)."""
+    return {k: v.get("sha256") for k, v in models.items()}
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 (hex) of `obj` as sorted JSON."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def run_key(slide_path: Path, reference_info: dict[str, Any], config: Config,
             models: dict[str, Any], slide_mpp: float | None, working_mpp: float) -> str:
     """sha256 (hex) of everything a slide's outputs depend on."""
-    reference = {"sha256": reference_info.get("sha256"), "mpp": reference_info.get("mpp"),
-                 "negatives": (reference_info.get("negatives") or {}).get("sha256")}
-    record = {"slide": slide_identity(slide_path), "slide_mpp": slide_mpp,
-              "working_mpp": working_mpp, "reference": reference,
-              "config": result_config(config),
-              "models": {k: v.get("sha256") for k, v in models.items()},
-              "version": __version__}
-    blob = json.dumps(record, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return sha256_json({"slide": slide_identity(slide_path), "slide_mpp": slide_mpp,
+                        "working_mpp": working_mpp,
+                        "reference": reference_identity(reference_info),
+                        "config": result_config(config), "models": model_digests(models),
+                        "version": __version__})
