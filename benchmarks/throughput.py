@@ -84,7 +84,7 @@ from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 GLAS = ROOT.parent / "shared" / "data" / "tiles" / "glas_colon_glands"
 MPP = 0.62
 CELL_HW = (512, 768)
-STAGES = ("read", "tissue", "encode", "match", "decode", "stitch", "write")
+STAGES = ("read", "tissue", "survey", "encode", "match", "decode", "stitch", "write")
 
 
 # -- slides --------------------------------------------------------------------------------
@@ -206,11 +206,14 @@ def stage_times(run: dict[str, Any]) -> dict[str, float]:
     return {
         "read": get("tiles_read"),
         "tissue": get("tissue"),
+        "survey": get("survey"),  # wall: encoding (reused by the tiles) + matching
         "encode": get("tiles_encode", "tiles_features"),
         "match": get("tiles_match"),
         "decode": get("tiles_decode", "tiles_postprocess"),  # prompts + SAM + clean-up
         "stitch": get("tiles_polygons", "merge", "pyramid"),
         "write": get("tiles_write", "write_outputs"),
+        "polygons": get("tiles_polygons"),
+        "tile_write": get("tiles_write"),
         "coarse": get("coarse"),
     }
 
@@ -231,7 +234,8 @@ def run_wsi_sat(seg: Segmenter, cfg: Config, reference: SlideReference, slide: P
         wall = time.perf_counter() - t
     run = json.loads((out / f"{slide.stem}.run.json").read_text())
     row = {"wall_s": wall, "tiles": run["tiles"], "segmented": summary.tiles_segmented,
-           "stages_s": stage_times(run), "objects": summary.objects,
+           "stages_s": stage_times(run), "objects": summary.objects, "cpu_s": run["cpu_s"],
+           "read_wait_s": run["timings_s"].get("tiles_read_wait", 0.0),
            "peak_rss_mb": peak.process / 2**20, "peak_rss_tree_mb": peak.total / 2**20}
     if truth is not None:
         pred = read_level(out / f"{slide.stem}.ome.zarr", 0) > 0
@@ -254,11 +258,12 @@ def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, An
         with torch_threads(threads):
             seg.engine.encode(batch, scale_enc)
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for _ in run_in_lanes(encode, batches, lanes):
         pass
     wall = time.perf_counter() - t
-    return {"wall_s": wall, "tiles": len(tiles), "lanes": lanes}
+    return {"wall_s": wall, "tiles": len(tiles), "lanes": lanes,
+            "cpu_s": time.process_time() - cpu}
 
 
 def full_grid(slide_path: Path, cfg: Config, sample: int = 0
@@ -362,6 +367,27 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
               + f" | {r['wsi_sat']['wall_s']:.1f} |")
 
 
+def print_per_tile(rows: list[dict[str, Any]]) -> None:
+    """Per tile: the encoder (the device's work on a GPU), the CPU after it, reading, tiles/s."""
+    print("\nper tile (wsi-sat as shipped; ms; CPU in core-ms of this process, every thread):\n")
+    print("| slide | tiles/s | encoder ms (lane wall) | CPU core-ms after the encoder (in run: "
+          "process − encoder threads) | same, side by side (wsi-sat − encoder-only run) | "
+          "of it per-tile stages (lane wall): match / decode+clean-up / polygons / write | "
+          "read ms (reader) / waited |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        w, lim = r["wsi_sat"], r["limit"]
+        n = max(1, w["segmented"])
+        st, cpu = w["stages_s"], w["cpu_s"] or {}
+        side = (cpu.get("process_s", float("nan")) - lim["cpu_s"]) / n
+        print(f"| {r['slide']} | {w['segmented'] / w['wall_s']:.3f} | "
+              f"{1000 * st['encode'] / n:.0f} | "
+              f"{1000 * cpu.get('outside_encoder_per_tile_s', float('nan')):.0f} | "
+              f"{1000 * side:.0f} | {1000 * st['match'] / n:.0f} / {1000 * st['decode'] / n:.0f}"
+              f" / {1000 * st['polygons'] / n:.0f} / {1000 * st['tile_write'] / n:.0f} | "
+              f"{1000 * st['read'] / n:.0f} / {1000 * w['read_wait_s'] / n:.0f} |")
+
+
 def print_scaling(scaling: list[dict[str, Any]]) -> None:
     print("\nDask workers (LocalCluster, worker start and model load included):\n")
     print("| slide | workers | wall s | tiles/s | speed-up vs 1 | peak RSS MB (largest "
@@ -405,6 +431,7 @@ def print_report(rows: list[dict[str, Any]], scaling: list[dict[str, Any]], devi
     print(f"\ndevice: {device}; {MPP} µm/px{lanes}\n")
     if rows:
         print_rows(rows)
+        print_per_tile(rows)
     if variants:
         print_variants(variants)
     if scaling:
@@ -481,7 +508,8 @@ def main() -> None:
             # machine's speed drifts by tens of percent over minutes (shared VM)
             lim = {"wall_s": (lim_before["wall_s"] + lim_after["wall_s"]) / 2,
                    "before_s": lim_before["wall_s"], "after_s": lim_after["wall_s"],
-                   "tiles": lim_after["tiles"], "lanes": lim_after["lanes"]}
+                   "tiles": lim_after["tiles"], "lanes": lim_after["lanes"],
+                   "cpu_s": (lim_before["cpu_s"] + lim_after["cpu_s"]) / 2}
             nv = naive_gbmseg(seg, stock, cfg, reference.embedding, ref_img, path,
                               args.naive_tiles)
             print(f"{name}: naive {nv['wall_s']:.1f} s", flush=True)

@@ -19,6 +19,7 @@ from scipy import ndimage
 from wsi_sat.config import Config, load_config
 from wsi_sat.models.features import SamEncoderFeatures
 from wsi_sat.models.sam import Encoded
+from wsi_sat.runtime.cpu import CpuMeter
 from wsi_sat.segmenter import Segmenter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -40,12 +41,17 @@ class FakeEngine:
         self.encode_calls = 0
         self.encoded_images = 0
         self._images: dict[int, np.ndarray] = {}
+        self.encoder_cpu = CpuMeter()
 
     def input_size(self, hw, scale=None):
         s = self.input_px / max(hw) if scale is None else min(scale, self.input_px / max(hw))
         return int(hw[0] * s + 0.5), int(hw[1] * s + 0.5)
 
     def encode(self, images, scale=None):
+        with self.encoder_cpu.measure():
+            return self._encode(images, scale)
+
+    def _encode(self, images, scale=None):
         self.encode_calls += 1
         self.encoded_images += len(images)
         out = []

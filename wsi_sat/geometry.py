@@ -122,9 +122,24 @@ def mask_on_box(mask_thumb: np.ndarray, box: Box, frame_wh: tuple[int, int]) -> 
     w, h = frame_wh
     ys = np.clip(((np.arange(box.y0, box.y1) + 0.5) * th / h).astype(int), -1, th)
     xs = np.clip(((np.arange(box.x0, box.x1) + 0.5) * tw / w).astype(int), -1, tw)
-    inside = ((ys >= 0) & (ys < th))[:, None] & ((xs >= 0) & (xs < tw))[None, :]
-    out = mask_thumb[np.clip(ys, 0, th - 1)][:, np.clip(xs, 0, tw - 1)]
-    return out & inside
+    yv, y_runs = np.unique(ys, return_counts=True)
+    xv, x_runs = np.unique(xs, return_counts=True)
+    small = mask_thumb[np.clip(yv, 0, th - 1)][:, np.clip(xv, 0, tw - 1)]
+    small &= ((yv >= 0) & (yv < th))[:, None] & ((xv >= 0) & (xv < tw))[None, :]
+    return _repeat_runs(small, y_runs, x_runs)
+
+
+def take_sorted(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """`values[rows][:, cols]` for non-decreasing index arrays (nearest-neighbour resampling):
+    each source row and column is taken once and repeated (~4x faster than indexing a 1024²
+    output)."""
+    rv, r_runs = np.unique(rows, return_counts=True)
+    cv, c_runs = np.unique(cols, return_counts=True)
+    return _repeat_runs(values[rv][:, cv], r_runs, c_runs)
+
+
+def _repeat_runs(small: np.ndarray, row_runs: np.ndarray, col_runs: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(small, row_runs, axis=0), col_runs, axis=1)
 
 
 def box_fraction(mask_thumb: np.ndarray, box: Box, frame_wh: tuple[int, int]) -> float:

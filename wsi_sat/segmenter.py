@@ -96,7 +96,7 @@ class Segmenter:
         return prepare_embedding(self.engine, self.backbone, references, names, self.sat,
                                  encode_scale, list(negatives))
 
-    def blas_one_thread(self):  # noqa: ANN201 - a context manager
+    def blas_one_thread(self):
         """numpy's BLAS held to one thread while inside (lanes split the cores; reference-
         counted, so lanes enter and leave independently)."""
         return self._blas.one_thread()
@@ -133,7 +133,9 @@ class Segmenter:
         # this lane's CPU threads while the device encodes the next batch
         cleanup = ThreadPoolExecutor(max(1, torch.get_num_threads()),
                                      thread_name_prefix="wsi-sat-cleanup") if early else None
-        with Prefetcher(images, self.engine.encoder_batch) as reader, self._blas.one_thread(), \
+        with Prefetcher(images, self.engine.encoder_batch,
+                        self.config.runtime.prefetch_chunks) as reader, \
+                self._blas.one_thread(), \
                 cleanup or nullcontext():
             while True:
                 t0 = time.perf_counter()
@@ -158,6 +160,7 @@ class Segmenter:
                     t0 = time.perf_counter()
                     probs = decided_probabilities(encoded, chunk, reference, self.sat)
                     stages = {"encode": t_enc, "read_wait": t_wait / len(chunk),
+                              "read": reader.read_s / len(chunk),
                               "match": (time.perf_counter() - t0) / len(chunk)}
                     patch = device_patch_px(encoded[0]) or 16
                     out += [cleanup.submit(decided_result, p, patch, self.sat, mpp, stages)
@@ -167,7 +170,8 @@ class Segmenter:
                 t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
                 for image, enc, grid in zip(chunk, encoded, grids):
                     timings: dict[str, float] = defaultdict(
-                        float, encode=t_enc, features=t_feat, read_wait=t_wait / len(chunk))
+                        float, encode=t_enc, features=t_feat, read_wait=t_wait / len(chunk),
+                        read=reader.read_s / len(chunk))
                     tissue_mask = next(masks) if masks is not None else None
                     out.append(segment_image(self.engine, enc, image, grid, reference, self.sat,
                                              mpp, tissue_mask, timings))

@@ -70,6 +70,16 @@ def test_region_run_outputs(slide, fake_engine, tmp_path):
     assert set(run["tiles"]) >= {"grid", "tissue", "segmented"}
     assert run["tiles"]["grid"] >= run["tiles"]["tissue"] == summary.tiles_segmented > 0
     assert "total" in run["timings_s"]
+    # the CPU account (in-process run): the encoder's share of the process's CPU time
+    cpu = run["cpu_s"]
+    assert cpu["tiles"] == summary.tiles_segmented
+    assert 0 < cpu["encoder_s"] <= cpu["process_s"]
+    assert cpu["outside_encoder_s"] == pytest.approx(cpu["process_s"] - cpu["encoder_s"],
+                                                     abs=2e-3)
+    assert cpu["outside_encoder_per_tile_s"] == pytest.approx(
+        cpu["outside_encoder_s"] / cpu["tiles"], abs=1e-3)
+    for stage in ("tiles_read", "tiles_read_wait", "tiles_encode", "tiles_polygons"):
+        assert run["timings_s"][stage] >= 0
 
     # OME-Zarr: readable by ome_zarr's reader, a full pyramid with µm scales
     nodes = list(Reader(parse_url(str(tmp_path / f"{stem}.ome.zarr")))())

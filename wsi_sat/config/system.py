@@ -85,6 +85,13 @@ class RuntimeConfig(Section):
         description="Images per image-encoder call; 0 = auto: 8 on GPUs, 1 on CPUs (where "
         "batching is slower; see docs/performance.md).",
     )
+    prefetch_chunks: int = Field(
+        1, ge=1, le=64,
+        description="Encoder batches of tiles each lane reads ahead (one reader thread per "
+        "lane, so a slide file is never read by two threads of a lane); more keeps a fast GPU "
+        "fed where reads are slow or uneven (network storage). Each holds encoder_batch tiles "
+        "in memory. Changes speed, not results.",
+    )
     lanes: int = Field(
         0, ge=0, le=64,
         description="Batches of tiles a worker runs at once, on threads that share its models "

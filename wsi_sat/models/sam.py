@@ -24,6 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from wsi_sat.errors import WeightsError
 from wsi_sat.geometry import InputTransform
 from wsi_sat.models.registry import ModelSpec, checked_weights
+from wsi_sat.runtime.cpu import CpuMeter
 from wsi_sat.runtime.device import autocast_dtype
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class SamEngine:
         self.encoder_batch = encoder_batch or (1 if device.type == "cpu" else 8)
         self.input_px: int = int(model.image_encoder.img_size)
         self.embed_grid: int = self.input_px // 16
+        self.encoder_cpu = CpuMeter()  # CPU seconds of the threads inside `encode`
         log.info("loaded %s from %s on %s", spec.name, path, device)
 
     # -- geometry -----------------------------------------------------------------------------
@@ -169,6 +171,10 @@ class SamEngine:
     def encode(self, images: list[np.ndarray], scale: float | None = None) -> list[Encoded]:
         """Encode RGB uint8 images (H, W, 3) in batches of `encoder_batch` (see `input_size`);
         on CUDA under autocast when `precision` allows (the embedding is returned in fp32)."""
+        with self.encoder_cpu.measure():
+            return self._encode(images, scale)
+
+    def _encode(self, images: list[np.ndarray], scale: float | None) -> list[Encoded]:
         out: list[Encoded] = []
         for start in range(0, len(images), self.encoder_batch):
             chunk = images[start : start + self.encoder_batch]

@@ -117,7 +117,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     objects: list[dict[str, Any]] = []
     for i, (tile, res) in enumerate(zip(task.tiles, results)):
         for stage, sec in res.timings_s.items():
-            timings["read" if stage == "read_wait" else stage] += sec
+            timings[stage] += sec
         t = time.perf_counter()
         core = tile.core_in_read
         mask = keep_on_tissue(res.mask, images[i], tile_tissue[i],

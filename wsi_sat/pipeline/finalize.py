@@ -19,6 +19,7 @@ from wsi_sat.config import Config
 from wsi_sat.geometry import Scale, level0_to_qupath
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.plan import OutputPaths, SlidePlan
+from wsi_sat.runtime.cpu import CpuAccount
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.geojson import feature_collection, tissue_collection, write_geojson
@@ -54,9 +55,12 @@ def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
 
 def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented: list[Tile],
                    instances: bool, config: Config, record: dict[str, Any],
-                   timings: dict[str, float], t_start: float) -> SlideSummary:
+                   timings: dict[str, float], t_start: float,
+                   cpu: tuple[CpuAccount, int] | None = None) -> SlideSummary:
     """Write the final outputs of a slide whose batches are all done; `record` is run.json
-    so far (this adds objects, the Zarr levels and the timings)."""
+    so far (this adds objects, the Zarr levels and the timings). `cpu`: the run's CPU account
+    and the tiles this process segmented (run.json `cpu_s`; None: `cpu_s` is null, the tiles
+    ran in other processes)."""
     wcfg = config.wsi
     t = time.perf_counter()
     objs, stage_sums = load_shards(paths.shards)
@@ -110,7 +114,8 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
               "tables": [str(p) for p in tables],
               "zarr": {"path": str(paths.zarr), "levels": levels,
                        "level0": "working resolution (working_mpp µm/px)"},
-              "timings_s": timings}
+              "timings_s": timings,
+              "cpu_s": cpu[0].record(cpu[1]) if cpu is not None else None}
     record["finished_utc"] = utc_now()
     write_run_json(paths.run_json, _ordered(record))
     shutil.rmtree(paths.shards, ignore_errors=True)
@@ -121,7 +126,7 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
 
 _ORDER = ("schema_version", "run_key", "command", "started_utc", "finished_utc", "host",
           "device", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
-          "target_area_mm2", "mean_score", "tissue", "zarr", "tables", "timings_s", "reference", "calibration", "open_set", "models", "config",
+          "target_area_mm2", "mean_score", "tissue", "zarr", "tables", "timings_s", "cpu_s", "reference", "calibration", "open_set", "models", "config",
           "versions")
 
 

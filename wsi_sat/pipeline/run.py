@@ -31,6 +31,7 @@ from wsi_sat.pipeline.reference import SlideReference, tile_encode_scale
 from wsi_sat.pipeline.resume import finished, mark_store, prepare
 from wsi_sat.pipeline.signature import run_key
 from wsi_sat.pipeline.survey import Survey, survey_slide
+from wsi_sat.runtime.cpu import CpuAccount
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.tiling.grid import Tile
@@ -46,6 +47,7 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
     batches in this process on its lanes (with `segmenter`'s models); a Dask client runs them
     on its workers (each loads its models once)."""
     t_start, started = time.perf_counter(), utc_now()
+    cpu = CpuAccount(segmenter.engine.encoder_cpu)
     timings: dict[str, float] = {}
     if segmenter.config != config:  # the run's config decides; the models stay loaded
         segmenter = segmenter.with_config(config)
@@ -74,8 +76,8 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
         prepare(paths, key, options.resume)
         tasks = _tasks(slide_path, plan, tiles, paths, instances, config, threads, key)
         t = time.perf_counter()
-        _run_batches(tasks, survey, plan, segmenter, client, lanes, options, paths.stem,
-                     len(tiles))
+        ran = _run_batches(tasks, survey, plan, segmenter, client, lanes, options, paths.stem,
+                           len(tiles))
         timings["segment_wall"] = time.perf_counter() - t
         unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
         if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
@@ -86,8 +88,9 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
                          config, options)
         record["open_set"] = survey.info
         record.update(run_key=key, started_utc=started)
+        # CPU time is this process's: with Dask workers the tiles ran elsewhere
         return finalize_slide(slide, plan, paths, tiles, instances, config, record, timings,
-                              t_start)
+                              t_start, (cpu, ran) if client is None else None)
 
 
 def _select(slide: Slide, plan: SlidePlan, reference: SlideReference, segmenter: Segmenter,
@@ -119,9 +122,9 @@ def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPa
 
 def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
                  segmenter: Segmenter, client: Any, lanes: int, options: RunOptions,
-                 stem: str, n_tiles: int) -> None:
+                 stem: str, n_tiles: int) -> int:
     """The pending batches, in this process on its lanes (reusing the survey's encodings) or on
-    the Dask client's workers."""
+    the Dask client's workers; returns how many tiles they held."""
     embedding = survey.embedding
     pending = [task for task in tasks if not Path(task.shard_path).is_file()]
     if options.max_batches is not None:
@@ -137,7 +140,7 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
                     pending, lanes, cancel)) as shards:
                 for shard in shards:
                     bar.update(len(shard["tiles"]))
-            return
+            return sum(len(t.tiles) for t in pending)
         from dask.distributed import as_completed
 
         ref_future = client.scatter(embedding, broadcast=True)
@@ -146,6 +149,7 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
                              pure=False)
         for future in as_completed(futures):
             bar.update(len(future.result()["tiles"]))
+    return sum(len(t.tiles) for t in pending)
 
 
 def _record(slide: Slide, plan: SlidePlan, tiles: list[Tile], n_batches: int,

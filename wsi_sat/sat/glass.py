@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from wsi_sat.config import WsiConfig
+from wsi_sat.geometry import take_sorted
 from wsi_sat.morphology import grow
 from wsi_sat.sat.patches import mask_fraction
 
@@ -61,7 +62,7 @@ def anchored_target(pred: np.ndarray, tissue_px: np.ndarray, near_tissue: np.nda
         return np.zeros_like(pred, dtype=bool)
     rows = np.minimum((np.arange(h) / patch_hw[0]).astype(int), grid_hw[0] - 1)
     cols = np.minimum((np.arange(w) / patch_hw[1]).astype(int), grid_hw[1] - 1)
-    anchor = pred & blocks[rows][:, cols]
+    anchor = pred & take_sorted(blocks, rows, cols)
     if not anchor.any():
         return anchor
     small_hw = (-(-w // block_px), -(-h // block_px))

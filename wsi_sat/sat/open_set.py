@@ -31,9 +31,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 
 from wsi_sat.config import MatchingConfig, OpenSetConfig
+from wsi_sat.sat.clustering import kmeans_labels
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.sat.transduce import LinearDecision, confident, fit_decision
 
@@ -94,7 +94,7 @@ def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
     novel_any = np.zeros(n, bool)
     n_novel = []
     for restart in range(cfg.restarts):
-        _, labels = kmeans2(x, k, minit="++", seed=seed + restart)
+        labels = kmeans_labels(x, k, seed + restart)
         novel = []
         for c in range(k):
             members = labels == c
@@ -109,7 +109,7 @@ def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
         idx = np.sort(np.random.default_rng(seed).choice(idx, cfg.max_background_patches,
                                                          replace=False))
     return idx, {"clusters": int(k), "restarts": int(cfg.restarts),
-                 "novel_clusters": float(np.mean(n_novel)), "patches": int(len(idx)),
+                 "novel_clusters": float(np.mean(n_novel)), "patches": len(idx),
                  "novel_fraction": float(novel_any.mean())}
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 from scipy.spatial import cKDTree
 
 from wsi_sat.config import PromptConfig
+from wsi_sat.sat.clustering import kmeans_labels
 from wsi_sat.sat.matching import MatchResult
 
 
@@ -61,7 +61,7 @@ def feature_space(result: MatchResult, feats: np.ndarray, threshold: float, cfg:
     clusters = np.zeros(len(pos), dtype=np.int32)
     k = min(cfg.clusters, len(pos))
     if k > 1:
-        _, clusters = kmeans2(feats[pos].astype(np.float64), k, minit="++", seed=seed)
+        clusters = kmeans_labels(feats[pos], k, seed)
         clusters = clusters.astype(np.int32)
     return Candidates(pos, neg, clusters)
 

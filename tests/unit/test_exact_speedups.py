@@ -1,0 +1,104 @@
+"""The faster per-tile and per-slide steps compute exactly what the straightforward code did:
+nearest-neighbour resampling by repeated runs, k-means++ seeding with incremental distances,
+component areas by counting, the CPU account."""
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+from scipy.cluster.vq import kmeans2
+
+from wsi_sat.geometry import Box, mask_on_box, take_sorted
+from wsi_sat.runtime.cpu import CpuAccount, CpuMeter
+from wsi_sat.runtime.prefetch import Prefetcher
+from wsi_sat.sat.clustering import kmeans_labels
+
+
+def _mask_on_box_by_indexing(thumb, box, frame_wh):
+    th, tw = thumb.shape
+    w, h = frame_wh
+    ys = np.clip(((np.arange(box.y0, box.y1) + 0.5) * th / h).astype(int), -1, th)
+    xs = np.clip(((np.arange(box.x0, box.x1) + 0.5) * tw / w).astype(int), -1, tw)
+    inside = ((ys >= 0) & (ys < th))[:, None] & ((xs >= 0) & (xs < tw))[None, :]
+    return thumb[np.clip(ys, 0, th - 1)][:, np.clip(xs, 0, tw - 1)] & inside
+
+
+@pytest.mark.parametrize("box", [Box(1000, 2000, 2024, 3024), Box(-100, -50, 924, 974),
+                                 Box(9500, 9600, 10524, 10624), Box(3, 5, 4, 6)])
+@pytest.mark.parametrize("thumb_hw", [(2000, 1500), (97, 131), (12000, 11000)])
+def test_mask_on_box_equals_indexing_the_whole_box(box, thumb_hw):
+    thumb = np.random.default_rng(0).random(thumb_hw) > 0.5
+    frame = (10000, 11000)
+    got = mask_on_box(thumb, box, frame)
+    assert got.shape == (box.y1 - box.y0, box.x1 - box.x0)
+    assert np.array_equal(got, _mask_on_box_by_indexing(thumb, box, frame))
+
+
+def test_take_sorted_equals_fancy_indexing():
+    rng = np.random.default_rng(1)
+    values = rng.random((64, 48)) > 0.3
+    rows = np.sort(rng.integers(0, 64, 1000))
+    cols = np.minimum((np.arange(700) / 16).astype(int), 47)
+    assert np.array_equal(take_sorted(values, rows, cols), values[rows][:, cols])
+
+
+@pytest.mark.parametrize("n,d,k", [(3000, 266, 16), (400, 12, 5), (50, 3, 7)])
+@pytest.mark.parametrize("seed", [0, 1, 13])
+def test_kmeans_labels_equal_scipys_kmeans2(n, d, k, seed):
+    rng = np.random.default_rng(seed + n)
+    x = rng.normal(size=(n, d))
+    x[: n // 3] += 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, expected = kmeans2(x, k, minit="++", seed=seed)
+    assert np.array_equal(kmeans_labels(x.astype(np.float32), k, seed), expected)
+
+
+def test_cpu_meter_counts_the_threads_inside_it():
+    meter = CpuMeter()
+    account = CpuAccount(meter)
+    with meter.measure():
+        t = time.thread_time()
+        while time.thread_time() - t < 0.05:
+            pass
+    spent = sum(range(200_000))  # outside the meter
+    assert spent and 0.04 < meter.seconds < 1.0
+    cpu = account.record(tiles=2)
+    assert cpu["process_s"] >= cpu["encoder_s"] == pytest.approx(meter.seconds, abs=1e-3)
+    assert cpu["outside_encoder_per_tile_s"] == pytest.approx(
+        (cpu["process_s"] - cpu["encoder_s"]) / 2, abs=1e-3)
+
+
+def test_prefetcher_reports_the_readers_time():
+    def slow():
+        for i in range(4):
+            time.sleep(0.02)
+            yield i
+
+    with Prefetcher(slow(), 2) as reader:
+        assert reader.next_chunk() == [0, 1] and reader.read_s >= 0.035
+        assert reader.next_chunk() == [2, 3] and reader.read_s >= 0.035
+        assert reader.next_chunk() == []
+
+
+def test_prefetcher_reads_depth_chunks_ahead_in_order():
+    produced = []
+
+    def source():
+        for i in range(10):
+            produced.append(i)
+            yield i
+
+    with Prefetcher(source(), 2, depth=3) as reader:
+        reader.request()
+        deadline = time.time() + 5
+        while len(produced) < 6 and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert len(produced) == 6  # three chunks ahead, no more
+        got = []
+        while chunk := reader.next_chunk():
+            got += chunk
+            reader.request()
+        assert got == list(range(10))
