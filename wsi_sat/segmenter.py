@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +44,8 @@ from wsi_sat.sat.segment import (
 log = logging.getLogger(__name__)
 
 __all__ = ["SegmentResult", "Segmenter"]
+
+R = TypeVar("R")
 
 
 class Segmenter:
@@ -125,18 +128,29 @@ class Segmenter:
         tissue; predictions are not masked here. `mpp` is the images' pixel size (µm/px).
         `encoded` (one per image, None where it must be encoded) gives encoder outputs computed
         before (a slide's survey tiles), which are not encoded again."""
+        return self.segment_each(images, reference, _as_is, mpp, encode_scale, tissue, encoded)
+
+    def segment_each(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,
+                     finish: Callable[[int, SegmentResult], R], mpp: float | None = None,
+                     encode_scale: float | None = None,
+                     tissue: Iterable[np.ndarray] | None = None,
+                     encoded: Iterable[Encoded | None] | None = None) -> list[R]:
+        """`segment`, with `finish(i, result)` applied to the result of image i as soon as it
+        is ready, in order of the images: on an accelerator on this lane's CPU threads while
+        the device encodes the next batch (whole slides finish a tile there: its glass rule,
+        polygons and label chunk), on a CPU in this thread. Returns what `finish` returns."""
         masks = iter(tissue) if tissue is not None else None
         given = iter(encoded) if encoded is not None else None
         early = self.engine.device.type != "cpu"
-        out: list[SegmentResult | Future[SegmentResult]] = []
-        # on an accelerator, decided maps come back as probabilities; their clean-up runs on
-        # this lane's CPU threads while the device encodes the next batch
-        cleanup = ThreadPoolExecutor(max(1, torch.get_num_threads()),
-                                     thread_name_prefix="wsi-sat-cleanup") if early else None
+        out: list[R | Future[R]] = []
+        # on an accelerator, decided maps come back as probabilities; their clean-up and the
+        # finishing run on this lane's CPU threads while the device encodes the next batch
+        pool = ThreadPoolExecutor(max(1, torch.get_num_threads()),
+                                  thread_name_prefix="wsi-sat-cleanup") if early else None
         with Prefetcher(images, self.engine.encoder_batch,
                         self.config.runtime.prefetch_chunks) as reader, \
                 self._blas.one_thread(), \
-                cleanup or nullcontext():
+                pool or nullcontext():
             while True:
                 t0 = time.perf_counter()
                 chunk = reader.next_chunk()
@@ -152,8 +166,8 @@ class Segmenter:
                     reader.request()
                 # on an accelerator the map of a slide's decision is computed there, batched; on a
                 # CPU the per-image path is faster (OpenCV colour: 38 vs 115 ms per 1024² tile)
-                if cleanup is not None and decided_maps_fit(encoded, chunk, reference,
-                                                            self.backbone.name):
+                if pool is not None and decided_maps_fit(encoded, chunk, reference,
+                                                         self.backbone.name):
                     if masks is not None:
                         for _ in chunk:
                             next(masks)  # the slide's decision needs no tissue mask
@@ -163,8 +177,8 @@ class Segmenter:
                               "read": reader.read_s / len(chunk),
                               "match": (time.perf_counter() - t0) / len(chunk)}
                     patch = device_patch_px(encoded[0]) or 16
-                    out += [cleanup.submit(decided_result, p, patch, self.sat, mpp, stages)
-                            for p in probs]
+                    out += [pool.submit(_finish_decided, finish, len(out) + k, p, patch,
+                                        self.sat, mpp, stages) for k, p in enumerate(probs)]
                     continue
                 grids = self.backbone.grids(chunk, encoded)
                 t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
@@ -173,6 +187,18 @@ class Segmenter:
                         float, encode=t_enc, features=t_feat, read_wait=t_wait / len(chunk),
                         read=reader.read_s / len(chunk))
                     tissue_mask = next(masks) if masks is not None else None
-                    out.append(segment_image(self.engine, enc, image, grid, reference, self.sat,
-                                             mpp, tissue_mask, timings))
+                    res = segment_image(self.engine, enc, image, grid, reference, self.sat,
+                                        mpp, tissue_mask, timings)
+                    out.append(pool.submit(finish, len(out), res) if pool is not None
+                               else finish(len(out), res))
             return [r.result() if isinstance(r, Future) else r for r in out]
+
+
+def _as_is(index: int, result: SegmentResult) -> SegmentResult:
+    return result
+
+
+def _finish_decided(finish: Callable[[int, SegmentResult], R], index: int, prob: np.ndarray,
+                    patch_px: int, cfg: SatConfig, mpp: float | None,
+                    stages: dict[str, float]) -> R:
+    return finish(index, decided_result(prob, patch_px, cfg, mpp, stages))

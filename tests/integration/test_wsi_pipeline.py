@@ -397,3 +397,27 @@ def test_qupath_coordinates_follow_the_slide_bounds(slide, fake_engine, tmp_path
                                             [100, 40]]]}}))
     same = reference_from_geojson(ann, path, None, None, margin=0.25)
     assert np.array_equal(got.target.image, same.target.image)
+
+
+@pytest.mark.parametrize("mode", ["map", "instances"])
+def test_tiles_finished_on_the_lanes_threads_equal_the_cpu_path(slide, fake_engine, tmp_path,
+                                                                mode):
+    """On an accelerator each tile is finished (glass rule, polygons, its label chunk) on the
+    lane's CPU threads while the device goes on; the slide's outputs equal those of the CPU
+    path, where tiles are finished one after the other (the map mode under the slide's
+    decision also takes the device's map: equal within float32 rounding). The fake engine's
+    tensors stay on the CPU; only its device type says accelerator."""
+    import torch
+
+    path, _ = slide
+    _pipeline(fake_engine, path, tmp_path / "cpu", mode=mode, batch_tiles=3)
+    fake_engine.device = torch.device("cuda")
+    _pipeline(fake_engine, path, tmp_path / "acc", mode=mode, batch_tiles=3)
+    cpu = read_level(tmp_path / "cpu" / "blobs.ome.zarr", 0)
+    acc = read_level(tmp_path / "acc" / "blobs.ome.zarr", 0)
+    assert cpu.any() and ((cpu > 0) != (acc > 0)).mean() < 1e-3
+    if mode == "instances":
+        assert np.array_equal(cpu, acc)
+    objects = [pd.read_csv(tmp_path / d / "blobs.objects.csv") for d in ("cpu", "acc")]
+    assert len(objects[0]) == len(objects[1]) > 0
+    assert objects[0]["area_um2"].sum() == pytest.approx(objects[1]["area_um2"].sum(), rel=1e-2)

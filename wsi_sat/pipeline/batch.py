@@ -28,7 +28,7 @@ from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
 from wsi_sat.sat.glass import keep_on_tissue
 from wsi_sat.sat.reference import ReferenceEmbedding
-from wsi_sat.segmenter import Segmenter
+from wsi_sat.segmenter import Segmenter, SegmentResult
 from wsi_sat.stitch.polygons import tile_objects
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.tiling.tissue import TissueMasks, tile_mask
@@ -97,7 +97,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
         timings["setup"] += time.perf_counter() - t
         tile_tissue = [tile_mask(tissue.tissue, tile, task.working_size) for tile in task.tiles]
 
-        images: list[np.ndarray] = []  # the tiles as read (the glass rule needs their pixels)
+        images: list[np.ndarray | None] = []  # the tiles as read (for the glass rule)
 
         # a lazy generator: the segmenter's reader thread reads the next tiles while this
         # batch's are matched and decoded (prefetch; one thread, so the slide handle is never
@@ -109,35 +109,48 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
                 images.append(read_tile(slide, scale, tile, task.tile_px))
                 yield images[-1]
 
-        results = seg.segment(tiles(), reference, mpp=task.working_mpp,
-                              encode_scale=float(seg.engine.input_px) / task.tile_px,
-                              tissue=tile_tissue,
-                              encoded=[(encodings or {}).get(t.index) for t in task.tiles])
-    level0 = open_level0(Path(task.zarr_path))
+        level0 = open_level0(Path(task.zarr_path))
+
+        def finish(i: int, res: SegmentResult) -> tuple[list[dict[str, Any]], dict[str, float]]:
+            """Tile i's glass rule, polygons and label chunk (each tile writes its own chunk)."""
+            tile = task.tiles[i]
+            spent = dict(res.timings_s)
+            t = time.perf_counter()
+            core = tile.core_in_read
+            mask = keep_on_tissue(res.mask, images[i], tile_tissue[i],
+                                  tile_mask(tissue.keep, tile, task.working_size),
+                                  tissue.glass_rgb, res.patch_hw, task.config.wsi,
+                                  task.working_mpp)[core]
+            labels = None
+            if task.instances and res.labels is not None:
+                local = res.labels[core]
+                labels = np.where(mask & (local > 0),
+                                  local.astype(np.int64) + tile.index * LABEL_STRIDE, 0)
+            prob = res.prob[core] if res.prob is not None else mask.astype(np.float32)
+            objs = tile_objects(mask, labels, prob, tile.index, (tile.core.x0, tile.core.y0),
+                                scale, task.config.wsi.simplify_px)
+            spent["polygons"] = time.perf_counter() - t
+            t = time.perf_counter()
+            block = labels.astype(task.label_dtype) if labels is not None else \
+                mask.astype(np.uint8)
+            level0[tile.core.y0 : tile.core.y1, tile.core.x0 : tile.core.x1] = block
+            spent["write"] = time.perf_counter() - t
+            images[i] = None  # the pixels are no longer needed
+            return [{"label": o.label, "tile": o.tile, "wkt": o.polygon.wkt, "score": o.score,
+                     "area_px": o.area_px} for o in objs], spent
+
+        # on an accelerator tiles are finished on the lane's CPU threads while the device
+        # encodes the next ones; on a CPU each tile right after its SAT
+        finished = seg.segment_each(tiles(), reference, finish, mpp=task.working_mpp,
+                                    encode_scale=float(seg.engine.input_px) / task.tile_px,
+                                    tissue=tile_tissue,
+                                    encoded=[(encodings or {}).get(t.index)
+                                             for t in task.tiles])
     objects: list[dict[str, Any]] = []
-    for i, (tile, res) in enumerate(zip(task.tiles, results)):
-        for stage, sec in res.timings_s.items():
+    for objs, spent in finished:
+        objects += objs
+        for stage, sec in spent.items():
             timings[stage] += sec
-        t = time.perf_counter()
-        core = tile.core_in_read
-        mask = keep_on_tissue(res.mask, images[i], tile_tissue[i],
-                              tile_mask(tissue.keep, tile, task.working_size), tissue.glass_rgb,
-                              res.patch_hw, task.config.wsi, task.working_mpp)[core]
-        labels = None
-        if task.instances and res.labels is not None:
-            local = res.labels[core]
-            labels = np.where(mask & (local > 0),
-                              local.astype(np.int64) + tile.index * LABEL_STRIDE, 0)
-        prob = res.prob[core] if res.prob is not None else mask.astype(np.float32)
-        objs = tile_objects(mask, labels, prob, tile.index, (tile.core.x0, tile.core.y0),
-                            scale, task.config.wsi.simplify_px)
-        timings["polygons"] += time.perf_counter() - t
-        t = time.perf_counter()
-        block = labels.astype(task.label_dtype) if labels is not None else mask.astype(np.uint8)
-        level0[tile.core.y0 : tile.core.y1, tile.core.x0 : tile.core.x1] = block
-        timings["write"] += time.perf_counter() - t
-        objects += [{"label": o.label, "tile": o.tile, "wkt": o.polygon.wkt, "score": o.score,
-                     "area_px": o.area_px} for o in objs]
     shard = {"run_key": task.run_key, "batch": task.batch,
              "tiles": [tile.index for tile in task.tiles],
              "objects": objects, "timings_s": dict(timings)}

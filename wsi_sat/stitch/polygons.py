@@ -45,7 +45,7 @@ def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
     n, comp = cv2.connectedComponents(m, connectivity=8, ltype=cv2.CV_32S)
     flat = comp.ravel()
     areas = np.bincount(flat, minlength=n)
-    sums = np.bincount(flat, weights=prob.ravel().astype(np.float64), minlength=n)
+    sums = np.bincount(flat, weights=prob.ravel(), minlength=n)  # summed in float64
     # pad so contours of objects touching the border close along the pixel edges
     padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     big = cv2.resize(padded, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
