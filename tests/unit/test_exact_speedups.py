@@ -102,3 +102,40 @@ def test_prefetcher_reads_depth_chunks_ahead_in_order():
             got += chunk
             reader.request()
         assert got == list(range(10))
+
+
+def test_object_pixel_counts_and_scores_are_those_of_their_components():
+    from scipy import ndimage
+
+    from wsi_sat.geometry import Scale
+    from wsi_sat.stitch.polygons import tile_objects
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:300, :400]
+    mask = np.zeros((300, 400), bool)
+    for cy, cx, r in [(60, 80, 30), (200, 100, 45), (150, 300, 60), (40, 370, 20)]:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    prob = rng.random((320, 420)).astype(np.float32)[10:310, 10:410]  # a view, as tiles pass
+    comp, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    want = sorted((int((comp == i).sum()), float(prob[comp == i].astype(np.float64).mean()))
+                  for i in range(1, n + 1))
+    objs = tile_objects(mask, None, prob, 0, (0, 0), Scale(0.5, 0.5), 1.0)
+    got = sorted((o.area_px, o.score) for o in objs)
+    assert [a for a, _ in got] == [a for a, _ in want]
+    assert np.allclose([s for _, s in got], [s for _, s in want], rtol=0, atol=1e-12)
+
+
+def test_glass_pixels_equal_the_summed_distance_over_channels():
+    import cv2
+
+    from wsi_sat.sat.glass import glass_pixels
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(180, 256, (300, 401, 3), dtype=np.uint8)
+    glass = (236.0, 231.5, 240.2)
+    small = cv2.resize(image, (201, 150), interpolation=cv2.INTER_AREA).astype(np.float32)
+    diff = small - np.asarray(glass, np.float32)
+    near = ((diff * diff).sum(axis=-1) < 20.0**2).astype(np.uint8)
+    want = cv2.resize(near, (401, 300), interpolation=cv2.INTER_NEAREST).astype(bool)
+    got = glass_pixels(image, glass, 20.0, 2)
+    assert want.any() and (~want).any() and np.array_equal(got, want)
