@@ -129,7 +129,8 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
     pending = [task for task in tasks if not Path(task.shard_path).is_file()]
     if options.max_batches is not None:
         pending = pending[: options.max_batches]
-    done_tiles = sum(len(t.tiles) for t in tasks) - sum(len(t.tiles) for t in pending)
+    ran = sum(len(t.tiles) for t in pending)
+    done_tiles = sum(len(t.tiles) for t in tasks) - ran
     with tqdm(total=n_tiles, initial=done_tiles, unit="tile", desc=stem, disable=None,
               dynamic_ncols=True) as bar:
         if client is None:
@@ -140,7 +141,7 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
                     pending, lanes, cancel)) as shards:
                 for shard in shards:
                     bar.update(len(shard["tiles"]))
-            return sum(len(t.tiles) for t in pending)
+            return ran
         from dask.distributed import as_completed
 
         ref_future = client.scatter(embedding, broadcast=True)
@@ -149,7 +150,7 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
                              pure=False)
         for future in as_completed(futures):
             bar.update(len(future.result()["tiles"]))
-    return sum(len(t.tiles) for t in pending)
+    return ran
 
 
 def _record(slide: Slide, plan: SlidePlan, tiles: list[Tile], n_batches: int,

@@ -45,11 +45,10 @@ def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
     n, comp = cv2.connectedComponents(m, connectivity=8, ltype=cv2.CV_32S)
     # pixel count and probability sum per component, over the foreground pixels only (label
     # 0, the background, is never an object): ~4x faster than over the whole tile
-    flat = comp.ravel()
-    fg = flat > 0
-    labels_fg = flat[fg]
+    fg = comp > 0
+    labels_fg = comp[fg]
     areas = np.bincount(labels_fg, minlength=n)
-    sums = np.bincount(labels_fg, weights=np.asarray(prob).ravel()[fg], minlength=n)
+    sums = np.bincount(labels_fg, weights=np.asarray(prob)[fg], minlength=n)
     # pad so contours of objects touching the border close along the pixel edges
     padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     big = cv2.resize(padded, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
