@@ -298,3 +298,50 @@ def test_cluster_jobs_adapt_between_minimum_and_maximum(tmp_path, monkeypatch):
         f.write_text(text)
         start_jobs(fake, load_cluster_spec(f))
         assert calls[-1] == {"minimum_jobs": expect[0], "maximum_jobs": expect[1]}
+
+
+def test_blas_is_held_at_one_thread_whichever_threads_come_and_go():
+    """Lanes enter and leave the BLAS limit in any order, from any thread; threadpoolctl lets
+    one thread at a time control OpenBLAS, so a limit set by one lane and restored by another
+    stuck at the wrong count (a whole slide's lanes ran numpy's BLAS on every core, its idle
+    workers spinning). Inside: one thread; after the last one leaves: as before."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy  # noqa: F401  (its OpenBLAS)
+    from threadpoolctl import ThreadpoolController
+
+    from wsi_sat.runtime.threads import BlasLimiter
+
+    blas = ThreadpoolController().select(user_api="blas")
+    before = [lib["num_threads"] for lib in blas.info()]
+    if not before or max(before) == 1:
+        pytest.skip("BLAS runs one thread here already: nothing to hold")
+    limiter = BlasLimiter()
+    inside: list[list[int]] = []
+    entered = [threading.Event() for _ in range(2)]
+    leave = [threading.Event() for _ in range(2)]
+
+    def lane(i: int) -> None:
+        with limiter.one_thread():
+            entered[i].set()
+            inside.append([lib["num_threads"] for lib in blas.info()])
+            leave[i].wait(10)
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):  # rounds: the first lane in leaves first, the other restores
+            done = [pool.submit(lane, i) for i in range(2)]
+            for e in entered:
+                assert e.wait(10)
+            leave[0].set()
+            done[0].result()
+            inside.append([lib["num_threads"] for lib in blas.info()])  # one lane still in
+            leave[1].set()
+            done[1].result()
+            assert [lib["num_threads"] for lib in blas.info()] == before
+            for e in (*entered, *leave):
+                e.clear()
+        with limiter.one_thread():  # this (main) thread too
+            inside.append([lib["num_threads"] for lib in blas.info()])
+    assert inside and all(set(n) == {1} for n in inside)
+    assert [lib["num_threads"] for lib in blas.info()] == before

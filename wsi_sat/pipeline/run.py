@@ -54,7 +54,10 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
     # in this process: lanes over this process's torch threads; Dask workers size their own
     lanes, threads = local_lanes(config) if client is None else (1, 0)
     paths = OutputPaths(output_stem(slide_path), writable_dir(Path(options.out_dir)))
-    with output_lock(paths.lock), Slide(Path(slide_path), options.slide_mpp) as slide:
+    # numpy's BLAS on one thread for the whole run, the survey's clustering and decision fit
+    # included (see wsi_sat.runtime.threads: its idle workers spin after each call)
+    with output_lock(paths.lock), Slide(Path(slide_path), options.slide_mpp) as slide, \
+            segmenter.blas_one_thread():
         working = working_mpp(slide.require_mpp(), options, reference.mpp)
         key = run_key(slide_path, reference.info, config, model_info(segmenter),
                       options.slide_mpp, working)

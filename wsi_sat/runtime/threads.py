@@ -1,21 +1,32 @@
 """CPU threads: the cores this process may use, torch's intra-op threads, numpy's BLAS limit.
 
 torch's thread count is set here only (OpenMP: per calling thread), through `torch_threads`.
-numpy's / scipy's BLAS is held to one thread while any lane runs the per-image SAT: it makes many
-small BLAS calls (self-training's logistic fit, the similarity blocks) that a multi-threaded
-OpenBLAS loses up to 5x on to thread hand-offs against torch's and OpenCV's pools.
+numpy's / scipy's BLAS is held to one thread while any lane runs the per-image SAT (and over a whole
+slide run): it makes many small BLAS calls (self-training's logistic fit, the similarity blocks)
+that a multi-threaded OpenBLAS loses up to 5x on to thread hand-offs against torch's and OpenCV's
+pools, and after each such call OpenBLAS's idle workers spin (measured: ~80 CPU core-ms per tile
+of a dense slide, burnt by the workers of numpy's OpenBLAS while the lanes ran).
+
+OpenBLAS's thread count is process-wide, and threadpoolctl (>= 3.8) lets one Python thread at a
+time control it: a limit set by a thread while another holds control is silently ignored, and
+control passes only when the thread that set a limit restores it. So the limit is set and
+restored on one thread the limiter owns, whichever lane comes in first or leaves last.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from threadpoolctl import ThreadpoolController
+
+log = logging.getLogger(__name__)
 
 # the CPU cores a local Dask cluster gave this worker process (set in the worker at run time)
 _CPU_SHARE: dict[str, int] = {}
@@ -67,25 +78,39 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 class BlasLimiter:
     """numpy's BLAS on one thread while any user is inside (the limit is process-wide:
-    applied by the first user in, restored by the last one out)."""
+    applied when the first user comes in, restored when the last one leaves, both on the
+    limiter's own thread so that threadpoolctl honours them whichever threads the users are;
+    see the module's docstring)."""
 
     def __init__(self) -> None:
         self._controller = ThreadpoolController()
         self._lock = threading.Lock()
         self._users = 0
         self._limiter: Any = None
+        self._owner: ThreadPoolExecutor | None = None
+
+    def _limit(self) -> None:  # on the owner thread
+        self._limiter = self._controller.limit(limits=1, user_api="blas")
+        held = [lib["num_threads"] for lib in self._controller.select(user_api="blas").info()]
+        if any(n != 1 for n in held):  # another thread of this process controls OpenBLAS
+            log.debug("BLAS held at %s threads, not 1: another thread controls it", held)
+
+    def _restore(self) -> None:  # on the owner thread
+        self._limiter.restore_original_limits()
+        self._limiter = None
 
     @contextmanager
     def one_thread(self) -> Iterator[None]:
         with self._lock:
             if self._users == 0:
-                self._limiter = self._controller.limit(limits=1, user_api="blas")
+                if self._owner is None:
+                    self._owner = ThreadPoolExecutor(1, thread_name_prefix="wsi-sat-blas")
+                self._owner.submit(self._limit).result()
             self._users += 1
         try:
             yield
         finally:
             with self._lock:
                 self._users -= 1
-                if self._users == 0:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
+                if self._users == 0 and self._owner is not None:
+                    self._owner.submit(self._restore).result()
