@@ -1,15 +1,17 @@
 """The faster per-tile and per-slide steps compute exactly what the straightforward code did:
 nearest-neighbour resampling by repeated runs, k-means++ seeding with incremental distances,
-component areas by counting, the CPU account."""
+component areas by counting, the CPU account, opaque slide regions read without compositing."""
 
 import time
 import warnings
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy.cluster.vq import kmeans2
 
 from wsi_sat.geometry import Box, mask_on_box, take_sorted
+from wsi_sat.io.slide import opaque_rgb
 from wsi_sat.runtime.cpu import CpuAccount, CpuMeter
 from wsi_sat.runtime.prefetch import Prefetcher
 from wsi_sat.sat.clustering import kmeans_labels
@@ -139,3 +141,33 @@ def test_glass_pixels_equal_the_summed_distance_over_channels():
     want = cv2.resize(near, (401, 300), interpolation=cv2.INTER_NEAREST).astype(bool)
     got = glass_pixels(image, glass, 20.0, 2)
     assert want.any() and (~want).any() and np.array_equal(got, want)
+
+
+def _composited(region, ycbcr):  # what Slide.read did for every region
+    region = region.convert("RGBA")
+    white = Image.new("RGBA", region.size, (255, 128, 128, 255) if ycbcr else
+                      (255, 255, 255, 255))
+    return Image.alpha_composite(white, region).convert("RGB")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA opaque", "RGBA transparent", "L", "LA"])
+@pytest.mark.parametrize("ycbcr", [False, True])
+def test_opaque_regions_read_as_compositing_them_on_white(mode, ycbcr):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    alpha = np.full((37, 53), 255, np.uint8)
+    if mode == "RGBA transparent":
+        alpha[:10] = 0
+        alpha[20:25, 5:9] = 77
+    if mode == "RGB":
+        region = Image.fromarray(rgb)
+    elif mode.startswith("RGBA"):
+        region = Image.fromarray(np.dstack([rgb, alpha]))
+    elif mode == "L":
+        region = Image.fromarray(rgb[..., 0])
+    else:
+        alpha[:4] = 0
+        region = Image.fromarray(np.dstack([rgb[..., 0], alpha]))  # (H, W, 2): "LA"
+    out = opaque_rgb(region, ycbcr)
+    assert out.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(_composited(region, ycbcr)))

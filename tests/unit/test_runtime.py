@@ -345,3 +345,35 @@ def test_blas_is_held_at_one_thread_whichever_threads_come_and_go():
             inside.append([lib["num_threads"] for lib in blas.info()])
     assert inside and all(set(n) == {1} for n in inside)
     assert [lib["num_threads"] for lib in blas.info()] == before
+
+
+def test_blas_limiters_of_several_runs_hold_one_limit():
+    """Each run's segmenter has its own limiter: one used and left (its thread alive, as a cached
+    segmenter's is) must not keep control of OpenBLAS from the next (CI: every later limiter's
+    limit was ignored); two in at once hold one limit until the last leaves."""
+    import numpy  # noqa: F401  (its OpenBLAS)
+    from threadpoolctl import ThreadpoolController
+
+    from wsi_sat.runtime.threads import BlasLimiter
+
+    blas = ThreadpoolController().select(user_api="blas")
+    before = [lib["num_threads"] for lib in blas.info()]
+    if not before or max(before) == 1:
+        pytest.skip("BLAS runs one thread here already: nothing to hold")
+
+    def now() -> list[int]:
+        return [lib["num_threads"] for lib in blas.info()]
+
+    first, second = BlasLimiter(), BlasLimiter()
+    with first.one_thread():
+        assert set(now()) == {1}
+    assert now() == before
+    with second.one_thread():  # the later run
+        assert set(now()) == {1}
+        with first.one_thread():
+            assert set(now()) == {1}
+        assert set(now()) == {1}  # the first left, the second still in
+    assert now() == before
+    with blas.limit(limits=1):  # and other code may limit BLAS from its own thread afterwards
+        assert set(now()) == {1}
+    assert now() == before

@@ -25,6 +25,20 @@ SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".scn", ".mrxs", ".vms", ".s
                   ".bif", ".dcm")
 
 
+def opaque_rgb(region: Image.Image, ycbcr: bool = False) -> Image.Image:
+    """A read region in RGB with its transparent pixels (outside the scanned area) white; in
+    YCbCr frames white is (255, 128, 128). Opaque regions (every RGB TIFF, most of a slide read
+    through OpenSlide) skip the compositing, which would give them back unchanged."""
+    if region.mode == "RGB":
+        return region
+    if region.mode == "RGBA" and region.getextrema()[3][0] == 255:
+        return region.convert("RGB")
+    region = region.convert("RGBA")
+    white = Image.new("RGBA", region.size, (255, 128, 128, 255) if ycbcr else
+                      (255, 255, 255, 255))
+    return Image.alpha_composite(white, region).convert("RGB")
+
+
 @dataclass(frozen=True)
 class SlideInfo:
     path: str
@@ -168,11 +182,7 @@ class Slide:
                 f"reading '{self.path.name}' level {level} at ({x:.0f}, {y:.0f}) failed "
                 f"({exc.__class__.__name__}); the file may be truncated or corrupt"
             ) from None
-        region = region.convert("RGBA")
-        # transparent (outside the scanned area) is white; in YCbCr frames, white is (255, 128, 128)
-        white = Image.new("RGBA", region.size, (255, 128, 128, 255) if self._ycbcr else
-                          (255, 255, 255, 255))
-        rgb = Image.alpha_composite(white, region).convert("RGB")
+        rgb = opaque_rgb(region, self._ycbcr)
         if rgb.size != (out_w, out_h):
             rgb = rgb.resize((out_w, out_h), Image.Resampling.BOX if lw > out_w else
                              Image.Resampling.BILINEAR)

@@ -9,8 +9,10 @@ of a dense slide, burnt by the workers of numpy's OpenBLAS while the lanes ran).
 
 OpenBLAS's thread count is process-wide, and threadpoolctl (>= 3.8) lets one Python thread at a
 time control it: a limit set by a thread while another holds control is silently ignored, and
-control passes only when the thread that set a limit restores it. So the limit is set and
-restored on one thread the limiter owns, whichever lane comes in first or leaves last.
+control passes on only when the thread that set a limit leaves threadpoolctl's context. So the
+limit is set and restored on one thread the limiters own, whichever lane comes in first or leaves
+last, as a context entered and left (a limit merely restored keeps control on its thread, and a
+later limiter's limit was ignored).
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Any
-
+from contextlib import ExitStack, contextmanager
 import torch
 from threadpoolctl import ThreadpoolController
 
@@ -76,41 +76,55 @@ def torch_threads(threads: int) -> Iterator[None]:
             set_torch_threads(before)
 
 
+class _BlasState:
+    """The process's one BLAS limit: users counted across every limiter, one owner thread."""
+
+    lock = threading.Lock()
+    users = 0
+    held: ExitStack | None = None
+    owner: ThreadPoolExecutor | None = None
+    pid = 0  # the process the owner thread runs in (a forked child starts its own)
+
+
 class BlasLimiter:
-    """numpy's BLAS on one thread while any user is inside (the limit is process-wide:
-    applied when the first user comes in, restored when the last one leaves, both on the
-    limiter's own thread so that threadpoolctl honours them whichever threads the users are;
-    see the module's docstring)."""
+    """numpy's BLAS on one thread while any user is inside. The limit is process-wide, so the
+    count of users is too (shared by every limiter of the process: the segmenters of several
+    runs or slides in flight): the limit is applied when the first user comes in and restored
+    when the last one leaves, both on one owner thread, entered and left as threadpoolctl's
+    context so that control passes back when restored (see the module's docstring)."""
 
     def __init__(self) -> None:
         self._controller = ThreadpoolController()
-        self._lock = threading.Lock()
-        self._users = 0
-        self._limiter: Any = None
-        self._owner: ThreadPoolExecutor | None = None
 
     def _limit(self) -> None:  # on the owner thread
-        self._limiter = self._controller.limit(limits=1, user_api="blas")
-        held = [lib["num_threads"] for lib in self._controller.select(user_api="blas").info()]
-        if any(n != 1 for n in held):  # another thread of this process controls OpenBLAS
-            log.debug("BLAS held at %s threads, not 1: another thread controls it", held)
+        held = ExitStack()
+        held.enter_context(self._controller.limit(limits=1, user_api="blas"))
+        _BlasState.held = held
+        now = [lib["num_threads"] for lib in self._controller.select(user_api="blas").info()]
+        if any(n != 1 for n in now):  # another thread of this process controls OpenBLAS
+            log.debug("BLAS held at %s threads, not 1: another thread controls it", now)
 
-    def _restore(self) -> None:  # on the owner thread
-        self._limiter.restore_original_limits()
-        self._limiter = None
+    @staticmethod
+    def _restore() -> None:  # on the owner thread
+        if _BlasState.held is not None:
+            _BlasState.held.close()  # restores the limits and gives up control
+            _BlasState.held = None
 
     @contextmanager
     def one_thread(self) -> Iterator[None]:
-        with self._lock:
-            if self._users == 0:
-                if self._owner is None:
-                    self._owner = ThreadPoolExecutor(1, thread_name_prefix="wsi-sat-blas")
-                self._owner.submit(self._limit).result()
-            self._users += 1
+        with _BlasState.lock:
+            if _BlasState.pid != os.getpid():
+                _BlasState.owner, _BlasState.held, _BlasState.users = None, None, 0
+                _BlasState.pid = os.getpid()
+            if _BlasState.users == 0:
+                if _BlasState.owner is None:
+                    _BlasState.owner = ThreadPoolExecutor(1, thread_name_prefix="wsi-sat-blas")
+                _BlasState.owner.submit(self._limit).result()
+            _BlasState.users += 1
         try:
             yield
         finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0 and self._owner is not None:
-                    self._owner.submit(self._restore).result()
+            with _BlasState.lock:
+                _BlasState.users -= 1
+                if _BlasState.users == 0 and _BlasState.owner is not None:
+                    _BlasState.owner.submit(self._restore).result()
