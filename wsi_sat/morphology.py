@@ -14,6 +14,25 @@ import numpy as np
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
+def label_components(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray]:
+    """OpenCV's connected components of a uint8 mask: (count with the background's label 0,
+    labels). 16-bit labels while they fit (OpenCV refuses to overflow them; then 32-bit): the
+    same labels, ~1.5x faster on a 1024² tile (4.5 -> 2.9 ms)."""
+    try:
+        return cv2.connectedComponents(mask, connectivity=connectivity, ltype=cv2.CV_16U)
+    except cv2.error:  # more than 65535 components
+        return cv2.connectedComponents(mask, connectivity=connectivity, ltype=cv2.CV_32S)
+
+
+def component_sizes(n: int, labels: np.ndarray) -> np.ndarray:
+    """Pixels per label (n,) of `label_components`' labels: OpenCV's histogram of 16-bit labels
+    (exact: float32 counts below 2**24 pixels; 2.5x faster than np.bincount, which first widens
+    them to 64 bits), np.bincount otherwise."""
+    if labels.dtype == np.uint16 and labels.size < 2**24:
+        return cv2.calcHist([labels], [0], None, [n], [0, n]).ravel().astype(np.int64)
+    return np.bincount(labels.ravel(), minlength=n)
+
+
 def large_components(mask: np.ndarray, area: int) -> np.ndarray:
     """Pixels of the 4-connected components of `mask` with at least `area` pixels (scikit-image's
     remove_small_objects(mask, max_size=area - 1))."""
@@ -21,12 +40,12 @@ def large_components(mask: np.ndarray, area: int) -> np.ndarray:
     if not mask.any():
         return mask.copy()
     # labels, then areas by counting: ~4x faster than OpenCV's WithStats variant (1024²)
-    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-    keep = np.bincount(labels.ravel(), minlength=n) >= area
+    n, labels = label_components(mask.view(np.uint8), 4)
+    keep = component_sizes(n, labels) >= area
     keep[0] = False  # OpenCV's label 0 is the unset pixels
     if keep[1:].all():  # nothing small: the mask as it is (most tiles)
         return mask.copy()
-    return keep[labels]
+    return np.take(keep, labels)  # keep[labels], ~2x faster on 16-bit labels
 
 
 def closing(mask: np.ndarray, iterations: int) -> np.ndarray:

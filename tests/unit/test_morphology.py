@@ -6,7 +6,14 @@ import pytest
 from scipy import ndimage
 from skimage.morphology import remove_small_objects
 
-from wsi_sat.morphology import closing, fill_holes, grow, large_components
+from wsi_sat.morphology import (
+    closing,
+    component_sizes,
+    fill_holes,
+    grow,
+    label_components,
+    large_components,
+)
 
 
 def _masks():
@@ -20,6 +27,8 @@ def _masks():
     ring[20:30, 20:30] = False  # an enclosed hole
     ring[0:5, 20:30] = True  # a piece on the border
     yield ring
+    # 76800 one-pixel components: more than 16-bit labels hold (the 32-bit fallback)
+    yield np.indices((256, 600)).sum(0) % 2 == 0
 
 
 @pytest.mark.parametrize("mask", list(_masks()))
@@ -41,3 +50,18 @@ def test_grow_equals_the_exact_distance_transform(mask):
     for r in (0.0, 1.0, 2.5, 5.0, 7.0):
         want = ndimage.distance_transform_edt(~mask) <= r if r > 0 else mask
         assert np.array_equal(grow(mask, r), want)
+
+
+@pytest.mark.parametrize("mask", list(_masks()))
+def test_labels_and_sizes_equal_scipy_whichever_label_width(mask):
+    for connectivity, structure in ((4, None), (8, np.ones((3, 3), bool))):
+        n, labels = label_components(mask.view(np.uint8), connectivity)
+        want, n_want = ndimage.label(mask, structure)
+        assert n == n_want + 1
+        # the same partition (label numbers may differ): each label maps to exactly one
+        pairs = np.unique(np.stack([labels.ravel(), want.ravel()]), axis=1)
+        assert pairs.shape[1] == len(np.unique(labels)) == len(np.unique(want))
+        assert np.array_equal(component_sizes(n, labels),
+                              np.bincount(labels.ravel().astype(np.int64), minlength=n))
+    if mask.sum() > 65535:
+        assert label_components(mask.view(np.uint8), 4)[1].dtype == np.int32

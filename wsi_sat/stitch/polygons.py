@@ -20,6 +20,7 @@ from shapely.geometry.polygon import orient
 from shapely.strtree import STRtree
 
 from wsi_sat.geometry import Scale
+from wsi_sat.morphology import label_components
 
 
 @dataclass
@@ -42,7 +43,7 @@ def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
     m = np.ascontiguousarray(mask.astype(np.uint8))
     if not m.any():
         return []
-    n, comp = cv2.connectedComponents(m, connectivity=8, ltype=cv2.CV_32S)
+    n, comp = label_components(m, 8)
     # pixel count and probability sum per component, over the foreground pixels only (label
     # 0, the background, is never an object): ~4x faster than over the whole tile
     fg = comp > 0
