@@ -72,13 +72,21 @@ def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
                 holes.append(_to_xy(_simplified(contours[child], eps)))
             child = hierarchy[child][0]
         poly = Polygon(shell, holes)
-        geom = poly if poly.is_valid else shapely.make_valid(poly)
+        # an outline that touches itself (a diagonal pinch) or crosses itself (simplified) is
+        # repaired by GEOS's 'structure' method: the area its shell bounds less its holes'
+        # (4x faster than 'linework' on a dense tile's outlines; the same pinched areas, and
+        # under a pixel² apart where a simplified outline crosses itself)
+        geom = poly if poly.is_valid else shapely.make_valid(poly, method="structure",
+                                                             keep_collapsed=False)
         parts = _polygons_of(geom.buffer(0.25, join_style="mitre"))
-        total = sum(p.area for p in parts)
-        for part in parts:  # a pinched outline (diagonal touch) may fall apart: share the area
-            share = part.area / total if total > 0 else 1.0
-            out.append((part, int(round(areas[label] * share)),
-                        float(sums[label] / max(areas[label], 1))))
+        # a pinched outline (diagonal touch) may fall apart: its pixels are shared by area,
+        # rounded cumulatively so that the parts' counts add up to the component's
+        part_areas = np.array([p.area for p in parts])
+        total = part_areas.sum()
+        shares = np.cumsum(part_areas) / total if total > 0 else np.ones(len(parts))
+        counts = np.diff(np.round(areas[label] * shares).astype(np.int64), prepend=0)
+        score = float(sums[label] / max(areas[label], 1))
+        out += [(part, int(c), score) for part, c in zip(parts, counts)]
     return out
 
 
