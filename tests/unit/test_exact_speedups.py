@@ -171,3 +171,25 @@ def test_opaque_regions_read_as_compositing_them_on_white(mode, ycbcr):
     out = opaque_rgb(region, ycbcr)
     assert out.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(out), np.asarray(_composited(region, ycbcr)))
+
+
+def test_geojson_rings_listed_at_once_equal_ring_by_ring():
+    import numpy as np
+    import shapely
+    from shapely.geometry import Polygon
+    from shapely.geometry.polygon import orient
+
+    from wsi_sat.writers.geojson import _ring_coordinates
+
+    rng = np.random.default_rng(3)
+    polys = []
+    for k in range(20):
+        x, y = rng.random(2) * 1e4
+        holes = [[(x + 10 + 30 * h, y + 10), (x + 20 + 30 * h, y + 10), (x + 20 + 30 * h, y + 20)]
+                 for h in range(k % 3)]
+        shell = [(x, y), (x + 200.123456, y), (x + 200, y + 100.987654), (x, y + 100)]
+        polys.append(orient(Polygon(shell, holes), 1.0))
+    want = [[np.round(shapely.get_coordinates(r), 2).tolist()
+             for r in [p.exterior, *p.interiors]] for p in polys]
+    assert _ring_coordinates(polys) == want
+    assert _ring_coordinates([]) == []
