@@ -78,13 +78,14 @@ def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
         # under a pixel² apart where a simplified outline crosses itself)
         geom = poly if poly.is_valid else shapely.make_valid(poly, method="structure",
                                                              keep_collapsed=False)
-        parts = _polygons_of(geom.buffer(0.25, join_style="mitre"))
+        parts = _polygons_of(geom.buffer(0.25, join_style="mitre"))  # each of positive area
+        if not parts:
+            continue
         # a pinched outline (diagonal touch) may fall apart: its pixels are shared by area,
         # rounded cumulatively so that the parts' counts add up to the component's
-        part_areas = np.array([p.area for p in parts])
-        total = part_areas.sum()
-        shares = np.cumsum(part_areas) / total if total > 0 else np.ones(len(parts))
-        counts = np.diff(np.round(areas[label] * shares).astype(np.int64), prepend=0)
+        shares = np.cumsum([p.area for p in parts])
+        counts = np.diff(np.round(areas[label] * shares / shares[-1]).astype(np.int64),
+                         prepend=0)
         score = float(sums[label] / max(areas[label], 1))
         out += [(part, int(c), score) for part, c in zip(parts, counts)]
     return out
