@@ -30,7 +30,9 @@ Then wsi-sat with 1 and 2 Dask workers (LocalCluster) on the dense slide for the
 last the encoder alone in three layouts on the same tiles, alternating: the stock model code's
 (the naive baseline's), wsi-sat's default (batch norms folded, channels-last) and the opt-in
 `runtime.compile_encoder` (its one-off compile timed apart).
-Peak RSS is sampled over this process and all its children (Dask workers) every 0.1 s.
+Peak RSS: this process's high-water mark (reset as each run starts); with Dask workers the
+whole tree's, sampled every 0.1 s (see PeakRss: a sampler beside an in-process run would count
+in its CPU figures).
 `--large` adds a 40000 px sparse slide (the dense 40k slide is ~1700 tiles: hours on a CPU;
 `--large-dense` adds it for GPU machines).
 """
@@ -169,16 +171,40 @@ def build_slides(tmp: Path, sizes: list[int], kinds: list[str], large: bool,
 
 # -- measurement ---------------------------------------------------------------------------
 class PeakRss:
-    """Largest RSS of one process and of the whole tree (this process + children)."""
+    """Peak RSS of this process and of the whole tree (this process + its children) over a run.
 
-    def __init__(self) -> None:
+    This process: the kernel's high-water mark (`VmHWM`), reset as the run starts by writing 5
+    to /proc/self/clear_refs (Linux); nothing runs beside the run. The tree (runs with Dask
+    workers, `tree=True`): sampled every 0.1 s. The sampler must not run beside an in-process
+    run: listing a process's children reads /proc/<pid>/stat of every process on the machine,
+    ~25 CPU ms per second here, which run.json's `cpu_s` (every thread of this process) would
+    count as wsi-sat's CPU outside the encoder. Where the high-water mark cannot be reset, this
+    process is sampled too (its own memory only, ~1 CPU ms per second)."""
+
+    def __init__(self, tree: bool) -> None:
         self.process = self.total = 0
+        self._tree = tree
         self._stop = threading.Event()
 
-    def _sample(self) -> None:
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _hwm() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def _sample(self, me_only: bool) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            procs = [me, *me.children(recursive=True)]
+            procs = [me] if me_only else [me, *me.children(recursive=True)]
             rss = []
             for p in procs:
                 try:
@@ -191,13 +217,20 @@ class PeakRss:
 
     @contextmanager
     def watch(self) -> Iterator[PeakRss]:
-        thread = threading.Thread(target=self._sample, daemon=True)
-        thread.start()
+        hwm = self._reset_hwm()
+        thread = None
+        if self._tree or not hwm:
+            thread = threading.Thread(target=self._sample, args=(not self._tree,), daemon=True)
+            thread.start()
         try:
             yield self
         finally:
             self._stop.set()
-            thread.join()
+            if thread is not None:
+                thread.join()
+            if hwm:
+                self.process = max(self.process, self._hwm())
+            self.total = max(self.total, self.process)
 
 
 def stage_times(run: dict[str, Any]) -> dict[str, float]:
@@ -226,7 +259,7 @@ def run_wsi_sat(seg: Segmenter, cfg: Config, reference: SlideReference, slide: P
     wcfg = cfg.model_copy(deep=True)
     wcfg.wsi.workers = workers
     wcfg.wsi.coarse_downsample = coarse_downsample
-    peak = PeakRss()
+    peak = PeakRss(tree=workers > 0)
     with peak.watch():
         t = time.perf_counter()
         with dask_client(wcfg) as client:
