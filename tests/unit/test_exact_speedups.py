@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.cluster.vq import kmeans2
 
 from wsi_sat.geometry import Box, mask_on_box, take_sorted
-from wsi_sat.io.slide import opaque_rgb
+from wsi_sat.io.slide import Slide, opaque_rgb, opaque_rgb_array
 from wsi_sat.runtime.cpu import CpuAccount, CpuMeter
 from wsi_sat.runtime.prefetch import Prefetcher
 from wsi_sat.sat.clustering import kmeans_labels
@@ -171,6 +171,47 @@ def test_opaque_regions_read_as_compositing_them_on_white(mode, ycbcr):
     out = opaque_rgb(region, ycbcr)
     assert out.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(out), np.asarray(_composited(region, ycbcr)))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, "4 transparent", 2])
+@pytest.mark.parametrize("ycbcr", [False, True])
+def test_regions_read_as_arrays_equal_their_pil_images(channels, ycbcr):
+    """tiffslide's array, made opaque RGB without PIL where it is already so, equals the PIL
+    image tiffslide would have made of it, made opaque RGB (`opaque_rgb`)."""
+    rng = np.random.default_rng(4)
+    n = 4 if channels == "4 transparent" else channels
+    arr = rng.integers(0, 256, (37, 53, n), dtype=np.uint8)
+    if n >= 2:
+        arr[..., -1] = 255
+    if channels == "4 transparent":
+        arr[:10, :, 3] = 0
+        arr[20:25, 5:9, 3] = 77
+    image = Image.fromarray(arr[..., 0] if n == 1 else arr)  # tiffslide's PIL path
+    out = opaque_rgb_array(arr, ycbcr)
+    assert out.dtype == np.uint8 and out.shape == (37, 53, 3) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, np.asarray(opaque_rgb(image, ycbcr)))
+
+
+def test_slide_tiles_read_without_pil_equal_the_pil_path(tmp_path, monkeypatch):
+    """Tiles inside the slide (no canvas) and across its edge (white canvas), at level 0 and
+    resampled, equal what reading through tiffslide's PIL images gave."""
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, img, tile=(256, 256), compression="zlib",
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    boxes = [((100, 50, 512, 512), (512, 512)), ((600, 400, 512, 512), (512, 512)),
+             ((-30, -20, 300, 200), (300, 200)), ((10, 20, 600, 400), (300, 200))]
+    with Slide(path, 0.5) as slide:
+        fast = [slide.read_padded(*box, size) for box, size in boxes]
+        assert all(a.flags.writeable and a.flags.c_contiguous for a in fast)
+        monkeypatch.setattr(slide, "backend", "PIL images")  # the generic (openslide) path
+        slow = [slide.read_padded(*box, size) for box, size in boxes]
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fast[0], img[50:562, 100:612])
 
 
 def test_geojson_rings_listed_at_once_equal_ring_by_ring():

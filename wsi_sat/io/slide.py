@@ -39,6 +39,21 @@ def opaque_rgb(region: Image.Image, ycbcr: bool = False) -> Image.Image:
     return Image.alpha_composite(white, region).convert("RGB")
 
 
+def opaque_rgb_array(region: np.ndarray, ycbcr: bool = False) -> np.ndarray:
+    """`opaque_rgb` of a region read as an array (tiffslide's `as_array`), without a round trip
+    through PIL where the pixels are already opaque RGB: 8-bit RGB as it is, 8-bit RGBA with
+    every pixel opaque without its alpha; anything else through PIL as `opaque_rgb` (the image
+    PIL makes of the array, as tiffslide's own PIL path does)."""
+    if region.dtype == np.uint8 and region.ndim == 3:
+        if region.shape[2] == 3:
+            return region
+        if region.shape[2] == 4 and (region.size == 0 or region[..., 3].min() == 255):
+            return np.ascontiguousarray(region[..., :3])
+    image = Image.fromarray(region[..., 0] if region.ndim == 3 and region.shape[2] == 1
+                            else region)
+    return np.asarray(opaque_rgb(image, ycbcr))
+
+
 @dataclass(frozen=True)
 class SlideInfo:
     path: str
@@ -175,18 +190,24 @@ class Slide:
         level = self.best_level(min(w / out_w, h / out_h))
         d = self.info.level_downsamples[level]
         lw, lh = max(1, int(round(w / d))), max(1, int(round(h / d)))
+        location = (int(round(x)), int(round(y)))
         try:
-            region = self._slide.read_region((int(round(x)), int(round(y))), level, (lw, lh))
+            if self.backend == "tiffslide":  # its array, not a PIL image made of it
+                rgb = opaque_rgb_array(self._slide.read_region(location, level, (lw, lh),
+                                                               as_array=True), self._ycbcr)
+            else:
+                rgb = np.asarray(opaque_rgb(self._slide.read_region(location, level, (lw, lh)),
+                                            self._ycbcr))
         except Exception as exc:  # noqa: BLE001 - reader-specific errors
             raise SlideReadError(
                 f"reading '{self.path.name}' level {level} at ({x:.0f}, {y:.0f}) failed "
                 f"({exc.__class__.__name__}); the file may be truncated or corrupt"
             ) from None
-        rgb = opaque_rgb(region, self._ycbcr)
-        if rgb.size != (out_w, out_h):
-            rgb = rgb.resize((out_w, out_h), Image.Resampling.BOX if lw > out_w else
-                             Image.Resampling.BILINEAR)
-        return _ycbcr_to_rgb(np.asarray(rgb)) if self._ycbcr else np.asarray(rgb)
+        if rgb.shape[:2] != (out_h, out_w):
+            rgb = np.asarray(Image.fromarray(rgb).resize(
+                (out_w, out_h), Image.Resampling.BOX if lw > out_w else
+                Image.Resampling.BILINEAR))
+        return _ycbcr_to_rgb(rgb) if self._ycbcr else rgb
 
     def read_padded(self, x: float, y: float, w: float, h: float, out_size: tuple[int, int]
                     ) -> np.ndarray:
@@ -195,6 +216,9 @@ class Slide:
         cx0, cy0 = max(0.0, x), max(0.0, y)
         cx1, cy1 = min(float(w0), x + w), min(float(h0), y + h)
         out_w, out_h = out_size
+        if (cx0, cy0, cx1, cy1) == (x, y, x + w, y + h):  # within the slide: no canvas
+            rgb = self.read(x, y, w, h, out_size)
+            return rgb if rgb.flags.writeable else rgb.copy()  # a canvas of its own, as below
         canvas = np.full((out_h, out_w, 3), 255, np.uint8)
         if cx1 <= cx0 or cy1 <= cy0:
             return canvas
