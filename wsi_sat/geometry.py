@@ -80,13 +80,17 @@ class Scale:
         """The same slide at `factor` x the working µm/px (coarse-to-fine)."""
         return Scale(self.slide_mpp, self.working_mpp * factor)
 
-    def geometry_to_level0(self, geom_tile: BaseGeometry, origin_working: tuple[float, float]
-                           ) -> BaseGeometry:
-        """A shapely geometry in the pixels of an array whose corner is at `origin_working`
-        (x, y working pixels) → level-0 pixels."""
-        ox, oy = origin_working
-        moved = shapely.affinity.translate(geom_tile, ox, oy)
-        return shapely.affinity.scale(moved, self.downsample, self.downsample, origin=(0, 0))
+    def geometries_to_level0(self, geoms_tile: list[BaseGeometry],
+                             origin_working: tuple[float, float]) -> list[BaseGeometry]:
+        """Shapely geometries in the pixels of an array whose corner is at `origin_working`
+        (x, y working pixels) → level-0 pixels, in one call: (x + ox, y + oy) x downsample
+        (the same numbers as shapely.affinity's translate, then scale about (0, 0))."""
+        if not geoms_tile:
+            return []
+        shift = np.asarray(origin_working, dtype=np.float64)
+        moved = shapely.transform(np.asarray(geoms_tile, dtype=object),
+                                  lambda xy: (xy + shift) * self.downsample)
+        return list(moved)
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,9 @@ def take_sorted(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
 
 
 def _repeat_runs(small: np.ndarray, row_runs: np.ndarray, col_runs: np.ndarray) -> np.ndarray:
-    return np.repeat(np.repeat(small, row_runs, axis=0), col_runs, axis=1)
+    # columns first, on the small array; the rows then repeat as whole rows (2-4x faster
+    # than the other order on a 1024² output, the same array)
+    return np.repeat(np.repeat(small, col_runs, axis=1), row_runs, axis=0)
 
 
 def box_fraction(mask_thumb: np.ndarray, box: Box, frame_wh: tuple[int, int]) -> float:

@@ -234,3 +234,23 @@ def test_geojson_rings_listed_at_once_equal_ring_by_ring():
              for r in [p.exterior, *p.interiors]] for p in polys]
     assert _ring_coordinates(polys) == want
     assert _ring_coordinates([]) == []
+
+
+def test_geometries_moved_to_level0_at_once_equal_translate_then_scale():
+    import shapely
+    from shapely.affinity import scale as affine_scale
+    from shapely.affinity import translate
+
+    from wsi_sat.geometry import Scale
+
+    rng = np.random.default_rng(3)
+    polys = [shapely.Polygon(rng.random((7, 2)) * 900).convex_hull for _ in range(20)]
+    polys.append(shapely.Polygon([(0, 0), (9, 0), (9, 9), (0, 9)],
+                                 [[(2, 2), (2, 4.25), (4.5, 4.25), (4.5, 2)]]))
+    sc = Scale(0.2527, 0.5)
+    moved = sc.geometries_to_level0(polys, (3072.0, 1024.0))
+    for poly, got in zip(polys, moved):
+        want = affine_scale(translate(poly, 3072.0, 1024.0), sc.downsample, sc.downsample,
+                            origin=(0, 0))
+        assert shapely.to_wkb(got) == shapely.to_wkb(want)
+    assert sc.geometries_to_level0([], (0.0, 0.0)) == []

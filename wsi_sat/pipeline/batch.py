@@ -23,6 +23,7 @@ from wsi_sat.errors import SlideReadError
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
 from wsi_sat.models.sam import Encoded
+from wsi_sat.runtime.heap import frozen_heap
 from wsi_sat.runtime.lanes import lane_threads, worker_lanes
 from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
@@ -91,7 +92,10 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     t = time.perf_counter()
     # this lane's share of the worker's cores (OpenMP: set per thread)
     threads = task.threads or lane_threads(task.config, worker_lanes() or 1)
-    with torch_threads(threads), Slide(Path(task.slide_path), task.slide_mpp) as slide:
+    # frozen_heap: a Dask worker's models out of the garbage collector's full collections
+    # (in this process the run has frozen them already: wsi_sat.runtime.heap)
+    with torch_threads(threads), Slide(Path(task.slide_path), task.slide_mpp) as slide, \
+            frozen_heap():
         seg = segmenter if segmenter is not None else worker_segmenter(task.config)
         scale = Scale(task.slide_mpp, task.working_mpp)
         timings["setup"] += time.perf_counter() - t

@@ -32,6 +32,7 @@ from wsi_sat.pipeline.resume import finished, mark_store, prepare
 from wsi_sat.pipeline.signature import run_key
 from wsi_sat.pipeline.survey import Survey, survey_slide
 from wsi_sat.runtime.cpu import CpuAccount
+from wsi_sat.runtime.heap import frozen_heap
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.tiling.grid import Tile
@@ -55,9 +56,11 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
     lanes, threads = local_lanes(config) if client is None else (1, 0)
     paths = OutputPaths(output_stem(slide_path), writable_dir(Path(options.out_dir)))
     # numpy's BLAS on one thread for the whole run, the survey's clustering and decision fit
-    # included (see wsi_sat.runtime.threads: its idle workers spin after each call)
+    # included (see wsi_sat.runtime.threads: its idle workers spin after each call); the
+    # objects alive now (modules, models, reference) out of the garbage collector's full
+    # collections (wsi_sat.runtime.heap)
     with output_lock(paths.lock), Slide(Path(slide_path), options.slide_mpp) as slide, \
-            segmenter.blas_one_thread():
+            segmenter.blas_one_thread(), frozen_heap():
         working = working_mpp(slide.require_mpp(), options, reference.mpp)
         key = run_key(slide_path, reference.info, config, model_info(segmenter),
                       options.slide_mpp, working)

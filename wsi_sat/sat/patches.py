@@ -62,9 +62,11 @@ def _exact_grid(hw: tuple[int, int], grid_hw: tuple[int, int], patch_hw: tuple[f
 
 
 # sRGB → CIE Lab (D65) and Ruifrok–Johnston H&E(-DAB) deconvolution, as scikit-image's
-# rgb2lab / rgb2hed compute them (equal within 1e-5), in float32: per-channel lookup tables for
-# the uint8 input and OpenCV's vectorised LUT / colour-matrix / power kernels, on 3-channel
-# arrays throughout (OpenCV's fast paths) — ~8x faster than float64 scikit-image.
+# rgb2lab / rgb2hed compute them (equal within 1e-5), in float32: lookup tables for the uint8
+# input (one table for all three channels: OpenCV's fast LUT path, 2-3x faster than a table per
+# channel), OpenCV's colour-matrix kernel and numpy's vectorised cube root (as scikit-image;
+# 4x faster than OpenCV's pow and correctly rounded), on 3-channel arrays throughout —
+# ~15x faster than float64 scikit-image.
 _RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
                         [0.212671, 0.715160, 0.072169],
                         [0.019334, 0.119193, 0.950227]])
@@ -79,24 +81,24 @@ _HED[:2] = np.linalg.inv(np.array([[0.65, 0.70, 0.29],
                                    [0.07, 0.99, 0.11],
                                    [0.27, 0.57, 0.78]]))[:, :2].T * 10.0
 _LEVELS = np.arange(256, dtype=np.float64) / 255.0
-_LINEAR = np.repeat(np.where(_LEVELS > 0.04045, ((_LEVELS + 0.055) / 1.055) ** 2.4,
-                             _LEVELS / 12.92).astype(np.float32)[None, :, None], 3, axis=2)
-_OPTICAL = np.repeat((np.log(np.maximum(_LEVELS, 1e-6)) / np.log(1e-6)).astype(np.float32)
-                     [None, :, None], 3, axis=2)
+_LINEAR = np.where(_LEVELS > 0.04045, ((_LEVELS + 0.055) / 1.055) ** 2.4,
+                   _LEVELS / 12.92).astype(np.float32).reshape(1, 256, 1)
+_OPTICAL = (np.log(np.maximum(_LEVELS, 1e-6)) / np.log(1e-6)).astype(np.float32
+                                                                     ).reshape(1, 256, 1)
+_LAB_KNEE = 0.008856  # below it (near black) Lab's f is linear
 
 
 def _lab_hed(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, 3) Lab scaled to ~[-1, 1] and (H, W, 3) H, E stains (x10) with a zero channel."""
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    f = cv2.transform(cv2.LUT(image, _LINEAR), _XYZ_N)
-    dark = f <= 0.008856
-    f = cv2.pow(f, 1.0 / 3.0)
-    if dark.any():  # the linear segment of Lab near black
-        cube = f[dark] ** 3
-        f[dark] = 7.787 * cube + 16.0 / 116.0
+    xyz = cv2.transform(cv2.LUT(image, _LINEAR), _XYZ_N)
+    dark = xyz <= _LAB_KNEE
+    near_black = xyz[dark] if dark.any() else None
+    f = np.cbrt(xyz, out=xyz)
+    if near_black is not None:  # the linear segment of Lab near black
+        f[dark] = 7.787 * near_black + 16.0 / 116.0
     lab = cv2.transform(f, _LAB)
-    hed = cv2.transform(cv2.LUT(image, _OPTICAL), _HED)
-    np.maximum(hed, 0.0, out=hed)
+    hed = cv2.max(cv2.transform(cv2.LUT(image, _OPTICAL), _HED), 0.0)
     return lab, hed
 
 
@@ -112,7 +114,7 @@ def patch_colour(image: np.ndarray, grid_hw: tuple[int, int], patch_hw: tuple[fl
     stats = []
     for channels in _lab_hed(image):
         mean = _block_mean(channels, grid_hw, patch_hw)
-        sq = _block_mean(cv2.multiply(channels, channels), grid_hw, patch_hw)
+        sq = _block_mean(np.square(channels, out=channels), grid_hw, patch_hw)  # its own array
         stats.append((mean, np.sqrt(np.maximum(sq - mean * mean, 0.0))))
     (lab_m, lab_s), (hed_m, hed_s) = stats
     return np.concatenate([lab_m, hed_m[..., :2], lab_s, hed_s[..., :2]], axis=-1)

@@ -1,0 +1,51 @@
+"""The run's frozen heap: objects alive at the start skipped by full collections, given back
+(and collectable) at the end, nested blocks leaving the outer freeze in charge."""
+
+import gc
+import weakref
+
+from wsi_sat.runtime.heap import frozen_heap
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a reference cycle: only the cyclic collector frees it
+
+
+def test_frozen_for_the_block_and_given_back() -> None:
+    assert gc.get_freeze_count() == 0
+    before = _Node()
+    ref = weakref.ref(before)
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+        del before
+        gc.collect()
+        assert ref() is not None  # frozen: its cycle waits for the end of the run
+        made = _Node()
+        made_ref = weakref.ref(made)
+        del made
+        gc.collect()
+        assert made_ref() is None  # objects of the run itself are collected as usual
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert ref() is None  # given back: collected after the run
+
+
+def test_nested_block_leaves_the_outer_freeze() -> None:
+    with frozen_heap():
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen  # the inner block did not unfreeze
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_callers_own_freeze_is_left_alone() -> None:
+    gc.freeze()
+    try:
+        count = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == count
+    finally:
+        gc.unfreeze()
