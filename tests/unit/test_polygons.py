@@ -126,3 +126,26 @@ def test_repaired_outlines_keep_every_pixel_of_pinched_speckle() -> None:
         simplified = tile_objects(m, None, m.astype(np.float32), 0, (0, 0), ONE, 1.0)
         assert all(o.polygon.is_valid for o in simplified)
         assert _iou(_raster(simplified, m.shape), m) > 0.7
+
+
+def test_shards_polygons_read_back_exactly_from_wkb_and_from_earlier_wkt(tmp_path):
+    import json
+
+    import shapely
+
+    from wsi_sat.pipeline.finalize import load_shards
+
+    rng = np.random.default_rng(5)
+    polys = [shapely.Polygon(rng.random((9, 2)) * 1000 / 3).convex_hull for _ in range(4)]
+    wkb = shapely.to_wkb(np.asarray(polys, dtype=object), hex=True).tolist()
+    (tmp_path / "batch_00000.json").write_text(json.dumps({
+        "objects": [{"label": 0, "tile": 1, "wkb": w, "score": 0.5, "area_px": 10}
+                    for w in wkb[:3]], "timings_s": {"polygons": 1.5}}))
+    (tmp_path / "batch_00001.json").write_text(json.dumps({  # a shard of an earlier version
+        "objects": [{"label": 0, "tile": 2, "wkt": polys[3].wkt, "score": 0.25, "area_px": 7}],
+        "timings_s": {"polygons": 0.5}}))
+    objs, timings = load_shards(tmp_path)
+    assert [o.tile for o in objs] == [1, 1, 1, 2]
+    assert all(shapely.to_wkb(o.polygon) == shapely.to_wkb(p) for o, p in zip(objs[:3], polys))
+    assert shapely.equals_exact(objs[3].polygon, polys[3], tolerance=1e-9)
+    assert timings == {"polygons": 2.0}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 
 from wsi_sat.config import Config
 from wsi_sat.errors import SlideReadError
@@ -140,8 +141,11 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
             level0[tile.core.y0 : tile.core.y1, tile.core.x0 : tile.core.x1] = block
             spent["write"] = time.perf_counter() - t
             images[i] = None  # the pixels are no longer needed
-            return [{"label": o.label, "tile": o.tile, "wkt": o.polygon.wkt, "score": o.score,
-                     "area_px": o.area_px} for o in objs], spent
+            # polygons as hex WKB: exact, and written and read back ~10x faster than WKT
+            wkb = shapely.to_wkb(np.asarray([o.polygon for o in objs], dtype=object),
+                                 hex=True).tolist() if objs else []
+            return [{"label": o.label, "tile": o.tile, "wkb": w, "score": o.score,
+                     "area_px": o.area_px} for o, w in zip(objs, wkb)], spent
 
         # on an accelerator tiles are finished on the lane's CPU threads while the device
         # encodes the next ones; on a CPU each tile right after its SAT

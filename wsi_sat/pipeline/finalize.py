@@ -43,13 +43,18 @@ class SlideSummary:
 
 def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
     """Every shard's objects (in batch order) and the summed stage timings."""
-    objs, timings = [], defaultdict(float)
+    records, timings = [], defaultdict(float)
     for path in sorted(shard_dir.glob("batch_*.json")):
         shard = json.loads(path.read_text())
         for k, v in shard["timings_s"].items():
             timings[k] += v
-        objs += [TileObject(o["label"], o["tile"], shapely.from_wkt(o["wkt"]), o["score"],
-                            o["area_px"]) for o in shard["objects"]]
+        records += shard["objects"]
+    # hex WKB, parsed in one call; shards of earlier versions hold WKT
+    wkb = [o["wkb"] for o in records if "wkb" in o]
+    parsed = iter(shapely.from_wkb(np.asarray(wkb, dtype=object)) if wkb else [])
+    objs = [TileObject(o["label"], o["tile"],
+                       next(parsed) if "wkb" in o else shapely.from_wkt(o["wkt"]), o["score"],
+                       o["area_px"]) for o in records]
     return objs, dict(timings)
 
 

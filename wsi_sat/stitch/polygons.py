@@ -197,7 +197,10 @@ def merge_regions(objs: list[TileObject]) -> list[TileObject]:
         geom = polys[0] if len(polys) == 1 and polys[0].is_valid else \
             shapely.make_valid(shapely.union_all(polys))
         for part in _polygons_of(geom):
-            meets = [objs[i] for i in tree.query(part, predicate="intersects")]
+            # an object alone in its group meets itself only (whatever met it would be in
+            # its group): no query, most of a slide's objects
+            meets = [objs[members[0]]] if len(members) == 1 else \
+                [objs[i] for i in tree.query(part, predicate="intersects")]
             out.append(TileObject(0, -1, orient(part, 1.0), _weighted_score(meets),
                                   sum(o.area_px for o in meets)))
     return out
