@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from wsi_sat.errors import MissingMppError, SlideReadError
+from wsi_sat.io.tiff_tiles import TiledLevel, tiled_level
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class Slide:
         self.path = Path(path)
         self._slide, self.backend = _open(self.path)
         self._ycbcr = False
+        self._tiled: dict[int, TiledLevel | None] = {}  # tiffslide levels read tile by tile
         meta_mpp = _mpp(self._slide.properties, self.backend)
         self.mpp = mpp_override if mpp_override else meta_mpp
         self.bounds_xy = _bounds(self._slide.properties, self.backend)  # QuPath's origin
@@ -193,8 +195,8 @@ class Slide:
         location = (int(round(x)), int(round(y)))
         try:
             if self.backend == "tiffslide":  # its array, not a PIL image made of it
-                rgb = opaque_rgb_array(self._slide.read_region(location, level, (lw, lh),
-                                                               as_array=True), self._ycbcr)
+                rgb = opaque_rgb_array(self._read_tiffslide(location, level, (lw, lh)),
+                                       self._ycbcr)
             else:
                 rgb = np.asarray(opaque_rgb(self._slide.read_region(location, level, (lw, lh)),
                                             self._ycbcr))
@@ -208,6 +210,20 @@ class Slide:
                 (out_w, out_h), Image.Resampling.BOX if lw > out_w else
                 Image.Resampling.BILINEAR))
         return _ycbcr_to_rgb(rgb) if self._ycbcr else rgb
+
+    def _read_tiffslide(self, location: tuple[int, int], level: int, size: tuple[int, int]
+                        ) -> np.ndarray:
+        """tiffslide's `read_region` array, decoded straight from the level's tiles where that
+        reads the same pixels (wsi_sat.io.tiff_tiles; tiffslide's level coordinates)."""
+        if level not in self._tiled:
+            self._tiled[level] = tiled_level(self._slide, level)
+        tiled = self._tiled[level]
+        if tiled is not None:
+            d = self.info.level_downsamples[level]
+            region = tiled.read(int(location[0] / d), int(location[1] / d), *size)
+            if region is not None:
+                return region
+        return self._slide.read_region(location, level, size, as_array=True)
 
     def read_padded(self, x: float, y: float, w: float, h: float, out_size: tuple[int, int]
                     ) -> np.ndarray:
