@@ -117,3 +117,22 @@ def test_small_tissue_pieces_are_dropped_by_physical_area():
     # a slide 4x larger has a 4x coarser thumbnail: the same piece is 100 px and still stays
     small = thumb[::4, ::4]
     assert tissue_mask(small, min_area_px=1e4 / 40.0**2)[10, 10]
+
+
+@pytest.mark.parametrize("grid_hw,patch_hw,image_hw", [
+    ((64, 64), (16.0, 16.0), (1024, 1024)), ((3, 5), (10.0, 10.0), (27, 33)),
+    ((1, 7), (16.0, 16.0), (16, 100)), ((40, 31), (15.7, 16.3), (628, 505)),
+    ((8, 8), (14.0, 14.0), (112, 112))])
+def test_upsample_samples_like_torchs_bilinear_interpolation(grid_hw, patch_hw, image_hw):
+    import torch
+    import torch.nn.functional as F
+
+    g = np.random.default_rng(1).standard_normal(grid_hw).astype(np.float32) * 3
+    full = (max(image_hw[0], round(grid_hw[0] * patch_hw[0])),
+            max(image_hw[1], round(grid_hw[1] * patch_hw[1])))
+    want = F.interpolate(torch.from_numpy(g)[None, None], full, mode="bilinear",
+                         align_corners=False)[0, 0, : image_hw[0], : image_hw[1]].numpy()
+    got = upsample(g, patch_hw, image_hw)
+    assert got.shape == image_hw and got.dtype == np.float32
+    # float32 rounding of the sampling positions: within 1e-5 of the values' scale
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(g).max())

@@ -99,5 +99,10 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 def map_probability(margin_up: np.ndarray, threshold: float, temperature: float
                     ) -> np.ndarray:
-    """Matching margin (original size) → foreground probability around the threshold."""
-    return 1.0 / (1.0 + np.exp(-(margin_up - threshold) / temperature))
+    """Matching margin (original size) → foreground probability around the threshold:
+    1 / (1 + exp(-(margin - threshold) / temperature)), computed in place in one array."""
+    z = np.subtract(threshold, margin_up)  # = -(margin - threshold), exactly
+    z /= temperature
+    np.exp(z, out=z)
+    z += 1.0
+    return np.reciprocal(z, out=z)

@@ -46,7 +46,7 @@ def map_prob(image: np.ndarray, grid: PatchGrid, result: MatchResult, threshold:
         feats = pixel_features(image, margin_up - threshold, cfg.pixel.sigmas_px)
         return margin_up, predict_pixels(pixel_model, feats)
     return margin_up, map_probability(margin_up, threshold,
-                                      cfg.decode.map_temperature).astype(np.float32)
+                                      cfg.decode.map_temperature).astype(np.float32, copy=False)
 
 
 def make_prompts(grid: PatchGrid, feats: np.ndarray, result: MatchResult, threshold: float,
