@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from ome_zarr_models.v04.image_label import ImageLabelAttrs
 
 FORMAT = dict(zarr_format=2)
 # NGFF 0.4: chunk keys nested with "/" (zarr-python's v2 default is ".")
@@ -74,8 +75,6 @@ def label_image_attrs(levels: int, working_mpp: float, name: str,
                       labels: LabelInfo) -> dict[str, Any]:
     """`multiscales` + `image-label` of a label image at a store's root, built (and so
     validated) by ome-zarr-models' NGFF 0.4 models."""
-    from ome_zarr_models.v04.image_label import ImageLabelAttrs
-
     attrs = {
         "multiscales": [{
             "version": "0.4", "name": name, "type": "nearest",
