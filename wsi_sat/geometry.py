@@ -85,8 +85,6 @@ class Scale:
         """Shapely geometries in the pixels of an array whose corner is at `origin_working`
         (x, y working pixels) → level-0 pixels, in one call: (x + ox, y + oy) x downsample
         (the same numbers as shapely.affinity's translate, then scale about (0, 0))."""
-        if not geoms_tile:
-            return []
         shift = np.asarray(origin_working, dtype=np.float64)
         moved = shapely.transform(np.asarray(geoms_tile, dtype=object),
                                   lambda xy: (xy + shift) * self.downsample)

@@ -143,7 +143,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
             images[i] = None  # the pixels are no longer needed
             # polygons as hex WKB: exact, and written and read back ~10x faster than WKT
             wkb = shapely.to_wkb(np.asarray([o.polygon for o in objs], dtype=object),
-                                 hex=True).tolist() if objs else []
+                                 hex=True).tolist()
             return [{"label": o.label, "tile": o.tile, "wkb": w, "score": o.score,
                      "area_px": o.area_px} for o, w in zip(objs, wkb)], spent
 

@@ -51,7 +51,7 @@ def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
         records += shard["objects"]
     # hex WKB, parsed in one call; shards of earlier versions hold WKT
     wkb = [o["wkb"] for o in records if "wkb" in o]
-    parsed = iter(shapely.from_wkb(np.asarray(wkb, dtype=object)) if wkb else [])
+    parsed = iter(shapely.from_wkb(np.asarray(wkb, dtype=object)))
     objs = [TileObject(o["label"], o["tile"],
                        next(parsed) if "wkb" in o else shapely.from_wkt(o["wkt"]), o["score"],
                        o["area_px"]) for o in records]
