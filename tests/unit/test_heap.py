@@ -49,3 +49,37 @@ def test_a_callers_own_freeze_is_left_alone() -> None:
         assert gc.get_freeze_count() == count
     finally:
         gc.unfreeze()
+
+
+def test_concurrent_blocks_share_one_freeze_until_the_last_ends() -> None:
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def lane() -> None:
+        with frozen_heap():
+            entered.set()
+            release.wait(5)
+
+    with frozen_heap():
+        other = threading.Thread(target=lane)
+        other.start()
+        assert entered.wait(5)
+    # the block that froze has ended, the other lane is still inside: still frozen
+    assert gc.get_freeze_count() > 0
+    release.set()
+    other.join(5)
+    assert gc.get_freeze_count() == 0
+
+
+def test_inner_blocks_do_not_count_the_frozen_objects(monkeypatch) -> None:
+    # gc.get_freeze_count walks the whole permanent generation (~50 ms on a run's heap):
+    # only the outermost block asks it
+    calls = []
+    real = gc.get_freeze_count
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: calls.append(1) or real())
+    with frozen_heap():
+        for _ in range(5):
+            with frozen_heap():
+                pass
+    assert len(calls) == 1

@@ -16,20 +16,39 @@ the objects frozen wait until the run ends. Results do not change.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+class _FreezeState:
+    """The process's one freeze: blocks counted across threads (lanes, a Dask worker's
+    batches, a cohort's slides), frozen by the first to come in and given back by the last to
+    leave. `gc.get_freeze_count()` walks the whole permanent generation (~500k objects: ~50 ms
+    of CPU holding the GIL), so it is asked once, by the outermost block, and only to see
+    whether a caller froze the heap itself."""
+
+    lock = threading.Lock()
+    depth = 0
+    ours = False  # whether the outermost block froze (False: a caller had frozen already)
 
 
 @contextmanager
 def frozen_heap() -> Iterator[None]:
     """Freeze the objects alive now for the duration of the block. Nested or concurrent blocks
-    (lanes, a cohort's slides, a caller that froze its own heap) leave the outermost freeze in
-    charge: a block that finds objects frozen already does nothing."""
-    if gc.get_freeze_count() > 0:
-        yield
-        return
-    gc.freeze()
+    share the outermost freeze (given back when the last of them ends); a caller that froze
+    its own heap beforehand is left in charge of it."""
+    with _FreezeState.lock:
+        if _FreezeState.depth == 0:
+            _FreezeState.ours = gc.get_freeze_count() == 0
+            if _FreezeState.ours:
+                gc.freeze()
+        _FreezeState.depth += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _FreezeState.lock:
+            _FreezeState.depth -= 1
+            if _FreezeState.depth == 0 and _FreezeState.ours:
+                gc.unfreeze()
+                _FreezeState.ours = False
