@@ -60,14 +60,15 @@ class FeatureBackbone(Protocol):
 
 
 def sam_embedding_grid(enc: Encoded, stride_px: int = 16) -> PatchGrid:
-    """The SAM embedding cropped to the patches that touch the image (no padding patches)."""
+    """The SAM embedding cropped to the patches that touch the image (no padding patches);
+    a view of a channels-last embedding when the crop is whole rows (a 1024-px tile), so
+    read-only (the SAM decoder reads the same memory)."""
     gh = math.ceil(enc.input_hw[0] / stride_px)
     gw = math.ceil(enc.input_hw[1] / stride_px)
-    feats = enc.embedding[:, :gh, :gw].permute(1, 2, 0).float().cpu().numpy()
-    return PatchGrid(
-        np.ascontiguousarray(feats, dtype=np.float32),
-        (stride_px / enc.scale, stride_px / enc.scale),
-    )
+    feats = np.ascontiguousarray(
+        enc.embedding[:, :gh, :gw].permute(1, 2, 0).float().cpu().numpy(), dtype=np.float32)
+    feats.flags.writeable = False
+    return PatchGrid(feats, (stride_px / enc.scale, stride_px / enc.scale))
 
 
 class SamEncoderFeatures:
