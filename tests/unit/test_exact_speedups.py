@@ -216,6 +216,7 @@ def test_slide_tiles_read_without_pil_equal_the_pil_path(tmp_path, monkeypatch):
 
 def test_geojson_rings_listed_at_once_equal_ring_by_ring():
     import numpy as np
+    import orjson
     import shapely
     from shapely.geometry import Polygon
     from shapely.geometry.polygon import orient
@@ -232,7 +233,10 @@ def test_geojson_rings_listed_at_once_equal_ring_by_ring():
         polys.append(orient(Polygon(shell, holes), 1.0))
     want = [[np.round(shapely.get_coordinates(r), 2).tolist()
              for r in [p.exterior, *p.interiors]] for p in polys]
-    assert _ring_coordinates(polys) == want
+    got = _ring_coordinates(polys)
+    assert [[ring.tolist() for ring in rings] for rings in got] == want
+    # written by orjson as the same document as the lists of floats
+    assert orjson.dumps(got, option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(want)
     assert _ring_coordinates([]) == []
 
 
@@ -254,3 +258,35 @@ def test_geometries_moved_to_level0_at_once_equal_translate_then_scale():
                             origin=(0, 0))
         assert shapely.to_wkb(got) == shapely.to_wkb(want)
     assert sc.geometries_to_level0([], (0.0, 0.0)) == []
+
+
+def test_geojson_features_measured_at_once_equal_polygon_by_polygon():
+    import uuid
+
+    import numpy as np
+    import orjson
+    from shapely.geometry import Polygon
+    from shapely.geometry.polygon import orient
+
+    from wsi_sat.stitch.polygons import TileObject
+    from wsi_sat.writers.geojson import feature_collection
+
+    rng = np.random.default_rng(5)
+    objs = []
+    for k in range(12):
+        x, y = rng.random(2) * 1e4
+        shell = [(x, y), (x + 150.3, y), (x + 150, y + 80.7 + k), (x, y + 90)]
+        if k % 2:
+            shell = shell[::-1]  # clockwise: oriented by the writer
+        objs.append(TileObject(k + 1, k, Polygon(shell), float(rng.random()), 100))
+    got = feature_collection(objs, "annotation", "gland", [0, 200, 80], 0.5)
+    namespace = uuid.UUID("6f1c0ad2-6e1d-4c43-9bd4-4a2b5c0c7a51")
+    for i, (obj, feature) in enumerate(zip(objs, got["features"])):
+        poly = orient(obj.polygon, 1.0)
+        assert feature["id"] == str(uuid.uuid5(namespace, f"{i}:{poly.wkt[:200]}"))
+        m = feature["properties"]["measurements"]
+        assert list(m.values()) == [round(poly.area * 0.25, 3), round(poly.length * 0.5, 3),
+                                    round(obj.score, 4)]
+        rings = [np.round(np.asarray(poly.exterior.coords), 2).tolist()]
+        assert orjson.loads(orjson.dumps(feature["geometry"], option=orjson.OPT_SERIALIZE_NUMPY)
+                            )["coordinates"] == rings
