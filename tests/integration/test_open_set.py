@@ -107,6 +107,18 @@ def test_slide_background_takes_novel_clusters_only():
     assert idx.min() >= 300 if len(idx) else True
 
 
+def test_slide_background_restarts_on_threads_give_the_same_patches():
+    rng = np.random.default_rng(4)
+    feats = rng.normal(0, 1, (900, 6)).astype(np.float32)
+    fg_sim = rng.uniform(0.3, 0.9, 900)
+    margin = rng.uniform(-0.05, 0.05, 900)
+    cfg = OpenSetConfig(clusters=12, min_cluster_patches=10, max_background_patches=10000,
+                        restarts=5)
+    one, info_one = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=3)
+    two, info_two = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=3, workers=2)
+    assert len(one) and np.array_equal(one, two) and info_one == info_two
+
+
 def test_with_background_appends_unlabelled_background(fake_segmenter):
     ref = fake_segmenter.prepare_reference([blobs_image(0)])
     extra = ref.bank[:5]

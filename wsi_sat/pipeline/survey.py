@@ -6,6 +6,7 @@ the survey (see wsi_sat.sat.open_set)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -61,13 +62,15 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     chosen = survey_tiles(plan.tiles, config.wsi.survey_tiles)
     per_tile = max(1, ocfg.survey_patches // len(chosen))
     scale = float(segmenter.engine.input_px) / config.wsi.tile_px
-    # read first (one slide handle is never read by two threads), then encode and match the
-    # tiles on the run's lanes; each tile samples its patches with its own seed (any order)
-    images = [read_tile(slide, plan.scale, tile, config.wsi.tile_px) for tile in chosen]
+    # each lane reads its tile (one at a time: a slide handle is never read by two threads),
+    # so reads overlap the other lane's encoder; then encodes and matches it; each tile
+    # samples its patches with its own seed (any order)
+    read_lock = threading.Lock()
 
-    def one_tile(item: tuple[Tile, np.ndarray]) -> tuple[int, Encoded, np.ndarray | None,
-                                                          np.ndarray | None, np.ndarray | None]:
-        tile, image = item
+    def one_tile(tile: Tile) -> tuple[int, Encoded, np.ndarray | None, np.ndarray | None,
+                                      np.ndarray | None]:
+        with read_lock:
+            image = read_tile(slide, plan.scale, tile, config.wsi.tile_px)
         with torch_threads(threads):  # OpenMP: per thread, so per lane
             enc = segmenter.engine.encode([image], scale)[0]
             grid = segmenter.backbone.grids([image], [enc])[0]
@@ -85,7 +88,7 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
             return tile.index, enc, f, res.fg_sim, res.margin
 
     with segmenter.blas_one_thread():
-        done = {r[0]: r for r in run_in_lanes(one_tile, list(zip(chosen, images)), lanes)}
+        done = {r[0]: r for r in run_in_lanes(one_tile, chosen, lanes)}
     rows = [done[tile.index] for tile in chosen]  # the survey's order, whatever finished first
     encodings = {i: enc for i, enc, *_ in rows} if keep_encodings else {}
     feats = [f for _, _, f, _, _ in rows if f is not None]
@@ -101,7 +104,7 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     if ocfg.enabled and open_thr is not None:
         picked, summary = slide_background(x, np.concatenate(fg_sim), np.concatenate(margin),
                                            reference.calibration.threshold, open_thr, ocfg,
-                                           config.sat.seed)
+                                           config.sat.seed, workers=lanes)
         embedding = with_background(reference, x[picked])
         info["background"] = summary
         log.info("survey: %d tiles, %d patches, %.1f of %d clusters never shown by the reference "
