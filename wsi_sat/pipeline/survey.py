@@ -55,7 +55,6 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     when the reference has no open threshold); with `keep_encodings`, the surveyed tiles'
     encoder outputs too. The tiles are encoded on `lanes` threads of `threads` each."""
     ocfg = config.sat.open_set
-    open_thr = reference.calibration.open_threshold
     if not (ocfg.enabled or ocfg.slide_decision) or not plan.tiles:
         return Survey(reference, {"enabled": False})
     t0 = time.perf_counter()
@@ -67,12 +66,21 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     # samples its patches with its own seed (any order)
     read_lock = threading.Lock()
 
+    surveyed = {tile.index for tile in chosen}
+    # the tiles the batches start with, encoded on the lanes while this thread clusters the
+    # survey and fits the decision (the lanes would idle for it): one per lane, kept with the
+    # survey's encodings for the batches to reuse
+    ahead = [t for t in plan.tiles if t.index not in surveyed][:lanes] \
+        if keep_encodings and lanes > 1 else []
+
     def one_tile(tile: Tile) -> tuple[int, Encoded, np.ndarray | None, np.ndarray | None,
                                       np.ndarray | None]:
         with read_lock:
             image = read_tile(slide, plan.scale, tile, config.wsi.tile_px)
         with torch_threads(threads):  # OpenMP: per thread, so per lane
             enc = segmenter.engine.encode([image], scale)[0]
+            if tile.index not in surveyed:  # a tile ahead: its encoding only
+                return tile.index, enc, None, None, None
             grid = segmenter.backbone.grids([image], [enc])[0]
             tissue = tile_mask(plan.tissue.tissue, tile, plan.grid.working_size)
             idx = np.nonzero(mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
@@ -88,17 +96,38 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
             return tile.index, enc, f, res.fg_sim, res.margin
 
     with segmenter.blas_one_thread():
-        done = {r[0]: r for r in run_in_lanes(one_tile, chosen, lanes)}
-    rows = [done[tile.index] for tile in chosen]  # the survey's order, whatever finished first
-    encodings = {i: enc for i, enc, *_ in rows} if keep_encodings else {}
+        results = run_in_lanes(one_tile, [*chosen, *ahead], lanes)
+        try:
+            done: dict[int, tuple[int, Encoded, Any, Any, Any]] = {}
+            for r in results:  # until every surveyed tile is in (the tiles ahead go on)
+                done[r[0]] = r
+                if surveyed <= done.keys():
+                    break
+            rows = [done[tile.index] for tile in chosen]  # the survey's order
+            embedding, info = _slide_embedding(reference, rows, config, lanes)
+            info["seconds"] = time.perf_counter() - t0
+            for r in results:  # the tiles ahead
+                done[r[0]] = r
+        finally:
+            results.close()
+    encodings = {i: r[1] for i, r in done.items()} if keep_encodings else {}
+    return Survey(embedding, info, encodings)
+
+
+def _slide_embedding(reference: ReferenceEmbedding, rows: list[tuple[int, Encoded, Any, Any,
+                                                                      Any]],
+                     config: Config, lanes: int) -> tuple[ReferenceEmbedding, dict[str, Any]]:
+    """The reference with the slide's never-shown tissue as background and the slide's
+    decision, from the surveyed tiles' (index, encoding, features, fg_sim, margin) rows."""
+    ocfg = config.sat.open_set
+    open_thr = reference.calibration.open_threshold
     feats = [f for _, _, f, _, _ in rows if f is not None]
     fg_sim = [s for _, _, f, s, _ in rows if f is not None]
     margin = [m for _, _, f, _, m in rows if f is not None]
     if not feats:
-        return Survey(reference, {"enabled": True, "tiles": len(chosen), "patches": 0},
-                      encodings)
+        return reference, {"enabled": True, "tiles": len(rows), "patches": 0}
     x = np.concatenate(feats)
-    info: dict[str, Any] = {"enabled": True, "tiles": len(chosen), "survey_patches": int(len(x)),
+    info: dict[str, Any] = {"enabled": True, "tiles": len(rows), "survey_patches": len(x),
                             "open_threshold": open_thr}
     embedding = reference
     if ocfg.enabled and open_thr is not None:
@@ -108,7 +137,7 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
         embedding = with_background(reference, x[picked])
         info["background"] = summary
         log.info("survey: %d tiles, %d patches, %.1f of %d clusters never shown by the reference "
-                 "(%.0f %% of the tissue), %d patches added as background", len(chosen), len(x),
+                 "(%.0f %% of the tissue), %d patches added as background", len(rows), len(x),
                  summary["novel_clusters"], summary["clusters"],
                  100 * summary.get("novel_fraction", 0.0), summary["patches"])
     if ocfg.slide_decision:
@@ -117,5 +146,4 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
         decision, info["decision"] = slide_decision(embedding, x, against.margin,
                                                     config.sat.matching, config.sat.seed)
         embedding = replace(embedding, decision=decision)
-    info["seconds"] = time.perf_counter() - t0
-    return Survey(embedding, info, encodings)
+    return embedding, info
