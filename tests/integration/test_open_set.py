@@ -27,13 +27,13 @@ def novel_tissue(seed, size=(200, 240)):
     return np.clip(img, 0, 255).astype(np.uint8), np.zeros(size, bool)
 
 
-def _run(fake_engine, path, out, open_set: bool, mode="map"):
+def _run(fake_engine, path, out, open_set: bool, mode="map", extra: tuple[str, ...] = ()):
     cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",
                              f"sat.decode.mode={mode}", "wsi.tile_px=256", "wsi.overlap_px=32",
                              "wsi.min_tissue_area_um2=100", "wsi.pyramid_min_px=64",
                              f"sat.open_set.enabled={str(open_set).lower()}",
                              f"sat.open_set.slide_decision={str(open_set).lower()}",
-                             "sat.open_set.min_cluster_patches=5"])
+                             "sat.open_set.min_cluster_patches=5", *extra])
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
     ref = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0), "array")])
     api.run_slide(path, ref, seg, out_dir=out)
@@ -153,3 +153,53 @@ def test_survey_tiles_are_encoded_once_and_outputs_do_not_change(fake_engine, tm
     assert surveyed >= 1 and n_again - n_reused == surveyed
     assert np.array_equal(reused, again)
     assert n_reused - tiles < n_again - tiles  # the reference views are encoded in both
+
+
+def test_tiles_encoded_ahead_during_the_survey_are_reused(fake_engine, tmp_path, monkeypatch):
+    """Two lanes, a survey of 2 tiles: while the survey is clustered the lanes encode the next
+    tile each; the batches reuse those encodings too (every tile encoded once) and the outputs
+    equal a run that encodes every tile in its batch."""
+    import threading
+
+    from wsi_sat.pipeline import run as run_module
+
+    cells = [blobs_image(20 + i, n=4) for i in range(3)] + [novel_tissue(i) for i in range(3)]
+    image, _ = mosaic(cells, cols=3, cell_hw=(200, 240), gap_px=40)
+    path = tmp_path / "mixed.tif"
+    write_pyramidal_tiff(path, image, MPP, tile_px=128, min_px=256)
+    lock, count = threading.Lock(), [0]
+    encode = fake_engine._encode
+
+    def counted(images, scale=None):
+        with lock:  # the lanes encode side by side
+            count[0] += len(images)
+        return encode(images, scale)
+
+    monkeypatch.setattr(fake_engine, "_encode", counted)
+    extra = ("wsi.survey_tiles=2", "runtime.lanes=2")
+
+    def encoded_tiles(out):
+        before = count[0]
+        pred, record = _run(fake_engine, path, out, True, extra=extra)
+        return pred, record, count[0] - before
+
+    original = run_module.survey_slide
+    in_survey = []
+
+    def survey(*a, **k):
+        before = count[0]
+        out = original(*a, **k)
+        in_survey.append((count[0] - before, len(out.encodings)))
+        return out
+
+    monkeypatch.setattr(run_module, "survey_slide", survey)
+    reused, record, n_reused = encoded_tiles(tmp_path / "reused")
+    monkeypatch.setattr(run_module, "survey_slide",
+                        lambda *a, **k: original(*a, **{**k, "keep_encodings": False}))
+    again, _, n_again = encoded_tiles(tmp_path / "again")
+    tiles, surveyed = record["tiles"]["segmented"], record["open_set"]["tiles"]
+    assert surveyed == 2 and tiles >= 4
+    # the survey encoded its 2 tiles and one more per lane, all kept for the batches
+    assert in_survey == [(surveyed + 2, surveyed + 2)]
+    assert n_again - n_reused == surveyed  # so every tile was encoded once
+    assert np.array_equal(reused, again)
