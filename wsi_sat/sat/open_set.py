@@ -95,12 +95,9 @@ def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
     x = feats.astype(np.float64)
     novel_any = np.zeros(n, bool)
     n_novel = []
-    seeds = [seed + restart for restart in range(cfg.restarts)]
-    if workers > 1 and len(seeds) > 1:  # the restarts side by side (scipy's vq releases the GIL)
-        with ThreadPoolExecutor(min(workers, len(seeds))) as pool:
-            partitions = list(pool.map(lambda s: kmeans_labels(x, k, s), seeds))
-    else:
-        partitions = [kmeans_labels(x, k, s) for s in seeds]
+    # the restarts side by side (scipy's vq releases the GIL), partitions in seed order
+    with ThreadPoolExecutor(max(1, min(workers, cfg.restarts))) as pool:
+        partitions = list(pool.map(lambda r: kmeans_labels(x, k, seed + r), range(cfg.restarts)))
     for labels in partitions:
         novel = []
         for c in range(k):

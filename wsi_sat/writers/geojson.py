@@ -62,20 +62,21 @@ def feature_collection(objs: list[TileObject], object_type: str, class_name: str
     # properties); the ids hash the start of each polygon's WKT, as `poly.wkt` writes it
     geoms = np.asarray(polys, dtype=object)
     wkt = shapely.to_wkt(geoms, rounding_precision=-1).tolist()
-    area = (shapely.area(geoms) * slide_mpp**2).tolist()
-    length = (shapely.length(geoms) * slide_mpp).tolist()
-    for i, (obj, rings) in enumerate(zip(objs, _ring_coordinates(polys))):
+    areas_um2 = (shapely.area(geoms) * slide_mpp**2).tolist()
+    perimeters_um = (shapely.length(geoms) * slide_mpp).tolist()
+    for i, (obj, rings, text, area_um2, perimeter_um) in enumerate(zip(
+            objs, _ring_coordinates(polys), wkt, areas_um2, perimeters_um)):
         features.append({
             "type": "Feature",
-            "id": str(uuid.uuid5(namespace, f"{i}:{wkt[i][:200]}")),
+            "id": str(uuid.uuid5(namespace, f"{i}:{text[:200]}")),
             "geometry": {"type": "Polygon", "coordinates": rings},
             "properties": {
                 "objectType": object_type,
                 "classification": {"name": class_name, "color": list(class_color)},
                 "isLocked": False,
                 "measurements": {
-                    AREA: round(area[i], 3),
-                    PERIMETER: round(length[i], 3),
+                    AREA: round(area_um2, 3),
+                    PERIMETER: round(perimeter_um, 3),
                     SCORE: round(obj.score, 4),
                 },
             },
