@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.geometry import Scale  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
-from wsi_sat.io.mosaic import mosaic  # noqa: E402
 from wsi_sat.runtime.threads import torch_threads  # noqa: E402
-from wsi_sat.sat.glass import keep_on_tissue  # noqa: E402
+from wsi_sat.sat import keep_on_tissue  # noqa: E402
 from wsi_sat.sat.matching import match  # noqa: E402
 from wsi_sat.sat.open_set import (  # noqa: E402
     open_threshold,
@@ -49,6 +48,7 @@ from wsi_sat.sat.open_set import (  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.segmenter import Segmenter  # noqa: E402
 from wsi_sat.stitch.polygons import tile_objects  # noqa: E402
+from wsi_sat.synthetic import mosaic  # noqa: E402
 
 TILE = 1024
 
@@ -161,7 +161,7 @@ def main() -> None:
         full = np.ones((TILE, TILE), bool)
         for image, r in zip(tiles, results):
             kept = keep_on_tissue(r.mask, image, full, full, (255.0, 255.0, 255.0), r.patch_hw,
-                                  cfg.wsi, 0.62)
+                                  cfg.wsi, Scale(0.62, 0.62))
             tile_objects(kept, None, r.prob, 0, (0, 0), Scale(0.62, 0.62), cfg.wsi.simplify_px)
         row["slide_cpu_ms_per_tile"] = (time.perf_counter() - t) / len(tiles) * 1000
         print(f"{precision}: glass rule + polygons {row['slide_cpu_ms_per_tile']:.0f} ms per "

@@ -41,9 +41,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wsi_sat.config import WsiConfig  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
-from wsi_sat.io.mosaic import write_pyramidal_tiff  # noqa: E402
 from wsi_sat.raster import resize_mask  # noqa: E402
+from wsi_sat.synthetic import write_pyramidal_tiff  # noqa: E402
 from wsi_sat.tiling.tissue import tissue_mask  # noqa: E402
 from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 
@@ -103,7 +104,7 @@ def build_sparse(tmp: Path) -> dict:
     skin_tissue = np.zeros_like(skin_region)
     # tissue: holes up to a gland lumen filled (20000 µm²); the large glass holes of the skin
     # section count as glass, where a prediction is a halo
-    skin_tissue[GAP : GAP + h, GAP : GAP + w] = tissue_mask(skin, min_area_px=64,
+    skin_tissue[GAP : GAP + h, GAP : GAP + w] = tissue_mask(skin, WsiConfig(), min_area_px=64,
                                                             max_hole_px=20000 / MPP**2)
     x0, y0, x1, y1 = (round(v * f) for v in NEGATIVE_BOX_LEVEL0)
     negative = np.zeros_like(skin_region)
@@ -156,7 +157,7 @@ def frozen_fraction(out: Path) -> float:
     pred = read_level(out / f"{stem}.ome.zarr", 1) > 0
     with tiffslide.TiffSlide(FROZEN) as s:
         thumb = np.asarray(s.get_thumbnail((pred.shape[1], pred.shape[0])).convert("RGB"))
-    tissue = resize_mask(tissue_mask(thumb, min_area_px=64), (pred.shape[1], pred.shape[0]))
+    tissue = resize_mask(tissue_mask(thumb, WsiConfig(), min_area_px=64), (pred.shape[1], pred.shape[0]))
     return float((pred & tissue).sum() / max(1, tissue.sum()))
 
 

@@ -60,16 +60,15 @@ from wsi_sat import api  # noqa: E402
 from wsi_sat.config import Config, load_config  # noqa: E402
 from wsi_sat.geometry import Scale  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
-from wsi_sat.io.mosaic import write_layout_tiff  # noqa: E402
-from wsi_sat.io.reference import Reference  # noqa: E402
 from wsi_sat.io.slide import Slide  # noqa: E402
 from wsi_sat.models.sam import SamEngine  # noqa: E402
 from wsi_sat.pipeline.batch import read_tile  # noqa: E402
 from wsi_sat.pipeline.plan import plan_slide  # noqa: E402
-from wsi_sat.pipeline.reference import (  # noqa: E402
+from wsi_sat.reference import (  # noqa: E402
+    Reference,  # noqa: E402
+    ReferenceSet,
     SlideReference,
     prepare_slide_reference,
-    tile_encode_scale,
 )
 from wsi_sat.runtime.cluster import dask_client  # noqa: E402
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes  # noqa: E402
@@ -79,6 +78,7 @@ from wsi_sat.sat.metrics import dice  # noqa: E402
 from wsi_sat.sat.patches import patch_colour  # noqa: E402
 from wsi_sat.sat.predict import predict, refine_match  # noqa: E402
 from wsi_sat.segmenter import Segmenter  # noqa: E402
+from wsi_sat.synthetic import write_layout_tiff  # noqa: E402
 from wsi_sat.tiling.batches import batch_slices  # noqa: E402
 from wsi_sat.tiling.grid import make_grid  # noqa: E402
 from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
@@ -283,9 +283,9 @@ def encoder_limit(seg: Segmenter, cfg: Config, slide_path: Path) -> dict[str, An
     with Slide(slide_path, None) as slide:
         plan = plan_slide(slide, cfg.wsi, slide.require_mpp())
         tiles = [read_tile(slide, plan.scale, t, cfg.wsi.tile_px) for t in plan.tiles]
-    scale_enc = tile_encode_scale(seg, cfg)
+    scale_enc = seg.tile_scale(cfg.wsi.tile_px)
     batches = [tiles[s] for s in batch_slices(len(tiles), cfg.wsi.batch_tiles)]
-    lanes, threads = local_lanes(cfg)  # as run_slide in this process
+    lanes, threads = local_lanes(cfg.runtime)  # as run_slide in this process
 
     def encode(batch: list[np.ndarray]) -> None:
         with torch_threads(threads):
@@ -329,7 +329,7 @@ def encoder_variants(seg: Segmenter, stock: SamEngine, cfg: Config, slide_path: 
     slide, scale, boxes, _ = full_grid(slide_path, cfg)
     tiles = [read_tile(slide, scale, t, cfg.wsi.tile_px) for t in boxes[:n_tiles]]
     slide.close()
-    enc_scale = tile_encode_scale(seg, cfg)
+    enc_scale = seg.tile_scale(cfg.wsi.tile_px)
     compiled = SamEngine(seg.engine.spec, cfg.models.sam.checkpoint, seg.engine.device,
                          cfg.runtime.precision, seg.engine.encoder_batch, compile_encoder=True)
     t = time.perf_counter()
@@ -353,7 +353,7 @@ def naive_gbmseg(seg: Segmenter, stock: SamEngine, cfg: Config, reference: Any,
     again, the tile is encoded once for features and once more for SAM; union decoding, one
     process."""
     slide, scale, tiles, n_grid = full_grid(slide_path, cfg, sample)
-    enc_scale = tile_encode_scale(seg, cfg)
+    enc_scale = seg.tile_scale(cfg.wsi.tile_px)
     thr = reference.calibration.threshold
     t0 = time.perf_counter()
     for tile in tiles:
@@ -510,8 +510,8 @@ def main() -> None:
     t = time.perf_counter()
     ccfg = cfg.model_copy(deep=True)
     ccfg.wsi.coarse_downsample = args.coarse
-    reference = prepare_slide_reference(seg.with_config(ccfg),
-                                        [Reference("ref0", ref_img, ref_mask, "mask")], ccfg)
+    reference = prepare_slide_reference(seg.with_config(ccfg), ReferenceSet(
+        references=[Reference("ref0", ref_img, ref_mask, "mask")]))
     print(f"reference encoded + calibrated once in {time.perf_counter() - t:.1f} s "
           f"(mode {reference.embedding.calibration.mode})", flush=True)
     rows: list[dict[str, Any]] = []

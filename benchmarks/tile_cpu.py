@@ -31,13 +31,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import throughput as tp  # noqa: E402
 
 from wsi_sat.config import load_config  # noqa: E402
-from wsi_sat.io.reference import Reference  # noqa: E402
 from wsi_sat.io.slide import Slide  # noqa: E402
 from wsi_sat.pipeline.batch import read_tile  # noqa: E402
 from wsi_sat.pipeline.plan import plan_slide  # noqa: E402
-from wsi_sat.pipeline.reference import prepare_slide_reference  # noqa: E402
 from wsi_sat.pipeline.survey import survey_slide  # noqa: E402
-from wsi_sat.sat.glass import keep_on_tissue  # noqa: E402
+from wsi_sat.reference import (  # noqa: E402
+    Reference,  # noqa: E402
+    ReferenceSet,
+    prepare_slide_reference,
+)
+from wsi_sat.sat import keep_on_tissue  # noqa: E402
 from wsi_sat.sat.segment import segment_image  # noqa: E402
 from wsi_sat.segmenter import Segmenter  # noqa: E402
 from wsi_sat.stitch.polygons import tile_objects  # noqa: E402
@@ -55,7 +58,8 @@ def main() -> None:
     cfg = load_config(None, ["runtime.lanes=1", "runtime.threads=1", *args.set])
     seg = Segmenter.from_config(cfg)
     pairs, (ref_img, ref_mask) = tp.glas_images()
-    reference = prepare_slide_reference(seg, [Reference("ref0", ref_img, ref_mask, "mask")], cfg)
+    reference = prepare_slide_reference(seg, ReferenceSet(
+        references=[Reference("ref0", ref_img, ref_mask, "mask")]))
     spent: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dense.tif"
@@ -64,8 +68,8 @@ def main() -> None:
                              [(x, y, img) for x, y, img, _ in layout], tp.MPP)
         with Slide(path, None) as slide:
             plan = plan_slide(slide, cfg.wsi, slide.require_mpp())
-            embedding = survey_slide(slide, plan, reference.embedding, seg, cfg).embedding
-            scale = float(seg.engine.input_px) / cfg.wsi.tile_px
+            embedding = survey_slide(slide, plan, reference.embedding, seg).embedding
+            scale = seg.tile_scale(cfg.wsi.tile_px)
             tiles = plan.tiles[: args.tiles]
             for tile in tiles:
                 t = time.thread_time()
@@ -82,13 +86,13 @@ def main() -> None:
                 stages: dict[str, float] = {}
                 t = time.thread_time()
                 res = segment_image(seg.engine, enc, image, grid, embedding, cfg.sat,
-                                    plan.scale.working_mpp, tissue, stages)
+                                    mpp=plan.scale.working_mpp, tissue=tissue, timings=stages)
                 spent["segment_image"] += time.thread_time() - t
                 for stage in ("match", "decode", "postprocess"):
                     spent[f"  {stage}"] += stages.get(stage, 0.0)
                 t = time.thread_time()
                 mask = keep_on_tissue(res.mask, image, tissue, keep, plan.tissue.glass_rgb,
-                                      res.patch_hw, cfg.wsi, plan.scale.working_mpp)
+                                      res.patch_hw, cfg.wsi, plan.scale)
                 spent["glass rule"] += time.thread_time() - t
                 t = time.thread_time()
                 core = tile.core_in_read

@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 from wsi_sat import api  # noqa: E402
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
-from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff  # noqa: E402
-from wsi_sat.io.reference import Reference  # noqa: E402
 from wsi_sat.raster import rasterise as fill  # noqa: E402
 from wsi_sat.raster import resize_mask
+from wsi_sat.reference import Reference  # noqa: E402
 from wsi_sat.runtime.cluster import dask_client  # noqa: E402
 from wsi_sat.sat.metrics import dice, iou  # noqa: E402
+from wsi_sat.synthetic import mosaic, write_pyramidal_tiff  # noqa: E402
 from wsi_sat.writers.ome_zarr import read_level  # noqa: E402
 
 GLAS = ROOT.parent / "shared" / "data" / "tiles" / "glas_colon_glands"
@@ -91,8 +91,9 @@ def main() -> None:
     ref_pair = (ref_img, read_mask(GLAS / "masks" / f"{ref_stem}.png"))
     reference = seg.prepare_reference([ref_pair])  # the engine's own scale, image by image
     # the reference at the working resolution of the slide run, encoded at the tiles' scale
-    slide_reference = api.prepare_reference(seg, [Reference(ref_stem, *ref_pair, "mask")],
-                                            reference_mpp=MPP, working_mpp=args.mpp or MPP)
+    slide_reference = api.prepare_reference(seg, api.ReferenceRequest(
+        images=[Reference(ref_stem, *ref_pair, "mask")], reference_mpp=MPP,
+        working_mpp=args.mpp or MPP))
 
     # the engine alone, image by image
     per_image = np.zeros(truth.shape, bool)

@@ -25,13 +25,13 @@ config = api.load_config(None, args.set)
 segmenter = api.load_segmenter(config)  # models load once
 
 # images: a reference (mask beside it or in its alpha channel), encoded once
-ref = api.load_references([args.reference])[0]
-embedding = segmenter.prepare_reference([(ref.image, ref.mask)], [ref.name])
-result = segmenter.segment([ref.image], embedding)[0]
-print(f"reference segmented like itself: {100 * result.mask.mean():.1f} % foreground")
+request = api.ReferenceRequest(images=[args.reference])
+embedding = api.prepare_image_reference(segmenter, request)
+result = next(api.segment_images([args.reference], embedding, segmenter))
+print(f"reference segmented like itself: {100 * result.foreground:.1f} % foreground")
 
 # a whole slide: the reference prepared once for tiles, then any number of slides
-reference = api.prepare_reference(segmenter, [args.reference], reference_mpp=args.reference_mpp,
-                                  working_mpp=args.mpp)
+reference = api.prepare_reference(segmenter, api.ReferenceRequest(
+    images=[args.reference], reference_mpp=args.reference_mpp, working_mpp=args.mpp))
 summary = api.run_slide(args.slide, reference, segmenter, out_dir=args.out, mpp=args.mpp)
 print(summary)

@@ -1,47 +1,53 @@
-"""The typed whole-slide API: what the CLI calls, and what a notebook calls (no globals).
+"""The typed API, for slides and images: what the CLI calls, and what a notebook calls (no
+globals; models load once and are passed along).
 
     from wsi_sat import api
     seg = api.load_segmenter(api.load_config(None, ["runtime.device=cpu"]))  # models, once
-    ref = api.prepare_reference(seg, ["ref.png"], reference_mpp=0.5)        # once per run
+    request = api.ReferenceRequest(images=["ref.png"], reference_mpp=0.5)
+    ref = api.prepare_reference(seg, request)                               # once per run
     summary = api.run_slide("slide.svs", ref, seg, out_dir="results")       # per slide
+    for r in api.segment_images(["a.png"], api.prepare_image_reference(seg, request), seg,
+                                out_dir="masks"):
+        print(r.name, r.foreground)
 
-`prepare_reference` is the one home for every way a reference arrives: image files (with their
-masks), arrays, `Reference` objects, or a QuPath GeoJSON annotation on a slide; it rescales
-them to the working resolution and encodes them at the tiles' scale.
+Every way a reference arrives is one `ReferenceRequest` (`wsi_sat.reference`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wsi_sat.config import Config, load_config
-from wsi_sat.errors import ConfigError, ReferenceError
-from wsi_sat.io.reference import (
-    Reference,
-    load_negative,
-    load_reference,
-    reference_from_geojson,
-    rescale_reference,
-)
-from wsi_sat.pipeline import RunOptions, SlideReference, SlideSummary, prepare_slide_reference
+from wsi_sat.errors import ConfigError, InputImageError
+from wsi_sat.io.image import read_image
+from wsi_sat.pipeline import RunOptions, SlideSummary
 from wsi_sat.pipeline import run_slide as _run_slide
-from wsi_sat.sat.reference import validate_negative_mask
+from wsi_sat.reference import (
+    Reference,
+    ReferenceRequest,
+    ReferenceSet,
+    SlideReference,
+    prepare_slide_reference,
+    read_references,
+)
+from wsi_sat.sat import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter, SegmentResult
+from wsi_sat.writers.mask_png import write_mask_png
 from wsi_sat.writers.tables import folder_rows, slide_row, write_summary
 
-__all__ = ["Config", "Reference", "ReferenceSet", "SegmentResult", "Segmenter", "SlideReference",
-           "SlideSummary", "load_config", "load_references", "load_segmenter",
-           "load_prepared_reference", "prepare_reference", "read_references", "run_slide",
-           "run_slides", "save_prepared_reference"]
-
-ReferenceInput = Reference | tuple[np.ndarray, np.ndarray] | str | Path
+__all__ = ["Config", "ImageResult", "Reference", "ReferenceRequest", "ReferenceSet",
+           "SegmentResult", "Segmenter", "SlideReference", "SlideSummary", "load_config",
+           "load_prepared_reference", "load_segmenter", "prepare_image_reference",
+           "prepare_reference", "read_reference_set", "run_slide", "run_slides",
+           "save_prepared_reference", "segment_images"]
 
 
 def load_segmenter(config: Config | None = None) -> Segmenter:
@@ -49,132 +55,78 @@ def load_segmenter(config: Config | None = None) -> Segmenter:
     return Segmenter.from_config(config or load_config())
 
 
-def load_references(references: Sequence[ReferenceInput],
-                    masks: Sequence[str | Path] = ()) -> list[Reference]:
-    """References from files (mask: `masks[i]`, else `<stem>_mask.png` beside it, else the
-    alpha channel), (image, mask) arrays or `Reference` objects."""
-    if masks and len(masks) != len(references):
-        raise ReferenceError(
-            f"{len(references)} --reference but {len(masks)} --reference-mask; give one mask "
-            "per reference, or none (sibling <stem>_mask.png / alpha channel)"
-        )
-    out = []
-    for i, item in enumerate(references):
-        if isinstance(item, Reference):
-            out.append(item)
-        elif isinstance(item, tuple):
-            out.append(Reference(f"reference {i}", np.asarray(item[0]), np.asarray(item[1], bool),
-                                 "array"))
-        else:
-            out.append(load_reference(Path(item), Path(masks[i]) if masks else None))
-    return out
+def read_reference_set(request: ReferenceRequest, config: Config) -> ReferenceSet:
+    """Read, check and rescale the references `request` names (no model needed: bad input fails
+    before models load)."""
+    return read_references(request, config.wsi.reference_margin)
+
+
+def _reference_set(segmenter: Segmenter, references: ReferenceRequest | ReferenceSet
+                   ) -> ReferenceSet:
+    if isinstance(references, ReferenceSet):
+        return references
+    return read_reference_set(references, segmenter.config)
+
+
+def prepare_reference(segmenter: Segmenter, references: ReferenceRequest | ReferenceSet
+                      ) -> SlideReference:
+    """The reference of a whole-slide run, encoded once at the tiles' scale."""
+    return prepare_slide_reference(segmenter, _reference_set(segmenter, references))
+
+
+def prepare_image_reference(segmenter: Segmenter, references: ReferenceRequest | ReferenceSet
+                            ) -> ReferenceEmbedding:
+    """The reference of `segment_images`, encoded once with each image's longest side at the
+    encoder's input (images are not tiled)."""
+    refs = _reference_set(segmenter, references)
+    return segmenter.prepare_reference([(r.image, r.mask) for r in refs.references],
+                                       [r.name for r in refs.references],
+                                       negatives=[(n.image, n.mask) for n in refs.negatives])
 
 
 @dataclass(frozen=True)
-class ReferenceSet:
-    """References (and negative examples) read and rescaled, not yet encoded: they are at `mpp`
-    µm/px (the working resolution; None = taken to be at each slide's own), `source_mpp` is the
-    pixel size they were given at (run.json); `class_name` is the target class of a QuPath
-    export (None for image references)."""
+class ImageResult:
+    """One image of `segment_images`: its result (None when it could not be read: `error`
+    says why), the mask file written (when `out_dir` was given) and the seconds it took."""
 
-    references: list[Reference]
-    mpp: float | None = None
-    source_mpp: float | None = None
-    negatives: list[Reference] = field(default_factory=list)
-    class_name: str | None = None
+    name: str
+    result: SegmentResult | None
+    mask_path: Path | None = None
+    seconds: float = 0.0
+    error: str | None = None
 
-
-def load_negatives(negatives: Sequence[ReferenceInput], masks: Sequence[str | Path] = ()
-                   ) -> list[Reference]:
-    """Negative examples from files (mask: `masks[i]`, else the alpha channel, else the whole
-    image: which pixels are not the target), (image, mask) arrays or `Reference` objects."""
-    if masks and len(masks) != len(negatives):
-        raise ReferenceError(
-            f"{len(negatives)} --negative but {len(masks)} --negative-mask; give one mask per "
-            "negative, or none (the whole image is non-target)")
-    out = []
-    for i, item in enumerate(negatives):
-        if isinstance(item, Reference):
-            out.append(item)
-        elif isinstance(item, tuple):
-            out.append(Reference(f"negative {i}", np.asarray(item[0]), np.asarray(item[1], bool),
-                                 "array"))
-        else:
-            out.append(load_negative(Path(item), Path(masks[i]) if masks else None))
-    for neg in out:
-        validate_negative_mask(neg.mask, neg.image.shape[:2], neg.name)
-    return out
+    @property
+    def foreground(self) -> float:
+        return float(self.result.mask.mean()) if self.result is not None else 0.0
 
 
-def check_negatives(references: list[Reference], negatives: list[Reference]) -> None:
-    """A negative must not mark a reference's target: refused when a negative is the same image
-    as a reference and its mask overlaps that reference's mask."""
-    for ref in references:
-        for neg in negatives:
-            same = ref.image.shape == neg.image.shape and np.array_equal(ref.image, neg.image)
-            if same and (ref.mask & neg.mask).any():
-                raise ReferenceError(
-                    f"negative '{neg.name}' marks pixels of the target in reference "
-                    f"'{ref.name}'; a negative mask must leave the target out")
-
-
-def read_references(references: Sequence[ReferenceInput] = (), *,
-                    masks: Sequence[str | Path] = (), reference_mpp: float | None = None,
-                    working_mpp: float | None = None, geojson: str | Path | None = None,
-                    slide: str | Path | None = None, slide_mpp: float | None = None,
-                    margin: float = 0.25, negatives: Sequence[ReferenceInput] = (),
-                    negative_masks: Sequence[str | Path] = (), class_name: str | None = None
-                    ) -> ReferenceSet:
-    """Read the references and negative examples (no model needed: bad input fails before
-    models load).
-
-    `reference_mpp`: the references' pixel size (µm/px); `working_mpp`: the resolution slides
-    are segmented at. With both, the references are rescaled to `working_mpp`; with only
-    `reference_mpp`, slides are segmented at it; with neither, the references are taken to be
-    at each slide's own resolution. `geojson` + `slide` (+ `slide_mpp` when the slide has no
-    pixel size) crop the annotated region, plus `margin` x its size, from that slide at
-    `working_mpp` (else the slide's resolution): annotations of `class_name` (else the most
-    frequent class) are the target, every other class a negative example. `negatives` (images
-    of non-target tissue, `negative_masks` marking which pixels) are at `reference_mpp` like
-    the references."""
-    negs = load_negatives(negatives, negative_masks)
-    if geojson is not None:
-        if slide is None:
-            raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")
-        got = reference_from_geojson(Path(geojson), Path(slide), working_mpp, slide_mpp, margin,
-                                     class_name)
-        if reference_mpp and working_mpp:
-            negs = [rescale_reference(n, reference_mpp / working_mpp, True) for n in negs]
-        return ReferenceSet([got.target], got.mpp, got.mpp, got.negatives + negs, got.class_name)
-    if not references:
-        raise ReferenceError("give --reference (image + mask) or --reference-geojson")
-    refs = load_references(references, masks)
-    check_negatives(refs, negs)
-    if reference_mpp and working_mpp:
-        refs = [rescale_reference(r, reference_mpp / working_mpp) for r in refs]
-        negs = [rescale_reference(n, reference_mpp / working_mpp, True) for n in negs]
-    return ReferenceSet(refs, working_mpp or reference_mpp, reference_mpp, negs)
-
-
-def prepare_reference(segmenter: Segmenter,
-                      references: ReferenceSet | Sequence[ReferenceInput] = (),
-                      **read: Any) -> SlideReference:
-    """The reference of a whole-slide run, encoded once: a `ReferenceSet`, or what
-    `read_references` takes (references, then its keyword arguments)."""
-    if not isinstance(references, ReferenceSet):
-        read.setdefault("margin", segmenter.config.wsi.reference_margin)
-        references = read_references(references, **read)
-    prepared = prepare_slide_reference(segmenter, references.references, segmenter.config,
-                                       references.mpp, references.negatives)
-    prepared.info["mpp"] = references.source_mpp
-    return prepared
+def segment_images(images: Sequence[str | Path | np.ndarray], reference: ReferenceEmbedding,
+                   segmenter: Segmenter, *, mpp: float | None = None,
+                   out_dir: str | Path | None = None) -> Iterator[ImageResult]:
+    """Segment each image (files or RGB arrays) like `reference`, one after the other; with
+    `out_dir`, each mask is written as `<stem>.png` (0/255, the image's size). An image that
+    cannot be read gives a result with its `error`; the others go on."""
+    for i, item in enumerate(images):
+        name = Path(item).stem if isinstance(item, (str, Path)) else f"image {i}"
+        t = time.perf_counter()
+        try:
+            image = read_image(Path(item))[0] if isinstance(item, (str, Path)) else item
+        except InputImageError as exc:
+            yield ImageResult(name, None, error=str(exc))
+            continue
+        result = segmenter.segment([image], reference, mpp=mpp)[0]
+        mask_path = None
+        if out_dir is not None:
+            mask_path = Path(out_dir) / f"{name}.png"
+            write_mask_png(mask_path, result.mask)
+        yield ImageResult(name, result, mask_path, time.perf_counter() - t)
 
 
 def save_prepared_reference(path: str | Path, reference: SlideReference, segmenter: Segmenter,
                             class_name: str | None = None) -> str:
     """Write a prepared reference for later runs (`--reference-cache`); returns its key (a
     hash of the reference, the config, the weights and the version)."""
-    from wsi_sat.pipeline.reference_cache import cache_key_parts, save_reference_cache
+    from wsi_sat.reference.cache import cache_key_parts, save_reference_cache
     from wsi_sat.writers.provenance import model_info
 
     parts = cache_key_parts(reference.info, reference.mpp, segmenter.config,
@@ -187,7 +139,7 @@ def load_prepared_reference(path: str | Path, segmenter: Segmenter
     """A reference written by `save_prepared_reference`, and its class name; refused
     (ReferenceError) unless it was prepared with this segmenter's config, weights and
     version."""
-    from wsi_sat.pipeline.reference_cache import load_reference_cache
+    from wsi_sat.reference.cache import load_reference_cache
     from wsi_sat.writers.provenance import model_info
 
     reference, meta = load_reference_cache(Path(path), segmenter.config, model_info(segmenter))
@@ -206,7 +158,7 @@ def run_slide(slide: str | Path, reference: SlideReference, segmenter: Segmenter
                                                                           rel_tol=1e-6):
         raise ConfigError(f"the reference was prepared at {reference.mpp:g} µm/px but the slide "
                           f"is to be segmented at {mpp:g}; prepare it with working_mpp={mpp:g}")
-    options = RunOptions(Path(out_dir), slide_mpp, mpp, resume)
+    options = RunOptions(out_dir=Path(out_dir), slide_mpp=slide_mpp, mpp=mpp, resume=resume)
     return _run_slide(Path(slide), reference, segmenter, config or segmenter.config, options,
                       client)
 

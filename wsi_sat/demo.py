@@ -24,9 +24,9 @@ from skimage.morphology import remove_small_objects
 
 from wsi_sat import api
 from wsi_sat.config import Config
-from wsi_sat.io.mosaic import write_pyramidal_tiff
-from wsi_sat.io.reference import Reference
-from wsi_sat.sat.metrics import dice
+from wsi_sat.reference import Reference
+from wsi_sat.sat import dice
+from wsi_sat.synthetic import write_pyramidal_tiff
 from wsi_sat.writers.mask_png import write_mask_png
 from wsi_sat.writers.ome_zarr import read_level
 
@@ -85,8 +85,8 @@ def run_demo(out_dir: Path, config: Config) -> dict[str, float]:
     write_mask_png(out_dir / "reference_mask.png", ref_mask)
     seg = api.load_segmenter(config)
     reference = seg.prepare_reference([(ref_img, ref_mask)], ["demo reference"])
-    slide_reference = api.prepare_reference(
-        seg, [Reference("demo reference", ref_img, ref_mask, "DAB colour deconvolution")])
+    slide_reference = api.prepare_reference(seg, api.ReferenceRequest(
+        images=[Reference("demo reference", ref_img, ref_mask, "DAB colour deconvolution")]))
     scores = {}
     for name, img in crops.items():
         Image.fromarray(img).save(out_dir / "targets" / f"{name}.png")

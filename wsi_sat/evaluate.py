@@ -9,7 +9,7 @@ import numpy as np
 
 from wsi_sat.errors import InputImageError
 from wsi_sat.io.image import IMAGE_SUFFIXES, read_mask
-from wsi_sat.sat.metrics import dice, iou
+from wsi_sat.sat import dice, iou
 
 
 @dataclass(frozen=True)

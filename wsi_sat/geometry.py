@@ -67,6 +67,32 @@ class Scale:
         """Level-0 pixels per working pixel."""
         return self.working_mpp / self.slide_mpp
 
+    @property
+    def factor(self) -> float:
+        """Working pixels per level-0 pixel (a resampling factor)."""
+        return self.slide_mpp / self.working_mpp
+
+    @property
+    def level0(self) -> Scale:
+        """The slide's own pixels as the working ones: µm measures of level-0 coordinates."""
+        return Scale(self.slide_mpp, self.slide_mpp)
+
+    def um(self, px: float) -> float:
+        """Working pixels → µm."""
+        return px * self.working_mpp
+
+    def px(self, um: float) -> float:
+        """µm → working pixels."""
+        return um / self.working_mpp
+
+    def area_um2(self, px2: float) -> float:
+        """An area in working pixels → µm²."""
+        return px2 * self.working_mpp**2
+
+    def area_px(self, um2: float) -> float:
+        """An area in µm² → working pixels."""
+        return um2 / self.working_mpp**2
+
     def working_size(self, level0_w: int, level0_h: int) -> tuple[int, int]:
         """(w, h) in working pixels of a slide of (w, h) level-0 pixels."""
         return math.ceil(level0_w / self.downsample), math.ceil(level0_h / self.downsample)

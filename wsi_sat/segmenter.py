@@ -1,5 +1,5 @@
 """The engine's entry point: models + config; encode the reference once, then segment any number
-of images (encoder batches, then the per-image method of `wsi_sat.sat`).
+of images (encoder batches, then the per-image method of `wsi_sat.sat`, through its one door).
 
     seg = Segmenter.from_config(config)              # models load once (per worker)
     ref = seg.prepare_reference([(image, mask)])     # encode + bank + self-calibration, once
@@ -15,29 +15,32 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from functools import partial
+from itertools import repeat
 from typing import TypeVar
 
 import numpy as np
 import torch
 
 from wsi_sat.config import Config, SatConfig
-from wsi_sat.models.features import FeatureBackbone, load_backbone
+from wsi_sat.models.features import load_backbone
 from wsi_sat.models.registry import get_spec
 from wsi_sat.models.sam import Encoded, SamEngine
 from wsi_sat.runtime.allocator import keep_freed_memory
 from wsi_sat.runtime.device import select_device
+from wsi_sat.runtime.lanes import lent_threads
 from wsi_sat.runtime.prefetch import Prefetcher
 from wsi_sat.runtime.threads import BlasLimiter, set_torch_threads
-from wsi_sat.sat.prepare import prepare_embedding
-from wsi_sat.sat.reference import ReferenceEmbedding
-from wsi_sat.sat.segment import (
+from wsi_sat.sat import (
+    Backbone,
+    ReferenceEmbedding,
     SegmentResult,
+    Workers,
+    decided_maps,
     decided_maps_fit,
-    decided_probabilities,
     decided_result,
-    device_patch_px,
+    prepare_embedding,
     segment_image,
 )
 
@@ -52,7 +55,7 @@ class Segmenter:
     """Loaded models + config; stateless between images apart from the loaded weights.
     Thread-safe: lanes share one Segmenter (see wsi_sat.runtime.lanes)."""
 
-    def __init__(self, engine: SamEngine, backbone: FeatureBackbone, config: Config,
+    def __init__(self, engine: SamEngine, backbone: Backbone, config: Config,
                  blas: BlasLimiter | None = None) -> None:
         self.engine = engine
         self.backbone = backbone
@@ -85,6 +88,11 @@ class Segmenter:
             raise ValueError("with_config: the models section differs; load the models anew")
         return Segmenter(self.engine, self.backbone, config, self._blas)
 
+    def tile_scale(self, tile_px: int) -> float:
+        """Encoder px per working px for tiles of `tile_px`; a slide's reference is encoded at
+        the same scale."""
+        return float(self.engine.input_px) / tile_px
+
     # -- reference, once ----------------------------------------------------------------------
     def prepare_reference(self, references: list[tuple[np.ndarray, np.ndarray]],
                           names: list[str] | None = None, encode_scale: float | None = None,
@@ -96,8 +104,10 @@ class Segmenter:
         `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do
         so that reference and tiles are seen at one scale; None = longest side to the input."""
         names = names or [f"reference {i}" for i in range(len(references))]
-        return prepare_embedding(self.engine, self.backbone, references, names, self.sat,
-                                 encode_scale, list(negatives))
+        with lent_threads(torch.get_num_threads(), "wsi-sat-sim") as workers:
+            return prepare_embedding(self.engine, self.backbone, references, names, self.sat,
+                                     encode_scale=encode_scale, negatives=list(negatives),
+                                     workers=workers)
 
     def blas_one_thread(self):
         """numpy's BLAS held to one thread while inside (lanes split the cores; reference-
@@ -113,7 +123,7 @@ class Segmenter:
         fresh = iter(self.engine.encode(todo, scale) if todo else [])
         return [e if e is not None else next(fresh) for e in known]
 
-    def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,
+    def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding, *,
                 mpp: float | None = None, encode_scale: float | None = None,
                 tissue: Iterable[np.ndarray] | None = None,
                 encoded: Iterable[Encoded | None] | None = None) -> list[SegmentResult]:
@@ -128,10 +138,11 @@ class Segmenter:
         tissue; predictions are not masked here. `mpp` is the images' pixel size (µm/px).
         `encoded` (one per image, None where it must be encoded) gives encoder outputs computed
         before (a slide's survey tiles), which are not encoded again."""
-        return self.segment_each(images, reference, _as_is, mpp, encode_scale, tissue, encoded)
+        return self.segment_each(images, reference, _as_is, mpp=mpp, encode_scale=encode_scale,
+                                 tissue=tissue, encoded=encoded)
 
     def segment_each(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding,
-                     finish: Callable[[int, SegmentResult], R], mpp: float | None = None,
+                     finish: Callable[[int, SegmentResult], R], *, mpp: float | None = None,
                      encode_scale: float | None = None,
                      tissue: Iterable[np.ndarray] | None = None,
                      encoded: Iterable[Encoded | None] | None = None) -> list[R]:
@@ -139,59 +150,63 @@ class Segmenter:
         is ready, in order of the images: on an accelerator on this lane's CPU threads while
         the device encodes the next batch (whole slides finish a tile there: its glass rule,
         polygons and label chunk), on a CPU in this thread. Returns what `finish` returns."""
-        masks = iter(tissue) if tissue is not None else None
+        masks = iter(tissue) if tissue is not None else repeat(None)
         given = iter(encoded) if encoded is not None else None
-        early = self.engine.device.type != "cpu"
-        out: list[R | Future[R]] = []
-        # on an accelerator, decided maps come back as probabilities; their clean-up and the
-        # finishing run on this lane's CPU threads while the device encodes the next batch
-        pool = ThreadPoolExecutor(max(1, torch.get_num_threads()),
-                                  thread_name_prefix="wsi-sat-cleanup") if early else None
+        on_device = self.engine.device.type != "cpu"
+        threads = max(1, torch.get_num_threads())
+        out: list[Future[R]] = []
         with Prefetcher(images, self.engine.encoder_batch,
                         self.config.runtime.prefetch_chunks) as reader, \
-                self._blas.one_thread(), \
-                pool or nullcontext():
+                self._blas.one_thread(), lent_threads(threads, "wsi-sat-sim") as workers, \
+                _finisher(on_device, threads) as finisher:
             while True:
                 t0 = time.perf_counter()
                 chunk = reader.next_chunk()
-                t_wait = time.perf_counter() - t0
+                wait_s = time.perf_counter() - t0
                 if not chunk:
                     break
-                if early:
+                if on_device:  # the next chunk is read while the device encodes this one
                     reader.request()
                 t0 = time.perf_counter()
-                encoded = self._encode(chunk, encode_scale, given)
-                t_enc = (time.perf_counter() - t0) / len(chunk)
-                if not early:
+                enc = self._encode(chunk, encode_scale, given)
+                stages = {"encode": (time.perf_counter() - t0) / len(chunk),
+                          "read_wait": wait_s / len(chunk), "read": reader.read_s / len(chunk)}
+                if not on_device:  # the encoder's threads had this lane's cores until now
                     reader.request()
-                # on an accelerator the map of a slide's decision is computed there, batched; on a
-                # CPU the per-image path is faster (OpenCV colour: 38 vs 115 ms per 1024² tile)
-                if pool is not None and decided_maps_fit(encoded, chunk, reference,
-                                                         self.backbone.name):
-                    if masks is not None:
-                        for _ in chunk:
-                            next(masks)  # the slide's decision needs no tissue mask
-                    t0 = time.perf_counter()
-                    probs = decided_probabilities(encoded, chunk, reference, self.sat)
-                    stages = {"encode": t_enc, "read_wait": t_wait / len(chunk),
-                              "read": reader.read_s / len(chunk),
-                              "match": (time.perf_counter() - t0) / len(chunk)}
-                    patch = device_patch_px(encoded[0]) or 16
-                    out += [pool.submit(_finish_decided, finish, len(out) + k, p, patch,
-                                        self.sat, mpp, stages) for k, p in enumerate(probs)]
-                    continue
-                grids = self.backbone.grids(chunk, encoded)
-                t_feat = (time.perf_counter() - t0) / len(chunk) - t_enc
-                for image, enc, grid in zip(chunk, encoded, grids):
-                    timings: dict[str, float] = defaultdict(
-                        float, encode=t_enc, features=t_feat, read_wait=t_wait / len(chunk),
-                        read=reader.read_s / len(chunk))
-                    tissue_mask = next(masks) if masks is not None else None
-                    res = segment_image(self.engine, enc, image, grid, reference, self.sat,
-                                        mpp, tissue_mask, timings)
-                    out.append(pool.submit(finish, len(out), res) if pool is not None
-                               else finish(len(out), res))
-            return [r.result() if isinstance(r, Future) else r for r in out]
+                tissue_masks = [next(masks) for _ in chunk]
+                if on_device and decided_maps_fit(enc, chunk, reference, self.backbone.name):
+                    out += self._decided(chunk, enc, reference, stages, mpp, finisher,
+                                         partial(_finish_decided, finish), len(out))
+                else:
+                    out += [finisher.submit(finish, len(out) + k, res) for k, res in
+                            enumerate(self._per_image(chunk, enc, reference, stages, mpp,
+                                                      tissue_masks, workers))]
+            return [r.result() for r in out]
+
+    def _per_image(self, chunk: list[np.ndarray], enc: list[Encoded],
+                   reference: ReferenceEmbedding, stages: dict[str, float], mpp: float | None,
+                   tissue: list[np.ndarray | None], workers: Workers) -> Iterator[SegmentResult]:
+        """The method on each image of an encoded chunk, one after the other."""
+        t0 = time.perf_counter()
+        grids = self.backbone.grids(chunk, enc)
+        features_s = (time.perf_counter() - t0) / len(chunk)
+        for image, e, grid, tissue_mask in zip(chunk, enc, grids, tissue):
+            timings: dict[str, float] = defaultdict(
+                float, encode=stages["encode"], features=features_s,
+                read_wait=stages["read_wait"], read=stages["read"])
+            yield segment_image(self.engine, e, image, grid, reference, self.sat, mpp=mpp,
+                                tissue=tissue_mask, timings=timings, workers=workers)
+
+    def _decided(self, chunk: list[np.ndarray], enc: list[Encoded],
+                 reference: ReferenceEmbedding, stages: dict[str, float], mpp: float | None,
+                 finisher: Executor, finish: Callable[..., R], start: int) -> list[Future[R]]:
+        """A chunk of same-sized tiles under a slide's decision: the map on the device, the
+        clean-up and `finish` on the finisher's threads."""
+        t0 = time.perf_counter()
+        probs, patch = decided_maps(enc, chunk, reference, self.sat)
+        stages = {**stages, "match": (time.perf_counter() - t0) / len(chunk)}
+        return [finisher.submit(finish, start + k, p, patch, self.sat, mpp, stages)
+                for k, p in enumerate(probs)]
 
 
 def _as_is(index: int, result: SegmentResult) -> SegmentResult:
@@ -202,3 +217,21 @@ def _finish_decided(finish: Callable[[int, SegmentResult], R], index: int, prob:
                     patch_px: int, cfg: SatConfig, mpp: float | None,
                     stages: dict[str, float]) -> R:
     return finish(index, decided_result(prob, patch_px, cfg, mpp, stages))
+
+
+class _Inline(Executor):
+    """Runs each call at once in the calling thread (a CPU lane finishes each tile right after
+    its SAT); errors are raised at once."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        done: Future = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+def _finisher(on_device: bool, threads: int) -> Executor:
+    """Where finished tiles are cleaned up and finished: on an accelerator this lane's CPU
+    threads (while the device encodes the next batch), on a CPU this thread."""
+    if on_device:
+        return ThreadPoolExecutor(threads, thread_name_prefix="wsi-sat-cleanup")
+    return _Inline()

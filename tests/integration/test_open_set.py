@@ -9,11 +9,11 @@ import pytest
 from tests.conftest import blobs_image
 from wsi_sat import api
 from wsi_sat.config import OpenSetConfig, load_config
-from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
-from wsi_sat.io.reference import Reference
 from wsi_sat.models.features import SamEncoderFeatures
+from wsi_sat.reference import Reference
 from wsi_sat.sat.open_set import held_out_fg_similarity, slide_background, with_background
 from wsi_sat.segmenter import Segmenter
+from wsi_sat.synthetic import mosaic, write_pyramidal_tiff
 from wsi_sat.writers.ome_zarr import read_level
 
 MPP = 0.5
@@ -35,7 +35,8 @@ def _run(fake_engine, path, out, open_set: bool, mode="map", extra: tuple[str, .
                              f"sat.open_set.slide_decision={str(open_set).lower()}",
                              "sat.open_set.min_cluster_patches=5", *extra])
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
-    ref = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0), "array")])
+    ref = api.prepare_reference(seg, api.ReferenceRequest(
+        images=[Reference("blobs", *blobs_image(0), "array")]))
     api.run_slide(path, ref, seg, out_dir=out)
     stem = path.name.split(".")[0]
     return (read_level(out / f"{stem}.ome.zarr", 0) > 0,
@@ -115,7 +116,11 @@ def test_slide_background_restarts_on_threads_give_the_same_patches():
     cfg = OpenSetConfig(clusters=12, min_cluster_patches=10, max_background_patches=10000,
                         restarts=5)
     one, info_one = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=3)
-    two, info_two = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=3, workers=2)
+    from wsi_sat.runtime.lanes import lent_threads
+
+    with lent_threads(2) as workers:
+        two, info_two = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=3,
+                                         workers=workers)
     assert len(one) and np.array_equal(one, two) and info_one == info_two
 
 

@@ -17,14 +17,14 @@ from shapely.geometry import shape
 from tests.conftest import blobs_image
 from wsi_sat import api
 from wsi_sat.config import load_config
-from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
-from wsi_sat.io.reference import Reference
 from wsi_sat.models.features import SamEncoderFeatures
 from wsi_sat.pipeline import RunOptions, run_slide
-from wsi_sat.pipeline.reference import reference_windows
 from wsi_sat.raster import rasterise
+from wsi_sat.reference import Reference
+from wsi_sat.reference.prepare import reference_windows
 from wsi_sat.sat.metrics import dice, iou
 from wsi_sat.segmenter import Segmenter
+from wsi_sat.synthetic import mosaic, write_pyramidal_tiff
 from wsi_sat.writers.ome_zarr import read_level
 
 MPP = 0.5
@@ -48,8 +48,9 @@ def _pipeline(fake_engine, slide_path, out, mode="map", lanes=0, batch_tiles=2, 
                              "wsi.class_name=Blob", "wsi.pyramid_min_px=64",
                              "wsi.min_tissue_area_um2=100"])  # a toy-scale slide: 20 µm blobs
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
-    reference = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0), "array")])
-    return run_slide(slide_path, reference, seg, cfg, RunOptions(out, **opts))
+    reference = api.prepare_reference(seg, api.ReferenceRequest(
+        images=[Reference("blobs", *blobs_image(0), "array")]))
+    return run_slide(slide_path, reference, seg, cfg, RunOptions(out_dir=out, **opts))
 
 
 def _rasterise(geo: dict, shape_hw) -> np.ndarray:
@@ -275,7 +276,7 @@ def test_missing_mpp_is_a_clear_error(tmp_path):
 
 
 def test_reference_from_a_qupath_annotation(slide, tmp_path):
-    from wsi_sat.io.reference import reference_from_geojson
+    from wsi_sat.reference.annotations import reference_from_geojson
 
     path, truth = slide
     # a QuPath-style annotation around the first mosaic cell (level-0 pixels)
@@ -305,7 +306,7 @@ def test_annotation_classes_give_target_and_negatives(slide, tmp_path):
     """A bare array of features (QuPath's default export): the named class is the target, the
     others are negatives cropped to their own boxes; an annotation off the slide is refused."""
     from wsi_sat.errors import ReferenceError
-    from wsi_sat.io.reference import reference_from_geojson
+    from wsi_sat.reference.annotations import reference_from_geojson
 
     path, _ = slide
 
@@ -355,7 +356,8 @@ def test_coarse_to_fine_skips_tissue_without_the_target(fake_engine, tmp_path):
                                  "wsi.batch_tiles=2", "wsi.pyramid_min_px=64",
                                  f"wsi.coarse_downsample={d}"])
         seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
-        reference = api.prepare_reference(seg, [Reference("blobs", *ref, "array")])
+        reference = api.prepare_reference(seg, api.ReferenceRequest(
+            images=[Reference("blobs", *ref, "array")]))
         assert (reference.coarse is None) == (d == 0)
         out = tmp_path / f"out{d}"
         summary = api.run_slide(path, reference, seg, out_dir=out)
@@ -372,7 +374,7 @@ def test_qupath_coordinates_follow_the_slide_bounds(slide, fake_engine, tmp_path
     """A slide whose reader reports a bounds offset (MRXS, SCN): QuPath shows the image cropped
     to it, so the GeoJSON is written, and a reference annotation read, in that frame."""
     from wsi_sat.io import slide as slide_io
-    from wsi_sat.io.reference import reference_from_geojson
+    from wsi_sat.reference.annotations import reference_from_geojson
 
     path, _ = slide
     plain = _pipeline(fake_engine, path, tmp_path / "plain")

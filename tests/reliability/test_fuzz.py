@@ -14,7 +14,7 @@ from shapely.geometry import Polygon, box
 from wsi_sat.config import load_config
 from wsi_sat.errors import WsiSatError
 from wsi_sat.geometry import Scale
-from wsi_sat.io.qupath import read_annotations, split_by_class
+from wsi_sat.reference.qupath import read_annotations, split_by_class
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 
 FUZZ = settings(max_examples=150, deadline=None,

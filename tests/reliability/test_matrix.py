@@ -30,10 +30,10 @@ from PIL import Image
 
 from tests.conftest import FakeEngine, blobs_image
 from wsi_sat.cli import app
-from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
 from wsi_sat.models.features import SamEncoderFeatures
 from wsi_sat.pipeline.verify import check_output
 from wsi_sat.segmenter import Segmenter
+from wsi_sat.synthetic import mosaic, write_pyramidal_tiff
 
 MPP = 0.5
 FAST = ["sat.pixel.enabled: false", "sat.postprocess.min_area_px: 16", "sat.decode.mode: map",

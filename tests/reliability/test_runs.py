@@ -12,12 +12,12 @@ from tests.conftest import blobs_image
 from wsi_sat import api
 from wsi_sat.config import load_config
 from wsi_sat.errors import OutputError, RunStateError, SlideReadError
-from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
-from wsi_sat.io.reference import Reference
 from wsi_sat.models.features import SamEncoderFeatures
 from wsi_sat.pipeline import RunOptions, run_slide
 from wsi_sat.pipeline.plan import check_output_names, output_stem
+from wsi_sat.reference import Reference
 from wsi_sat.segmenter import Segmenter
+from wsi_sat.synthetic import mosaic, write_pyramidal_tiff
 from wsi_sat.writers.lock import output_lock
 from wsi_sat.writers.ome_zarr import read_level
 
@@ -40,13 +40,14 @@ def _setup(fake_engine, *extra, ref_seed=0):
                              "wsi.batch_tiles=2", "wsi.pyramid_min_px=64",
                              "wsi.min_tissue_area_um2=100", *extra])
     seg = Segmenter(fake_engine, SamEncoderFeatures(), cfg)
-    ref = api.prepare_reference(seg, [Reference("blobs", *blobs_image(ref_seed), "array")])
+    ref = api.prepare_reference(seg, api.ReferenceRequest(
+        images=[Reference("blobs", *blobs_image(ref_seed), "array")]))
     return seg, ref, cfg
 
 
 def _run(fake_engine, path, out, *extra, ref_seed=0, **opts):
     seg, ref, cfg = _setup(fake_engine, *extra, ref_seed=ref_seed)
-    return run_slide(path, ref, seg, cfg, RunOptions(out, **opts))
+    return run_slide(path, ref, seg, cfg, RunOptions(out_dir=out, **opts))
 
 
 def _outputs(out, stem="case.1"):

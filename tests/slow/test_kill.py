@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import blobs_image
-from wsi_sat.io.mosaic import mosaic, write_pyramidal_tiff
+from wsi_sat.synthetic import mosaic, write_pyramidal_tiff
 from wsi_sat.writers.ome_zarr import read_level
 
 pytestmark = pytest.mark.slow

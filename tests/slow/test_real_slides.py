@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from tests.conftest import shared_or_skip
 from wsi_sat.cli import app
+from wsi_sat.config import WsiConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -88,7 +89,8 @@ def test_a_target_free_real_slide_comes_out_nearly_empty(tmp_path, reference_arg
         pred = read_level(out / "CMU-1-Small-Region.ome.zarr", 1) > 0
         with tiffslide.TiffSlide(slide) as s:
             thumb = np.asarray(s.get_thumbnail((pred.shape[1], pred.shape[0])).convert("RGB"))
-        tissue = resize_mask(tissue_mask(thumb, 64, max_hole_px=20000 / (0.62 * 2) ** 2),
+        tissue = resize_mask(tissue_mask(thumb, WsiConfig(), min_area_px=64,
+                                         max_hole_px=20000 / (0.62 * 2) ** 2),
                              (pred.shape[1], pred.shape[0]))
         fractions[on] = ((pred & tissue).sum() / tissue.sum(), (pred & ~tissue).sum() / tissue.sum())
     assert fractions["true"][0] < 0.05 < 0.3 < fractions["false"][0]

@@ -23,7 +23,7 @@ def files(tmp_path):
     Image.fromarray((np.zeros((32, 40)) + 255 * (np.arange(40) < 20)).astype(np.uint8)).save(
         tmp_path / "small_mask.png")
     (tmp_path / "text.png").write_text("hello")
-    from wsi_sat.io.mosaic import write_pyramidal_tiff
+    from wsi_sat.synthetic import write_pyramidal_tiff
 
     write_pyramidal_tiff(tmp_path / "slide.tif", np.full((300, 300, 3), 200, np.uint8), 0.5,
                          tile_px=128, min_px=256)

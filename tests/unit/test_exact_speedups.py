@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy.cluster.vq import kmeans2
 
-from wsi_sat.geometry import Box, mask_on_box, take_sorted
+from wsi_sat.geometry import Box, Scale, mask_on_box, take_sorted
 from wsi_sat.io.slide import Slide, opaque_rgb, opaque_rgb_array
 from wsi_sat.runtime.cpu import CpuAccount, CpuMeter
 from wsi_sat.runtime.prefetch import Prefetcher
@@ -279,7 +279,7 @@ def test_geojson_features_measured_at_once_equal_polygon_by_polygon():
         if k % 2:
             shell = shell[::-1]  # clockwise: oriented by the writer
         objs.append(TileObject(k + 1, k, Polygon(shell), float(rng.random()), 100))
-    got = feature_collection(objs, "annotation", "gland", [0, 200, 80], 0.5)
+    got = feature_collection(objs, "annotation", "gland", [0, 200, 80], Scale(0.5, 0.5))
     namespace = uuid.UUID("6f1c0ad2-6e1d-4c43-9bd4-4a2b5c0c7a51")
     for i, (obj, feature) in enumerate(zip(objs, got["features"])):
         poly = orient(obj.polygon, 1.0)

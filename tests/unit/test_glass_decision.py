@@ -32,14 +32,14 @@ def _tile():
 
 def test_glass_pixels_by_distance_to_the_slides_glass():
     img, _, ring, lumen, hole = _tile()
-    glass = glass_pixels(img, GLASS, 30.0)
+    glass = glass_pixels(img, GLASS, 30.0, 2)
     assert glass[:, :80].all() and glass[lumen].mean() > 0.9 and glass[hole].mean() > 0.9
     assert not glass[ring & ~lumen].any()
 
 
 def test_glass_is_kept_only_where_target_on_tissue_encloses_it():
     img, tissue, ring, lumen, hole = _tile()
-    tissue_px = tissue & ~glass_pixels(img, GLASS, 30.0)
+    tissue_px = tissue & ~glass_pixels(img, GLASS, 30.0, 2)
     # the matching map calls the gland, its lumen, the hole and the glass beside tissue target
     pred = ring | lumen | hole
     pred[:, 60:86] = True  # a halo of glass along the tissue edge
@@ -92,7 +92,7 @@ def test_device_map_equals_the_per_image_map(fake_segmenter):
 
     from wsi_sat.sat.device_map import patch_colour_t
     from wsi_sat.sat.patches import patch_colour
-    from wsi_sat.sat.segment import decided_maps_fit, segment_decided_maps
+    from wsi_sat.sat.segment import decided_maps, decided_maps_fit, decided_result
 
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
@@ -110,7 +110,8 @@ def test_device_map_equals_the_per_image_map(fake_segmenter):
     tiles = [blobs_image(s, size=(256, 256))[0] for s in (5, 6, 7)]
     encoded = engine.encode(tiles, 1.0)
     assert decided_maps_fit(encoded, tiles, slide_ref, backbone.name)
-    batched = segment_decided_maps(encoded, tiles, slide_ref, fake_segmenter.sat, None, {})
+    probs, patch = decided_maps(encoded, tiles, slide_ref, fake_segmenter.sat)
+    batched = [decided_result(p, patch, fake_segmenter.sat, None, {}) for p in probs]
     for image, enc, got in zip(tiles, encoded, batched):
         grid = backbone.grids([image], [enc])[0]
         want = segment_image(engine, enc, image, grid, slide_ref, fake_segmenter.sat)

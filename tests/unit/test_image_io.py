@@ -3,10 +3,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from wsi_sat.api import load_references
 from wsi_sat.errors import InputImageError, ReferenceError
 from wsi_sat.io.image import list_images, read_image, read_mask
-from wsi_sat.io.reference import load_reference
+from wsi_sat.reference.images import load_reference, load_references
 
 
 def test_rgb_grey_rgba_and_16bit(tmp_path):

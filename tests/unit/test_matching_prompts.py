@@ -158,22 +158,18 @@ def test_column_max_equals_torch_max_with_ties():
 
 @pytest.mark.parametrize("threads, rows", [(1, 4096), (2, 4096), (2, 1500), (4, 300)])
 def test_similarity_row_split_equals_the_product(threads, rows):
-    import torch
-
+    from wsi_sat.runtime.lanes import lent_threads
     from wsi_sat.sat.matching import _similarity
 
     rng = np.random.default_rng(rows)
     q = rng.standard_normal((rows, 40)).astype(np.float32)
     b = rng.standard_normal((70, 40)).astype(np.float32)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = _similarity(q, b.T)
-    finally:
-        torch.set_num_threads(before)
+    with lent_threads(threads) as workers:
+        got = _similarity(q, b.T, workers)
     assert got.shape == (rows, 70) and got.dtype == np.float32
     np.testing.assert_allclose(got, q.astype(np.float64) @ b.T.astype(np.float64),
                                rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got, q @ b.T)  # the same numbers as one product
 
 
 def test_match_without_votes_keeps_the_margin_and_refuses_prompts():

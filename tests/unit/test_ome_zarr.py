@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, create_level0, read_level
+from wsi_sat.stitch.labels import relabel
+from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, create_level0, open_level0, read_level
 
 
 def _level0(tmp_path: Path) -> tuple[Path, np.ndarray]:
@@ -24,7 +25,7 @@ def _level0(tmp_path: Path) -> tuple[Path, np.ndarray]:
 def test_levels_are_numpy_subsampling(tmp_path: Path) -> None:
     path, data = _level0(tmp_path)
     written = {(y, x) for y in range(1, 3) for x in range(2, 5)} | {(10, 14), (10, 15)}
-    levels = build_pyramid(path, 64, 0.5, "s", None, written)
+    levels = build_pyramid(path, 64, 0.5, "s", written)
     assert levels == 4  # 1000 → 500 → 250 → 125 (< 128 stops)
     expect = data
     for level in range(1, levels):
@@ -37,7 +38,9 @@ def test_levels_are_numpy_subsampling(tmp_path: Path) -> None:
 
 def test_only_written_chunks_are_computed_and_relabelled(tmp_path: Path) -> None:
     path, data = _level0(tmp_path)
-    build_pyramid(path, 64, 0.5, "s", {5: 3, 9: 4}, {(10, 14), (10, 15)})
+    written = {(10, 14), (10, 15)}
+    relabel(open_level0(path), {5: 3, 9: 4}, written)
+    build_pyramid(path, 64, 0.5, "s", written)
     level0, level1 = read_level(path, 0), read_level(path, 1)
     assert (level0[650:, 900:] == 4).all()
     assert (level0[70:190, 130:260] == 5).all()  # not in `written`: left alone
@@ -54,7 +57,7 @@ def _validated(path: Path):
 def test_region_store_is_valid_ngff_with_the_class_colour_and_nested_chunks(
         tmp_path: Path) -> None:
     path, _ = _level0(tmp_path)
-    build_pyramid(path, 64, 0.5, "s", None, None, LabelInfo.region("Gland", (200, 10, 30)))
+    build_pyramid(path, 64, 0.5, "s", None, LabelInfo.region("Gland", (200, 10, 30)))
     model = _validated(path)
     label = model.attributes.image_label
     assert [(c.label_value, c.rgba) for c in label.colors] == [(1, (200, 10, 30, 255))]
@@ -70,7 +73,7 @@ def test_region_store_is_valid_ngff_with_the_class_colour_and_nested_chunks(
 
 def test_instance_store_names_every_object_and_fixes_no_colours(tmp_path: Path) -> None:
     path, _ = _level0(tmp_path)
-    build_pyramid(path, 64, 0.5, "s", None, None, LabelInfo.instances("Nucleus", [5, 9]))
+    build_pyramid(path, 64, 0.5, "s", None, LabelInfo.instances("Nucleus", [5, 9]))
     label = _validated(path).attributes.image_label
     assert label.colors is None  # viewers colour each instance apart
     assert [p.model_dump(by_alias=True) for p in label.properties] == [
@@ -85,5 +88,5 @@ def test_metadata_that_breaks_the_spec_is_never_written(tmp_path: Path) -> None:
     path, _ = _level0(tmp_path)
     bad = LabelInfo([{"label-value": 1, "rgba": [300, 0, 0, 255]}], [{"label-value": 1}])
     with pytest.raises(pydantic.ValidationError):
-        build_pyramid(path, 64, 0.5, "s", None, None, bad)
+        build_pyramid(path, 64, 0.5, "s", None, bad)
     assert "image-label" not in zarr.open_group(str(path), mode="r").attrs

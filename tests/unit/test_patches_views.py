@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from wsi_sat.config import WsiConfig
+from wsi_sat.geometry import Scale
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.views import View, standard_views
@@ -33,7 +35,7 @@ def test_patch_colour_shape_and_separation():
     assert np.allclose(c[0, 0], c[1, 0])
 
 
-@pytest.mark.parametrize("view", standard_views((30, 50), True))
+@pytest.mark.parametrize("view", standard_views((30, 50), True, 0.75))
 def test_views_map_points_back_to_the_original(view):
     a = np.zeros((30, 50), bool)
     a[4:7, 39:42] = True  # centre (x, y) = (40.5, 5.5)
@@ -69,7 +71,8 @@ def test_tissue_margin_grows_the_mask_by_a_disk():
     assert (grow(mask, 0.0) == mask).all()
     thumb = np.full((64, 64, 3), 250, np.uint8)
     thumb[20:40, 20:40] = (150, 80, 160)
-    masks = tissue_masks(thumb, 3.0)
+    masks = tissue_masks(thumb, Scale(1.0, 1.0),
+                         WsiConfig(tissue_margin_um=3.0, min_tissue_area_um2=4.0))
     assert masks.keep.sum() > masks.tissue.sum() > 0 and (masks.keep >= masks.tissue).all()
 
 
@@ -112,11 +115,11 @@ def test_small_tissue_pieces_are_dropped_by_physical_area():
     thumb[20:60, 20:60] = (150, 80, 160)  # 1600 px
     thumb[150:156, 150:156] = (150, 80, 160)  # 36 px of debris
     # at 10 µm per thumbnail pixel, 10000 µm² = 100 px: the piece stays, the debris goes
-    mask = tissue_mask(thumb, min_area_px=1e4 / 10.0**2)
+    mask = tissue_mask(thumb, WsiConfig(), min_area_px=1e4 / 10.0**2)
     assert mask[40, 40] and not mask[152, 152]
     # a slide 4x larger has a 4x coarser thumbnail: the same piece is 100 px and still stays
     small = thumb[::4, ::4]
-    assert tissue_mask(small, min_area_px=1e4 / 40.0**2)[10, 10]
+    assert tissue_mask(small, WsiConfig(), min_area_px=1e4 / 40.0**2)[10, 10]
 
 
 @pytest.mark.parametrize("grid_hw,patch_hw,image_hw", [

@@ -6,7 +6,7 @@ import pytest
 from shapely.geometry import MultiPolygon
 
 from wsi_sat.errors import ReferenceError
-from wsi_sat.io.qupath import UNCLASSIFIED, read_annotations, split_by_class
+from wsi_sat.reference.qupath import UNCLASSIFIED, read_annotations, split_by_class
 
 
 def _square(x, y, s=10):
@@ -94,7 +94,7 @@ def test_a_negative_over_the_target_is_refused():
 def read_annotations_from(items):
     from shapely.geometry import shape
 
-    from wsi_sat.io.qupath import Annotation
+    from wsi_sat.reference.qupath import Annotation
 
     return [Annotation(shape({"type": "Polygon", "coordinates": _square(x, 0)}), cls)
             for cls, x in items]

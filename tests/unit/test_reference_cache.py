@@ -12,8 +12,8 @@ from tests.conftest import blobs_image
 from wsi_sat import api
 from wsi_sat.config import load_config
 from wsi_sat.errors import ReferenceError
-from wsi_sat.io.reference import Reference
 from wsi_sat.models.features import SamEncoderFeatures
+from wsi_sat.reference import Reference
 from wsi_sat.segmenter import Segmenter
 
 
@@ -28,8 +28,8 @@ def prepared(tmp_path_factory):
 
     seg = _segmenter(FakeEngine(), "sat.pixel.enabled=true", "sat.decode.mode=map",
                      "wsi.coarse_downsample=2")
-    ref = api.prepare_reference(seg, [Reference("blobs", *blobs_image(0, size=(400, 480)),
-                                                "array")])
+    ref = api.prepare_reference(seg, api.ReferenceRequest(
+        images=[Reference("blobs", *blobs_image(0, size=(400, 480)), "array")]))
     path = tmp_path_factory.mktemp("cache") / "ref.wsisat"
     key = api.save_prepared_reference(path, ref, seg, "Gland")
     return seg, ref, path, key

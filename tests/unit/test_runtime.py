@@ -126,8 +126,8 @@ def test_lanes_and_their_threads():
     assert resolve_lanes(0, 1) == 1 and resolve_lanes(0, 2) == 2 and resolve_lanes(0, 16) == 2
     assert resolve_lanes(3, 1) == 3  # asked for: kept
     cfg = load_config(None, [])
-    assert lane_threads(cfg, 2, cores=16) == 8 and lane_threads(cfg, 3, cores=2) == 1
-    assert lane_threads(load_config(None, ["runtime.threads=6"]), 2, cores=16) == 3
+    assert lane_threads(cfg.runtime, 2, cores=16) == 8 and lane_threads(cfg.runtime, 3, cores=2) == 1
+    assert lane_threads(load_config(None, ["runtime.threads=6"]).runtime, 2, cores=16) == 3
 
 
 def test_run_in_lanes_runs_side_by_side_and_stops_on_errors():

@@ -74,9 +74,9 @@ def test_several_references_calibrate_as_one_unless_asked_across(fake_segmenter,
     seen = []
     real = calibrate.leave_out_match
 
-    def spy(view, ref, cfg, whole_reference=False):
+    def spy(view, ref, cfg, whole_reference=False, **kw):
         seen.append(whole_reference)
-        return real(view, ref, cfg, whole_reference)
+        return real(view, ref, cfg, whole_reference, **kw)
 
     monkeypatch.setattr(calibrate, "leave_out_match", spy)
     cfg = load_config(None, ["sat.pixel.enabled=false", "sat.postprocess.min_area_px=16",

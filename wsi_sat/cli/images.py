@@ -45,20 +45,50 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
             negatives: tuple[Path, ...], negative_masks: tuple[Path, ...],
             config_path: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Segment TARGET images or folders like the reference (one-shot, no training)."""
-    from wsi_sat.api import check_negatives, load_negatives, load_references
+    from wsi_sat import api
     from wsi_sat.errors import InputImageError
-    from wsi_sat.io.image import list_images, probe_image, read_image
-    from wsi_sat.segmenter import Segmenter
+    from wsi_sat.io.image import list_images
     from wsi_sat.writers.atomic import writable_dir
-    from wsi_sat.writers.mask_png import write_mask_png
 
     cfg = build_config(config_path, overrides, device)
     paths = list_images(list(targets))
-    refs = load_references(references, reference_masks)
-    negs = load_negatives(negatives, negative_masks)
-    check_negatives(refs, negs)
+    refs = api.read_reference_set(api.ReferenceRequest(
+        images=references, masks=reference_masks, negatives=negatives,
+        negative_masks=negative_masks), cfg)
+    readable, failed = _probe(paths)
+    writable_dir(out_dir)
+    for message in failed:
+        click.echo(f"warning: {message}; skipped", err=True)
+    t0 = time.perf_counter()
+    seg = api.load_segmenter(cfg)
+    reference = api.prepare_image_reference(seg, refs)
+    cal = reference.calibration
+    log.info("reference ready in %.1fs: mode=%s threshold=%.3f pixel=%s",
+             time.perf_counter() - t0, cal.mode, cal.threshold, cal.use_pixel)
+    done: api.ImageResult
+    for path, done in zip(readable, api.segment_images(readable, reference, seg, mpp=mpp,
+                                                       out_dir=out_dir)):
+        if done.result is None:  # corrupt past its header
+            failed.append(str(done.error))
+            click.echo(f"warning: {done.error}; skipped", err=True)
+            continue
+        click.echo(f"{path.name}: {100 * done.foreground:.1f}% foreground, mode "
+                   f"{done.result.mode}, {done.result.n_positive}+/{done.result.n_negative}- "
+                   f"points, {done.seconds:.1f}s")
+    click.echo(f"wrote {len(paths) - len(failed)} masks to {out_dir}")
+    if failed:
+        raise InputImageError(f"{len(failed)} of {len(paths)} targets could not be read (see "
+                              "the warnings above); the others are written")
+
+
+def _probe(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The targets whose headers read, and a message for each that does not (unreadable
+    targets are found before minutes of work, not after); none readable is an error."""
+    from wsi_sat.errors import InputImageError
+    from wsi_sat.io.image import probe_image
+
     readable, failed = [], []
-    for p in paths:  # unreadable targets are found before minutes of work, not after
+    for p in paths:
         try:
             probe_image(p)
             readable.append(p)
@@ -67,33 +97,7 @@ def segment(targets: tuple[Path, ...], references: tuple[Path, ...],
     if not readable:
         raise InputImageError(failed[0] if len(failed) == 1 else
                               f"none of the {len(paths)} targets is readable: {failed[0]}")
-    writable_dir(out_dir)
-    for message in failed:
-        click.echo(f"warning: {message}; skipped", err=True)
-    t0 = time.perf_counter()
-    seg = Segmenter.from_config(cfg)
-    reference = seg.prepare_reference([(r.image, r.mask) for r in refs], [r.name for r in refs],
-                                      negatives=[(n.image, n.mask) for n in negs])
-    cal = reference.calibration
-    log.info("reference ready in %.1fs: mode=%s threshold=%.3f pixel=%s",
-             time.perf_counter() - t0, cal.mode, cal.threshold, cal.use_pixel)
-    for p in readable:
-        try:
-            image, _ = read_image(p)
-        except InputImageError as exc:  # corrupt past its header
-            failed.append(str(exc))
-            click.echo(f"warning: {exc}; skipped", err=True)
-            continue
-        t = time.perf_counter()
-        result = seg.segment([image], reference, mpp=mpp)[0]
-        write_mask_png(out_dir / f"{p.stem}.png", result.mask)
-        click.echo(f"{p.name}: {100 * result.mask.mean():.1f}% foreground, mode {result.mode}, "
-                   f"{result.n_positive}+/{result.n_negative}- points, "
-                   f"{time.perf_counter() - t:.1f}s")
-    click.echo(f"wrote {len(paths) - len(failed)} masks to {out_dir}")
-    if failed:
-        raise InputImageError(f"{len(failed)} of {len(paths)} targets could not be read (see "
-                              "the warnings above); the others are written")
+    return readable, failed
 
 
 @click.command("eval")

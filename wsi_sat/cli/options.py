@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -58,7 +59,8 @@ def build_config(config_path: Path | None, overrides: tuple[str, ...], device: s
 
 
 def reference_options(command):  # type: ignore[no-untyped-def]
-    """The options that say what the reference is (`run` and `reference prepare`)."""
+    """The options that say what the reference is (`run` and `reference prepare`), given to
+    the command as one `request` (a `ReferenceRequest`)."""
     options = [
         click.option("--reference", "references", multiple=True,
                      type=click.Path(path_type=Path), help="Reference image (repeatable)."),
@@ -84,6 +86,24 @@ def reference_options(command):  # type: ignore[no-untyped-def]
                           "class; other classes are negatives)."),
         negative_option, negative_mask_option,
     ]
+
+    @functools.wraps(command)
+    def with_request(**kwargs):  # type: ignore[no-untyped-def]
+        from wsi_sat.reference import ReferenceRequest
+
+        request = ReferenceRequest(
+            images=kwargs.pop("references"), masks=kwargs.pop("reference_masks"),
+            reference_mpp=kwargs.pop("reference_mpp"), working_mpp=kwargs.pop("mpp"),
+            geojson=kwargs.pop("reference_geojson"), slide=kwargs.pop("reference_slide"),
+            slide_mpp=kwargs.pop("slide_mpp"), negatives=kwargs.pop("negatives"),
+            negative_masks=kwargs.pop("negative_masks"), class_name=kwargs.pop("class_name"))
+        return command(request=request, **kwargs)
+
     for option in reversed(options):
-        command = option(command)
-    return command
+        with_request = option(with_request)
+    return with_request
+
+
+def default_hint(section: str, key: str) -> str:
+    """A config default for help texts, e.g. "[1024]" (from the config model: one home)."""
+    return f"[{getattr(getattr(Config(), section), key)}]"

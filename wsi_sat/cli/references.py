@@ -18,32 +18,23 @@ from wsi_sat.cli.options import (
 from wsi_sat.config import Config
 
 if TYPE_CHECKING:
-    from wsi_sat.api import ReferenceSet
+    from wsi_sat.reference import ReferenceRequest, ReferenceSet
 
 
-def read_reference_set(cfg: Config, references: tuple[Path, ...],
-                       reference_masks: tuple[Path, ...], reference_mpp: float | None,
-                       reference_geojson: Path | None, reference_slide: Path | None,
-                       mpp: float | None, slide_mpp: float | None, class_name: str | None,
-                       negatives: tuple[Path, ...], negative_masks: tuple[Path, ...]
-                       ) -> tuple[ReferenceSet, Config]:
+def read_request(cfg: Config, request: ReferenceRequest) -> tuple[ReferenceSet, Config]:
     """The references and negatives as the options give them (no model needed), and the
     config with `wsi.class_name` taken from the annotation's class when the user set none."""
     from wsi_sat import api
 
-    refs = api.read_references(
-        references, masks=reference_masks, reference_mpp=reference_mpp, working_mpp=mpp,
-        geojson=reference_geojson, slide=reference_slide, slide_mpp=slide_mpp,
-        margin=cfg.wsi.reference_margin, negatives=negatives, negative_masks=negative_masks,
-        class_name=class_name)
-    return refs, with_class_name(cfg, class_name, refs.class_name)
+    refs = api.read_reference_set(request, cfg)
+    return refs, with_class_name(cfg, request.class_name, refs.class_name)
 
 
 def with_class_name(cfg: Config, given: str | None, found: str | None) -> Config:
     """The objects take the reference's class (`found`) unless --class-name or the config
     named one."""
     from wsi_sat.config import WsiConfig
-    from wsi_sat.io.qupath import UNCLASSIFIED
+    from wsi_sat.reference.qupath import UNCLASSIFIED
 
     unset = given is None and cfg.wsi.class_name == WsiConfig().class_name
     if unset and found not in (None, UNCLASSIFIED):
@@ -63,11 +54,7 @@ def reference_group() -> None:
 @config_option
 @set_option
 @device_option
-def prepare(references: tuple[Path, ...], reference_masks: tuple[Path, ...],
-            reference_mpp: float | None, reference_geojson: Path | None,
-            reference_slide: Path | None, mpp: float | None, slide_mpp: float | None,
-            class_name: str | None, negatives: tuple[Path, ...],
-            negative_masks: tuple[Path, ...], out_file: Path, config_path: Path | None,
+def prepare(request: ReferenceRequest, out_file: Path, config_path: Path | None,
             overrides: tuple[str, ...], device: str | None) -> None:
     """Encode and calibrate the reference once and write it to --out; `wsi-sat run
     --reference-cache FILE` then starts from it (with the same --config/--set)."""
@@ -77,9 +64,7 @@ def prepare(references: tuple[Path, ...], reference_masks: tuple[Path, ...],
     cfg = build_config(config_path, overrides, device)
     if out_file.is_dir():
         raise OutputError(f"--out '{out_file}' is a folder; give the file to write")
-    refs, cfg = read_reference_set(cfg, references, reference_masks, reference_mpp,
-                                   reference_geojson, reference_slide, mpp, slide_mpp,
-                                   class_name, negatives, negative_masks)
+    refs, cfg = read_request(cfg, request)
     t0 = time.perf_counter()
     seg = api.load_segmenter(cfg)
     reference = api.prepare_reference(seg, refs)

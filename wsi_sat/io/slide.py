@@ -22,8 +22,9 @@ from wsi_sat.io.tiff_tiles import TiledLevel, tiled_level
 
 log = logging.getLogger(__name__)
 
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".scn", ".mrxs", ".vms", ".svslide",
-                  ".bif", ".dcm")
+# longest first: a slide's output name drops the whole suffix (`case.ome.tif` → `case`)
+SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".svs", ".ndpi", ".tiff", ".tif", ".scn", ".mrxs",
+                  ".vms", ".svslide", ".bif", ".dcm")
 
 
 def opaque_rgb(region: Image.Image, ycbcr: bool = False) -> Image.Image:
@@ -279,7 +280,7 @@ def list_slides(items: tuple[str, ...] | list[str]) -> list[Path]:
             raise SlideReadError(f"no slide matches '{item}'")
         for m in map(Path, matches):
             if m.is_dir() and not any(m.glob("*.dcm")):
-                found = sorted(p for p in m.iterdir() if p.suffix.lower() in SLIDE_SUFFIXES
+                found = sorted(p for p in m.iterdir() if p.name.lower().endswith(SLIDE_SUFFIXES)
                                or (p.is_dir() and any(p.glob("*.dcm"))))
                 if not found:
                     raise SlideReadError(f"folder '{m}' holds no slides")

@@ -10,7 +10,7 @@
   architecture with a checkpoint (`timm:ARCH`): timm models read from the local Hugging Face
   cache or a checkpoint path, normalised as their config says (models/timm_source.py).
 
-Every backbone returns a `PatchGrid`: features for the patches that touch the image (the last,
+Every backbone is a `wsi_sat.sat.engine.Backbone` and returns a `PatchGrid`: features for the patches that touch the image (the last,
 partly covered row and column included) and the patch size in original pixels.
 """
 
@@ -19,9 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,34 +27,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wsi_sat.errors import WeightsError
-from wsi_sat.geometry import patch_centres_xy
 from wsi_sat.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, checked_weights
 from wsi_sat.models.sam import Encoded, load_state
 from wsi_sat.models.timm_source import build_model, resolve_source
+from wsi_sat.sat.engine import Backbone, PatchGrid
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PatchGrid:
-    """Patch features of one image: feats (gh, gw, D) float32; patch (py, px) in original px."""
-
-    feats: np.ndarray
-    patch_hw: tuple[float, float]
-
-    @property
-    def grid_hw(self) -> tuple[int, int]:
-        return self.feats.shape[0], self.feats.shape[1]
-
-    def centres_xy(self) -> np.ndarray:
-        """(gh*gw, 2) patch centres in original pixels, row-major."""
-        return patch_centres_xy(self.grid_hw, self.patch_hw)
-
-
-class FeatureBackbone(Protocol):
-    name: str
-
-    def grids(self, images: list[np.ndarray], encoded: list[Encoded]) -> list[PatchGrid]: ...
 
 
 def sam_embedding_grid(enc: Encoded, stride_px: int = 16) -> PatchGrid:
@@ -181,7 +157,7 @@ def load_timm_features(spec: ModelSpec, checkpoint: Path | None, device: torch.d
 def load_backbone(
     spec: ModelSpec, checkpoint: Path | None, device: torch.device, input_px: int,
     sam_input_px: int = 1024, download: bool = False,
-) -> FeatureBackbone:
+) -> Backbone:
     if spec.name == "sam-encoder":
         return SamEncoderFeatures()
     if spec.name.startswith("dinov2_"):

@@ -257,7 +257,7 @@ class SamEngine:
         x = F.interpolate(x, enc.original_hw, mode="bilinear", align_corners=False)
         return x[:, 0]
 
-    def map_to_mask_prompt(self, enc: Encoded, prob: np.ndarray, gain: float = 0.5
+    def map_to_mask_prompt(self, enc: Encoded, prob: np.ndarray, gain: float
                            ) -> torch.Tensor:
         """An original-size probability map → SAM's (1, 1, 256, 256) mask-prompt logits
         (`gain` x the log-odds)."""

@@ -28,39 +28,32 @@ from wsi_sat.runtime.heap import frozen_heap
 from wsi_sat.runtime.lanes import lane_threads, worker_lanes
 from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
-from wsi_sat.sat.glass import keep_on_tissue
-from wsi_sat.sat.reference import ReferenceEmbedding
-from wsi_sat.segmenter import Segmenter, SegmentResult
+from wsi_sat.sat import ReferenceEmbedding, SegmentResult, keep_on_tissue
+from wsi_sat.segmenter import Segmenter
+from wsi_sat.stitch.labels import slide_instance_ids, write_tile_core
 from wsi_sat.stitch.polygons import tile_objects
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.tiling.tissue import TissueMasks, tile_mask
 from wsi_sat.writers.atomic import write_atomic
 from wsi_sat.writers.ome_zarr import open_level0
 
-# instance labels: tile index * LABEL_STRIDE + the tile's own label (< max_instances + 1)
-LABEL_STRIDE = 1 << 16
 
-
-def instance_label_dtype(n_grid: int) -> str:
-    """The label dtype that holds every instance id of a grid of `n_grid` tiles."""
-    return "uint32" if n_grid * LABEL_STRIDE < 2**32 else "uint64"
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchTask:
+    """One batch of tiles of a slide: what a lane or a Dask worker needs to segment it and write
+    its label chunks (`zarr_path`, level 0) and its shard (`shard_path`, last)."""
+
     batch: int
-    slide_path: str
-    slide_mpp: float
-    working_mpp: float
     tiles: tuple[Tile, ...]
-    tile_px: int
-    working_size: tuple[int, int]
+    slide_path: str
+    scale: Scale
+    working_size: tuple[int, int]  # the slide at the working resolution (w, h)
     zarr_path: str
     shard_path: str
     instances: bool
-    config: Config
+    label_dtype: str
+    config: Config  # a Dask worker loads its models from it
     threads: int = 0  # torch CPU threads of the lane that runs it; 0 = the worker's share
-    label_dtype: str = "uint32"
     run_key: str = ""
 
 
@@ -84,76 +77,30 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
                   encodings: dict[int, Encoded] | None = None) -> dict[str, Any]:
     """Read, segment and write a batch of tiles; returns its shard. Predictions are kept where
     target predicted on tissue-coloured patches anchors them (glass is never the target on
-    its own: see wsi_sat.sat.glass) and within the tissue margin. `segmenter` None: this
-    worker's cached models. Once `cancel` is set the batch stops before its next tile and
+    its own: see wsi_sat.sat.keep_on_tissue) and within the tissue margin. `segmenter` None:
+    this worker's cached models. Once `cancel` is set the batch stops before its next tile and
     raises BatchCancelled without writing its shard (its tiles are redone by `--resume`).
     `encodings` (tile index → encoder output, the survey's) are used instead of encoding those
     tiles again."""
-    timings: dict[str, float] = defaultdict(float)
     t = time.perf_counter()
     # this lane's share of the worker's cores (OpenMP: set per thread)
-    threads = task.threads or lane_threads(task.config, worker_lanes() or 1)
+    threads = task.threads or lane_threads(task.config.runtime, worker_lanes() or 1)
     # frozen_heap: a Dask worker's models out of the garbage collector's full collections
     # (in this process the run has frozen them already: wsi_sat.runtime.heap)
-    with torch_threads(threads), Slide(Path(task.slide_path), task.slide_mpp) as slide, \
+    with torch_threads(threads), Slide(Path(task.slide_path), task.scale.slide_mpp) as slide, \
             frozen_heap():
         seg = segmenter if segmenter is not None else worker_segmenter(task.config)
-        scale = Scale(task.slide_mpp, task.working_mpp)
-        timings["setup"] += time.perf_counter() - t
-        tile_tissue = [tile_mask(tissue.tissue, tile, task.working_size) for tile in task.tiles]
-
-        images: list[np.ndarray | None] = []  # the tiles as read (for the glass rule)
-
-        # a lazy generator: the segmenter's reader thread reads the next tiles while this
-        # batch's are matched and decoded (prefetch; one thread, so the slide handle is never
-        # read concurrently); `read` is the time the encoder waited for them
-        def tiles() -> Iterator[np.ndarray]:
-            for tile in task.tiles:
-                if cancel is not None and cancel.is_set():
-                    raise BatchCancelled(f"batch {task.batch} stopped: the run is stopping")
-                images.append(read_tile(slide, scale, tile, task.tile_px))
-                yield images[-1]
-
-        level0 = open_level0(Path(task.zarr_path))
-
-        def finish(i: int, res: SegmentResult) -> tuple[list[dict[str, Any]], dict[str, float]]:
-            """Tile i's glass rule, polygons and label chunk (each tile writes its own chunk)."""
-            tile = task.tiles[i]
-            spent = dict(res.timings_s)
-            t = time.perf_counter()
-            core = tile.core_in_read
-            mask = keep_on_tissue(res.mask, images[i], tile_tissue[i],
-                                  tile_mask(tissue.keep, tile, task.working_size),
-                                  tissue.glass_rgb, res.patch_hw, task.config.wsi,
-                                  task.working_mpp)[core]
-            labels = None
-            if task.instances and res.labels is not None:
-                local = res.labels[core]
-                labels = np.where(mask & (local > 0),
-                                  local.astype(np.int64) + tile.index * LABEL_STRIDE, 0)
-            prob = res.prob[core] if res.prob is not None else mask.astype(np.float32)
-            objs = tile_objects(mask, labels, prob, tile.index, (tile.core.x0, tile.core.y0),
-                                scale, task.config.wsi.simplify_px)
-            spent["polygons"] = time.perf_counter() - t
-            t = time.perf_counter()
-            block = labels.astype(task.label_dtype) if labels is not None else \
-                mask.astype(np.uint8)
-            level0[tile.core.y0 : tile.core.y1, tile.core.x0 : tile.core.x1] = block
-            spent["write"] = time.perf_counter() - t
-            images[i] = None  # the pixels are no longer needed
-            # polygons as hex WKB: exact, and written and read back ~10x faster than WKT
-            wkb = shapely.to_wkb(np.asarray([o.polygon for o in objs], dtype=object),
-                                 hex=True).tolist()
-            return [{"label": o.label, "tile": o.tile, "wkb": w, "score": o.score,
-                     "area_px": o.area_px} for o, w in zip(objs, wkb)], spent
-
+        setup_s = time.perf_counter() - t
+        work = _TileWork(task, slide, tissue, cancel)
         # on an accelerator tiles are finished on the lane's CPU threads while the device
         # encodes the next ones; on a CPU each tile right after its SAT
-        finished = seg.segment_each(tiles(), reference, finish, mpp=task.working_mpp,
-                                    encode_scale=float(seg.engine.input_px) / task.tile_px,
-                                    tissue=tile_tissue,
+        finished = seg.segment_each(work.images(), reference, work.finish,
+                                    mpp=task.scale.working_mpp,
+                                    encode_scale=seg.tile_scale(task.config.wsi.tile_px),
+                                    tissue=work.tissue,
                                     encoded=[(encodings or {}).get(t.index)
                                              for t in task.tiles])
+    timings: dict[str, float] = defaultdict(float, setup=setup_s)
     objects: list[dict[str, Any]] = []
     for objs, spent in finished:
         objects += objs
@@ -165,3 +112,52 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
     write_atomic(Path(task.shard_path), lambda p: p.write_text(json.dumps(shard)))
     return shard
 
+
+class _TileWork:
+    """A batch's tiles: read lazily for the segmenter, then each one finished (its glass rule,
+    polygons and label chunk) as its result comes."""
+
+    def __init__(self, task: BatchTask, slide: Slide, tissue: TissueMasks,
+                 cancel: threading.Event | None) -> None:
+        self.task, self.slide, self.masks, self.cancel = task, slide, tissue, cancel
+        self.tissue = [tile_mask(tissue.tissue, tile, task.working_size) for tile in task.tiles]
+        self.read: list[np.ndarray | None] = []  # the tiles as read (for the glass rule)
+        self.level0 = open_level0(Path(task.zarr_path))
+
+    def images(self) -> Iterator[np.ndarray]:
+        """A lazy generator: the segmenter's reader thread reads the next tiles while this
+        batch's are matched and decoded (one thread, so the slide handle is never read
+        concurrently)."""
+        for tile in self.task.tiles:
+            if self.cancel is not None and self.cancel.is_set():
+                raise BatchCancelled(f"batch {self.task.batch} stopped: the run is stopping")
+            self.read.append(read_tile(self.slide, self.task.scale, tile,
+                                       self.task.config.wsi.tile_px))
+            yield self.read[-1]
+
+    def finish(self, i: int, res: SegmentResult) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """Tile i's glass rule, polygons and label chunk (each tile writes its own chunk)."""
+        task, tile = self.task, self.task.tiles[i]
+        spent = dict(res.timings_s)
+        t = time.perf_counter()
+        core = tile.core_in_read
+        mask = keep_on_tissue(res.mask, self.read[i], self.tissue[i],
+                              tile_mask(self.masks.keep, tile, task.working_size),
+                              self.masks.glass_rgb, res.patch_hw, task.config.wsi,
+                              task.scale)[core]
+        ids = None
+        if task.instances and res.labels is not None:
+            ids = slide_instance_ids(mask, res.labels[core], tile)
+        prob = res.prob[core] if res.prob is not None else mask.astype(np.float32)
+        objs = tile_objects(mask, ids, prob, tile.index, (tile.core.x0, tile.core.y0),
+                            task.scale, task.config.wsi.simplify_px)
+        spent["polygons"] = time.perf_counter() - t
+        t = time.perf_counter()
+        write_tile_core(self.level0, tile, mask, ids, task.label_dtype)
+        spent["write"] = time.perf_counter() - t
+        self.read[i] = None  # the pixels are no longer needed
+        # polygons as hex WKB: exact, and written and read back in one call each
+        wkb = shapely.to_wkb(np.asarray([o.polygon for o in objs], dtype=object),
+                             hex=True).tolist()
+        return [{"label": o.label, "tile": o.tile, "wkb": w, "score": o.score,
+                 "area_px": o.area_px} for o, w in zip(objs, wkb)], spent

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsi_sat.config import WsiConfig
-from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.batch import read_tile
-from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.pipeline.plan import SlidePlan
+from wsi_sat.sat import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
-from wsi_sat.tiling.grid import Grid, Tile, make_grid
-from wsi_sat.tiling.tissue import TissueMasks, tile_mask
+from wsi_sat.tiling.grid import Tile, make_grid
+from wsi_sat.tiling.tissue import tile_mask
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,13 @@ class Selection:
     seconds: float
 
 
-def select_tiles(seg: Segmenter, coarse_reference: ReferenceEmbedding, slide: Slide, scale: Scale,
-                 tissue: TissueMasks, grid: Grid, wcfg: WsiConfig, encode_scale: float
-                 ) -> Selection:
-    """The tiles of `grid` that the coarse pass (`wcfg.coarse_downsample`,
+def select_tiles(seg: Segmenter, coarse_reference: ReferenceEmbedding, slide: Slide,
+                 plan: SlidePlan, wcfg: WsiConfig) -> Selection:
+    """The tiles of the plan's grid that the coarse pass (`wcfg.coarse_downsample`,
     `wcfg.coarse_min_prob`) finds the target in (or near)."""
     t0 = time.perf_counter()
+    scale, tissue, grid = plan.scale, plan.tissue, plan.grid
+    encode_scale = seg.tile_scale(wcfg.tile_px)
     downsample, tile_px, batch_tiles = wcfg.coarse_downsample, wcfg.tile_px, wcfg.batch_tiles
     coarse = scale.coarser(downsample)
     cgrid = make_grid(coarse.working_size(*slide.dimensions), tile_px, wcfg.overlap_px,

@@ -15,15 +15,16 @@ from typing import Any
 import numpy as np
 import shapely
 
-from wsi_sat.config import Config
+from wsi_sat.config import WsiConfig
 from wsi_sat.geometry import Scale, level0_to_qupath
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.plan import OutputPaths, SlidePlan
 from wsi_sat.runtime.cpu import CpuAccount
+from wsi_sat.stitch.labels import relabel
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.geojson import feature_collection, tissue_collection, write_geojson
-from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, read_level
+from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, open_level0, read_level
 from wsi_sat.writers.overview import write_overview
 from wsi_sat.writers.provenance import utc_now, write_run_json
 from wsi_sat.writers.tables import objects_table, write_objects
@@ -59,66 +60,27 @@ def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
 
 
 def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented: list[Tile],
-                   instances: bool, config: Config, record: dict[str, Any],
+                   instances: bool, wcfg: WsiConfig, record: dict[str, Any],
                    timings: dict[str, float], t_start: float,
                    cpu: tuple[CpuAccount, int] | None = None) -> SlideSummary:
     """Write the final outputs of a slide whose batches are all done; `record` is run.json
     so far (this adds objects, the Zarr levels and the timings). `cpu`: the run's CPU account
     and the tiles this process segmented (run.json `cpu_s`; None: `cpu_s` is null, the tiles
     ran in other processes)."""
-    wcfg = config.wsi
     t = time.perf_counter()
     objs, stage_sums = load_shards(paths.shards)
-    if instances:
-        objs, mapping = merge_instances(objs)
-    else:
-        objs, mapping = merge_regions(objs), {}
+    objs, mapping = merge_instances(objs) if instances else (merge_regions(objs), {})
     timings["merge"] = time.perf_counter() - t
     t = time.perf_counter()
-    stride = plan.grid.stride
-    written = {(tile.core.y0 // stride, tile.core.x0 // stride) for tile in segmented}
-    labels = (LabelInfo.instances(wcfg.class_name, [o.label for o in objs]) if instances
-              else LabelInfo.region(wcfg.class_name, wcfg.class_color))
-    levels = build_pyramid(paths.partial, wcfg.pyramid_min_px, plan.scale.working_mpp,
-                           paths.stem, mapping, written, labels)
+    levels = _label_pyramid(paths, plan, segmented, objs, mapping, instances, wcfg)
     timings["pyramid"] = time.perf_counter() - t
     t = time.perf_counter()
-    object_type = "detection" if instances else "annotation"
-    bounds = slide.bounds_xy  # GeoJSON and tables in QuPath's frame
-    objs_qp = [replace(o, polygon=level0_to_qupath(o.polygon, bounds)) for o in objs]
-    collection = feature_collection(objs_qp, object_type, wcfg.class_name, wcfg.class_color,
-                                    plan.scale.slide_mpp)
-    thumb, _ = slide.thumbnail(wcfg.overview_px)
-    tissue_mpp = plan.scale.slide_mpp * slide.dimensions[0] / plan.tissue.tissue.shape[1]
-    tissue_polys = tile_objects(plan.tissue.tissue, None, plan.tissue.tissue.astype(np.float32),
-                                0, (0, 0), Scale(plan.scale.slide_mpp, tissue_mpp), 1.0)
-    table = objects_table(objs_qp, wcfg.class_name, plan.scale.slide_mpp, instances)
-    # the transaction: the previous run.json goes first (its outputs no longer look complete),
-    # then the store, GeoJSON and overview are replaced, and the new run.json comes last
-    paths.run_json.unlink(missing_ok=True)
-    shutil.rmtree(paths.zarr, ignore_errors=True)
-    paths.partial.rename(paths.zarr)
-    write_geojson(paths.geojson, collection)
-    write_geojson(paths.tissue_geojson, tissue_collection([level0_to_qupath(o.polygon, bounds)
-                                                           for o in tissue_polys],
-                                                          [30, 90, 255]))
-    tables = write_objects(paths.objects_csv, table)
-    write_overview(paths.overview, thumb, plan.tissue.tissue,
-                   read_level(paths.zarr, levels - 1) > 0)
+    table, tables, tissue = _write_outputs(slide, plan, paths, objs, instances, wcfg, levels)
     timings["write_outputs"] = time.perf_counter() - t
     for stage, sec in stage_sums.items():
         timings[f"tiles_{stage}"] = sec
     timings["total"] = time.perf_counter() - t_start
-    target_mm2 = float(table["area_um2"].sum()) / 1e6
-    record = {**record, "objects": len(objs), "object_type": object_type,
-              "target_area_mm2": target_mm2,
-              "mean_score": float((table["score"] * table["area_um2"]).sum()
-                                  / max(table["area_um2"].sum(), 1e-9)),
-              "tissue": {"area_mm2": float(plan.tissue.tissue.sum()) * tissue_mpp**2 / 1e6,
-                         "pieces": len(tissue_polys), "geojson": str(paths.tissue_geojson)},
-              "tables": [str(p) for p in tables],
-              "zarr": {"path": str(paths.zarr), "levels": levels,
-                       "level0": "working resolution (working_mpp µm/px)"},
+    record = {**record, **_results(table, tables, tissue, paths, levels, instances),
               "timings_s": timings,
               "cpu_s": cpu[0].record(cpu[1]) if cpu is not None else None}
     record["finished_utc"] = utc_now()
@@ -127,6 +89,76 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     grid = plan.grid
     return SlideSummary(paths.stem, grid.n_grid, len(grid.tiles), len(segmented), len(objs),
                         timings["total"], paths.outputs())
+
+
+def _label_pyramid(paths: OutputPaths, plan: SlidePlan, segmented: list[Tile],
+                   objs: list[TileObject], mapping: dict[int, int], instances: bool,
+                   wcfg: WsiConfig) -> int:
+    """The merged objects' ids in the level-0 chunks the tiles wrote, then the pyramid and its
+    metadata (in the `.partial` store); returns the level count."""
+    stride = plan.grid.stride
+    written = {(tile.core.y0 // stride, tile.core.x0 // stride) for tile in segmented}
+    relabel(open_level0(paths.partial), mapping, written)
+    labels = (LabelInfo.instances(wcfg.class_name, [o.label for o in objs]) if instances
+              else LabelInfo.region(wcfg.class_name, wcfg.class_color))
+    return build_pyramid(paths.partial, wcfg.pyramid_min_px, plan.scale.working_mpp,
+                         paths.stem, written, labels)
+
+
+@dataclass(frozen=True)
+class _Tissue:
+    polygons: list[Any]  # level-0 pixels
+    area_mm2: float
+
+
+def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list[TileObject],
+                   instances: bool, wcfg: WsiConfig, levels: int
+                   ) -> tuple[Any, list[Path], _Tissue]:
+    """The transaction: the previous run.json goes first (its outputs no longer look complete),
+    then the store, GeoJSON, tables and overview are replaced (run.json comes last, after
+    this). Returns the objects table, the table files and the tissue."""
+    object_type = "detection" if instances else "annotation"
+    bounds = slide.bounds_xy  # GeoJSON and tables in QuPath's frame
+    objs_qp = [replace(o, polygon=level0_to_qupath(o.polygon, bounds)) for o in objs]
+    collection = feature_collection(objs_qp, object_type, wcfg.class_name, wcfg.class_color,
+                                    plan.scale.level0)
+    thumb, _ = slide.thumbnail(wcfg.overview_px)
+    tissue = _tissue(slide, plan)
+    table = objects_table(objs_qp, wcfg.class_name, plan.scale.level0, instances)
+    paths.run_json.unlink(missing_ok=True)
+    shutil.rmtree(paths.zarr, ignore_errors=True)
+    paths.partial.rename(paths.zarr)
+    write_geojson(paths.geojson, collection)
+    write_geojson(paths.tissue_geojson, tissue_collection(
+        [level0_to_qupath(poly, bounds) for poly in tissue.polygons], [30, 90, 255]))
+    tables = write_objects(paths.objects_csv, table)
+    write_overview(paths.overview, thumb, plan.tissue.tissue,
+                   read_level(paths.zarr, levels - 1) > 0)
+    return table, tables, tissue
+
+
+def _tissue(slide: Slide, plan: SlidePlan) -> _Tissue:
+    """The detected tissue as level-0 polygons, and its area."""
+    mask = plan.tissue.tissue
+    thumb_scale = Scale(plan.scale.slide_mpp, plan.scale.slide_mpp * slide.dimensions[0]
+                        / mask.shape[1])
+    polys = tile_objects(mask, None, mask.astype(np.float32), 0, (0, 0), thumb_scale, 1.0)
+    return _Tissue([o.polygon for o in polys],
+                   thumb_scale.area_um2(float(mask.sum())) / 1e6)
+
+
+def _results(table: Any, tables: list[Path], tissue: _Tissue, paths: OutputPaths, levels: int,
+             instances: bool) -> dict[str, Any]:
+    """run.json's result fields: objects, their area and score, tissue, tables, store."""
+    area_um2 = table["area_um2"]
+    return {"objects": len(table), "object_type": "detection" if instances else "annotation",
+            "target_area_mm2": float(area_um2.sum()) / 1e6,
+            "mean_score": float((table["score"] * area_um2).sum() / max(area_um2.sum(), 1e-9)),
+            "tissue": {"area_mm2": tissue.area_mm2, "pieces": len(tissue.polygons),
+                       "geojson": str(paths.tissue_geojson)},
+            "tables": [str(p) for p in tables],
+            "zarr": {"path": str(paths.zarr), "levels": levels,
+                     "level0": "working resolution (working_mpp µm/px)"}}
 
 
 _ORDER = ("schema_version", "run_key", "command", "started_utc", "finished_utc", "host",

@@ -9,13 +9,13 @@ from pathlib import Path
 from wsi_sat.config import WsiConfig
 from wsi_sat.errors import ConfigError, SlideReadError
 from wsi_sat.geometry import Scale
-from wsi_sat.io.slide import Slide
+from wsi_sat.io.slide import SLIDE_SUFFIXES, Slide
 from wsi_sat.tiling.batches import batch_slices
 from wsi_sat.tiling.grid import Grid, Tile, make_grid
 from wsi_sat.tiling.tissue import TissueMasks, tissue_masks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     out_dir: Path
     slide_mpp: float | None = None  # level-0 µm/px, overriding (or standing in for) metadata
@@ -74,10 +74,6 @@ class OutputPaths:
         return {"zarr": str(self.zarr), "geojson": str(self.geojson),
                 "run": str(self.run_json), "overview": str(self.overview),
                 "tissue": str(self.tissue_geojson), "objects": str(self.objects_csv)}
-
-
-SLIDE_SUFFIXES = (".ome.tiff", ".ome.tif", ".svs", ".ndpi", ".tiff", ".tif", ".scn", ".mrxs",
-                  ".vms", ".svslide", ".bif", ".dcm")
 
 
 def output_stem(slide_path: Path) -> str:
@@ -160,10 +156,7 @@ def plan_slide(slide: Slide, wcfg: WsiConfig, working: float) -> SlidePlan:
     check_extent(slide.path.name, slide.dimensions, scale, wcfg)
     working_wh = scale.working_size(*slide.dimensions)
     thumb, downsample = slide.thumbnail(wcfg.thumbnail_px)
-    thumb_mpp = slide_mpp * downsample
-    tissue = tissue_masks(thumb, wcfg.tissue_margin_um / thumb_mpp,
-                          wcfg.min_tissue_area_um2 / thumb_mpp**2, wcfg.tissue_min_contrast,
-                          wcfg.tissue_closing_iterations, wcfg.max_hole_um2 / thumb_mpp**2)
+    tissue = tissue_masks(thumb, Scale(slide_mpp, slide_mpp * downsample), wcfg)
     grid = make_grid(working_wh, wcfg.tile_px, wcfg.overlap_px, tissue.tissue,
                      wcfg.min_tissue_fraction)
     return SlidePlan(scale, tissue, grid)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from wsi_sat.config import Config, config_to_dict
 from wsi_sat.io.slide import Slide
-from wsi_sat.pipeline.batch import BatchTask, instance_label_dtype, segment_batch
+from wsi_sat.pipeline.batch import BatchTask, segment_batch
 from wsi_sat.pipeline.coarse import select_tiles
 from wsi_sat.pipeline.finalize import SlideSummary, finalize_slide
 from wsi_sat.pipeline.plan import (
@@ -27,14 +27,15 @@ from wsi_sat.pipeline.plan import (
     plan_slide,
     working_mpp,
 )
-from wsi_sat.pipeline.reference import SlideReference, tile_encode_scale
 from wsi_sat.pipeline.resume import finished, mark_store, prepare
-from wsi_sat.pipeline.signature import run_key
 from wsi_sat.pipeline.survey import Survey, survey_slide
+from wsi_sat.reference import SlideReference
 from wsi_sat.runtime.cpu import CpuAccount
 from wsi_sat.runtime.heap import frozen_heap
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
 from wsi_sat.segmenter import Segmenter
+from wsi_sat.signature import run_key
+from wsi_sat.stitch.labels import instance_label_dtype
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.atomic import writable_dir
 from wsi_sat.writers.lock import output_lock
@@ -49,11 +50,8 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
     on its workers (each loads its models once)."""
     t_start, started = time.perf_counter(), utc_now()
     cpu = CpuAccount(segmenter.engine.encoder_cpu)
-    timings: dict[str, float] = {}
     if segmenter.config != config:  # the run's config decides; the models stay loaded
         segmenter = segmenter.with_config(config)
-    # in this process: lanes over this process's torch threads; Dask workers size their own
-    lanes, threads = local_lanes(config) if client is None else (1, 0)
     paths = OutputPaths(output_stem(slide_path), writable_dir(Path(options.out_dir)))
     # numpy's BLAS on one thread for the whole run, the survey's clustering and decision fit
     # included (see wsi_sat.runtime.threads: its idle workers spin after each call); the
@@ -69,44 +67,64 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
             return SlideSummary(paths.stem, done["tiles"]["grid"], done["tiles"]["tissue"],
                                 done["tiles"]["segmented"], done["objects"], 0.0,
                                 paths.outputs(), skipped=True)
-        t = time.perf_counter()
-        plan = plan_slide(slide, config.wsi, working)
-        timings["tissue"] = time.perf_counter() - t
-        tiles, coarse_info = _select(slide, plan, reference, segmenter, config, timings)
-        t = time.perf_counter()
-        survey = survey_slide(slide, plan, reference.embedding, segmenter, config,
-                              threads if client is None else 0, keep_encodings=client is None,
-                              lanes=lanes if client is None else 1)
-        timings["survey"] = time.perf_counter() - t
-        instances = reference.embedding.calibration.mode == "instances"
-        prepare(paths, key, options.resume)
-        tasks = _tasks(slide_path, plan, tiles, paths, instances, config, threads, key)
-        t = time.perf_counter()
-        ran = _run_batches(tasks, survey, plan, segmenter, client, lanes, options, paths.stem,
-                           len(tiles))
-        timings["segment_wall"] = time.perf_counter() - t
-        unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
-        if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
-            done = len(tiles) - sum(len(x.tiles) for x in unfinished)
-            return SlideSummary(paths.stem, plan.grid.n_grid, len(plan.tiles), done, 0,
-                                time.perf_counter() - t_start)
-        record = _record(slide, plan, tiles, len(tasks), coarse_info, reference, segmenter,
-                         config, options)
-        record["open_set"] = survey.info
-        record.update(run_key=key, started_utc=started)
-        # CPU time is this process's: with Dask workers the tiles ran elsewhere
-        return finalize_slide(slide, plan, paths, tiles, instances, config, record, timings,
-                              t_start, (cpu, ran) if client is None else None)
+        return _segment_slide(slide, working, key, paths, reference, segmenter, options,
+                              client, _Clock(t_start, started, cpu))
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """When the run started (wall and UTC) and its CPU account."""
+
+    t_start: float
+    started_utc: str
+    cpu: CpuAccount
+
+
+def _segment_slide(slide: Slide, working: float, key: str, paths: OutputPaths,
+                   reference: SlideReference, segmenter: Segmenter, options: RunOptions,
+                   client: Any, clock: _Clock) -> SlideSummary:
+    """Plan, (coarse pass), survey, batches, finalize: a slide not yet complete."""
+    config = segmenter.config
+    # in this process: lanes over this process's torch threads; Dask workers size their own
+    lanes, threads = local_lanes(config.runtime) if client is None else (1, 0)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    plan = plan_slide(slide, config.wsi, working)
+    timings["tissue"] = time.perf_counter() - t
+    tiles, coarse_info = _select(slide, plan, reference, segmenter, timings)
+    t = time.perf_counter()
+    survey = survey_slide(slide, plan, reference.embedding, segmenter,
+                          threads if client is None else 0, keep_encodings=client is None,
+                          lanes=lanes if client is None else 1)
+    timings["survey"] = time.perf_counter() - t
+    instances = reference.embedding.calibration.mode == "instances"
+    prepare(paths, key, options.resume)
+    tasks = _tasks(slide.path, plan, tiles, paths, instances, config, threads, key)
+    t = time.perf_counter()
+    ran = _run_batches(tasks, survey, plan, segmenter, client, lanes, options, paths.stem,
+                       len(tiles))
+    timings["segment_wall"] = time.perf_counter() - t
+    unfinished = [x for x in tasks if not Path(x.shard_path).is_file()]
+    if unfinished:  # stopped early (max_batches): leave shards + partial zarr for --resume
+        done = len(tiles) - sum(len(x.tiles) for x in unfinished)
+        return SlideSummary(paths.stem, plan.grid.n_grid, len(plan.tiles), done, 0,
+                            time.perf_counter() - clock.t_start)
+    record = _record(slide, plan, tiles, len(tasks), coarse_info, reference, segmenter,
+                     options)
+    record["open_set"] = survey.info
+    record.update(run_key=key, started_utc=clock.started_utc)
+    # CPU time is this process's: with Dask workers the tiles ran elsewhere
+    return finalize_slide(slide, plan, paths, tiles, instances, config.wsi, record, timings,
+                          clock.t_start, (clock.cpu, ran) if client is None else None)
 
 
 def _select(slide: Slide, plan: SlidePlan, reference: SlideReference, segmenter: Segmenter,
-            config: Config, timings: dict[str, float]) -> tuple[list[Tile], dict[str, Any]]:
+            timings: dict[str, float]) -> tuple[list[Tile], dict[str, Any]]:
     """The tiles to segment: every tissue tile, or those the coarse pass selects."""
-    wcfg = config.wsi
+    wcfg = segmenter.config.wsi
     if reference.coarse is None or wcfg.coarse_downsample <= 1 or not plan.tiles:
         return plan.tiles, {"enabled": False}
-    sel = select_tiles(segmenter, reference.coarse, slide, plan.scale, plan.tissue, plan.grid,
-                       wcfg, tile_encode_scale(segmenter, config))
+    sel = select_tiles(segmenter, reference.coarse, slide, plan, wcfg)
     timings["coarse"] = sel.seconds
     return sel.tiles, {"enabled": True, "downsample": wcfg.coarse_downsample,
                        "coarse_tiles": sel.coarse_tiles, "selected": len(sel.tiles)}
@@ -120,9 +138,10 @@ def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPa
     dtype = instance_label_dtype(plan.grid.n_grid) if instances else "uint8"
     create_level0(paths.partial, plan.grid.working_size, plan.grid.stride, dtype)
     mark_store(paths.partial, key)
-    return [BatchTask(b, str(slide_path), plan.scale.slide_mpp, plan.scale.working_mpp,
-                      batch, config.wsi.tile_px, plan.grid.working_size, str(paths.partial),
-                      str(paths.shard(b)), instances, config, threads, dtype, key)
+    return [BatchTask(batch=b, tiles=batch, slide_path=str(slide_path), scale=plan.scale,
+                      working_size=plan.grid.working_size, zarr_path=str(paths.partial),
+                      shard_path=str(paths.shard(b)), instances=instances, label_dtype=dtype,
+                      config=config, threads=threads, run_key=key)
             for b, batch in enumerate(plan_batches(tiles, config.wsi.batch_tiles))]
 
 
@@ -161,9 +180,9 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
 
 def _record(slide: Slide, plan: SlidePlan, tiles: list[Tile], n_batches: int,
             coarse_info: dict[str, Any], reference: SlideReference, segmenter: Segmenter,
-            config: Config, options: RunOptions) -> dict[str, Any]:
+            options: RunOptions) -> dict[str, Any]:
     """run.json before the final step (finalize adds objects, the store and the timings)."""
-    scale, grid = plan.scale, plan.grid
+    scale, grid, config = plan.scale, plan.grid, segmenter.config
     return {
         **run_context(str(segmenter.engine.device)),
         "slide": {"path": str(slide.path), "level0_size": list(slide.dimensions),

@@ -14,12 +14,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 
-from wsi_sat.config import Config
+from wsi_sat.config import RuntimeConfig
 from wsi_sat.runtime.threads import cpu_share
+from wsi_sat.sat.engine import ONE_THREAD, Workers
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,19 +42,19 @@ def worker_lanes() -> int | None:
         return None
 
 
-def lane_threads(config: Config, lanes: int, cores: int = 0) -> int:
+def lane_threads(rcfg: RuntimeConfig, lanes: int, cores: int = 0) -> int:
     """torch CPU threads of one lane: `runtime.threads` (else `cores`, else this worker's
     share) split evenly between the lanes, for the whole run (a lane that took more cores
     whenever the others paused would oversubscribe them as soon as they resumed)."""
-    return max(1, (config.runtime.threads or cores or cpu_share()) // max(1, lanes))
+    return max(1, (rcfg.threads or cores or cpu_share()) // max(1, lanes))
 
 
-def local_lanes(config: Config) -> tuple[int, int]:
+def local_lanes(rcfg: RuntimeConfig) -> tuple[int, int]:
     """Lanes of a run in this process and torch CPU threads per lane, over this thread's torch
     threads (or `runtime.threads`)."""
     cores = torch.get_num_threads()
-    lanes = resolve_lanes(config.runtime.lanes, config.runtime.threads or cores)
-    return lanes, lane_threads(config, lanes, cores)
+    lanes = resolve_lanes(rcfg.lanes, rcfg.threads or cores)
+    return lanes, lane_threads(rcfg, lanes, cores)
 
 
 def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int,
@@ -79,3 +81,14 @@ def run_in_lanes(fn: Callable[[T], R], items: Iterable[T], lanes: int,
                 future.cancel()
             if pending and cancel is not None:
                 cancel.set()
+
+
+@contextmanager
+def lent_threads(count: int, name: str = "wsi-sat-work") -> Iterator[Workers]:
+    """`count` threads lent to the method (`wsi_sat.sat.engine.Workers`) while inside; one or
+    fewer: the calling thread alone."""
+    if count <= 1:
+        yield ONE_THREAD
+        return
+    with ThreadPoolExecutor(count, thread_name_prefix=name) as pool:
+        yield Workers(count, pool.map)

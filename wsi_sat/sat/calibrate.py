@@ -14,9 +14,9 @@ import logging
 
 import numpy as np
 
-from wsi_sat.config import SatConfig
-from wsi_sat.models.sam import SamEngine
+from wsi_sat.config import DecodeMode, SatConfig
 from wsi_sat.sat.decode import map_probability
+from wsi_sat.sat.engine import ONE_THREAD, Engine, Workers
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.metrics import dice
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def leave_out_match(view: ReferenceView, ref: ReferenceEmbedding, cfg: SatConfig,
-                    whole_reference: bool = False) -> tuple[np.ndarray, MatchResult]:
+                    whole_reference: bool = False, *, workers: Workers = ONE_THREAD
+                    ) -> tuple[np.ndarray, MatchResult]:
     """Match a reference view to the bank, leaving out bank patches near each query patch
     (`whole_reference`: every patch of the view's own reference, with
     sat.calibration.across_references)."""
@@ -40,7 +41,8 @@ def leave_out_match(view: ReferenceView, ref: ReferenceEmbedding, cfg: SatConfig
     if whole_reference:
         radius = np.inf
     exclude = (qxy, np.full(gh * gw, view.ref_id, np.int32), ref.pos_xy, ref.ref_ids, radius)
-    return feats, match(feats, ref.bank, ref.labels, cfg.matching.top_k, exclude=exclude)
+    return feats, match(feats, ref.bank, ref.labels, cfg.matching.top_k, exclude=exclude,
+                        workers=workers)
 
 
 def choose_threshold(margins: list[np.ndarray], masks: list[np.ndarray],
@@ -101,16 +103,16 @@ def _pixel_margins(views: list[ReferenceView], matched: list[tuple[np.ndarray, M
     ]
 
 
-def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEngine,
-              cfg: SatConfig) -> ReferenceEmbedding:
+def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engine,
+              cfg: SatConfig, workers: Workers = ONE_THREAD) -> ReferenceEmbedding:
     """Return `ref` with the calibrated threshold, mode, open threshold and (optional) pixel
     model. Negative-example views count against the threshold (their pixels called target);
-    the rest is judged on the reference views."""
+    the rest is judged on the reference views. `workers`: the caller's threads."""
     open_thr = open_threshold(ref, cfg.open_set, cfg.matching.top_k)
     negative_views = [v for v in views if v.negative]
     views = [v for v in views if not v.negative]
     across = cfg.calibration.across_references and len({v.ref_id for v in views}) >= 2
-    matched = [leave_out_match(v, ref, cfg, across) for v in views]
+    matched = [leave_out_match(v, ref, cfg, across, workers=workers) for v in views]
     margins = _pixel_margins(views, matched)
     masks = [v.mask for v in views]
     if not cfg.calibration.enabled:
@@ -118,8 +120,8 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
         mode = "union" if cfg.decode.mode == "auto" else cfg.decode.mode
         return ref.with_calibration(Calibration(thr, mode, False, {}, open_thr), None)
 
-    negative_margins = _pixel_margins(negative_views,
-                                      [leave_out_match(v, ref, cfg) for v in negative_views])
+    negative_margins = _pixel_margins(
+        negative_views, [leave_out_match(v, ref, cfg, workers=workers) for v in negative_views])
     thr, thr_dice = choose_threshold(margins, masks, cfg.calibration.thresholds,
                                      negative_margins, [v.mask for v in negative_views],
                                      cfg.calibration.negative_weight)
@@ -140,28 +142,35 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: SamEn
         if pix_dice >= plain_dice + cfg.calibration.pixel_min_gain:
             pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
                                           cfg.pixel, cfg.seed)
-
-    modes = ["map", "union", "instances"] if cfg.decode.mode == "auto" else [cfg.decode.mode]
-    if len(modes) > 1:
-        judged = originals + [i for i in range(len(views)) if i not in originals][:1]
-        for mode in modes:
-            vals = []
-            # instances mode decodes once per point: judge it on the originals only (cost)
-            for i in originals if mode == "instances" else judged:
-                v = views[i]
-                feats, res = matched[i]
-                prob = map_probability(margins[i], thr,
-                                       cfg.decode.map_temperature).astype(np.float32)
-                pred = predict(engine, v.encoded, v.image, v.grid, feats, res, thr, mode, None,
-                               cfg, prob=prob)
-                vals.append(dice(pred.mask, v.mask))
-            scores[f"mode_{mode}_dice"] = float(np.mean(vals))
-        if pixel_model is not None:  # judged on held-out halves, not on its own training pixels
-            scores["mode_map_dice"] += scores["pixel_halves_dice"] - scores["map_halves_dice"]
-        mode = max(modes, key=lambda m: scores[f"mode_{m}_dice"])
-    else:
-        mode = modes[0]
+    mode = _choose_mode(views, matched, margins, originals, thr, engine, cfg, scores,
+                        pixel_model is not None)
     log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
              pixel_model is not None, {k: round(v, 3) for k, v in scores.items()})
     return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores,
                                             open_thr), pixel_model)
+
+
+def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, MatchResult]],
+                 margins: list[np.ndarray], originals: list[int], thr: float, engine: Engine,
+                 cfg: SatConfig, scores: dict[str, float], pixel: bool) -> DecodeMode:
+    """The decoding mode that reproduces the reference views best (`sat.decode.mode` auto),
+    its Dice per mode added to `scores`."""
+    modes: list[DecodeMode] = (["map", "union", "instances"] if cfg.decode.mode == "auto"
+                               else [cfg.decode.mode])
+    if len(modes) == 1:
+        return modes[0]
+    judged = originals + [i for i in range(len(views)) if i not in originals][:1]
+    for mode in modes:
+        vals = []
+        # instances mode decodes once per point: judge it on the originals only (cost)
+        for i in originals if mode == "instances" else judged:
+            v = views[i]
+            feats, res = matched[i]
+            prob = map_probability(margins[i], thr, cfg.decode.map_temperature).astype(np.float32)
+            pred = predict(engine, v.encoded, v.image, v.grid, feats, res, thr, mode, None,
+                           cfg, prob=prob)
+            vals.append(dice(pred.mask, v.mask))
+        scores[f"mode_{mode}_dice"] = float(np.mean(vals))
+    if pixel:  # judged on held-out halves, not on its own training pixels
+        scores["mode_map_dice"] += scores["pixel_halves_dice"] - scores["map_halves_dice"]
+    return max(modes, key=lambda m: scores[f"mode_{m}_dice"])

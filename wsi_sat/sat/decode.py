@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsi_sat.config import DecodeConfig
-from wsi_sat.models.sam import Encoded, SamEngine
+from wsi_sat.sat.engine import Encoding, Engine
 from wsi_sat.sat.prompts import Prompts
 
 
@@ -21,7 +21,7 @@ def _points(prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
     return xy, labels
 
 
-def decode_union(engine: SamEngine, enc: Encoded, prompts: Prompts,
+def decode_union(engine: Engine, enc: Encoding, prompts: Prompts,
                  map_prob: np.ndarray | None, cfg: DecodeConfig) -> np.ndarray:
     """One mask (original size, bool) from all points at once."""
     xy, labels = _points(prompts)
@@ -49,7 +49,7 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
     return np.asarray(kept, dtype=np.int64)
 
 
-def decode_instances(engine: SamEngine, enc: Encoded, prompts: Prompts, map_fg: np.ndarray,
+def decode_instances(engine: Engine, enc: Encoding, prompts: Prompts, map_fg: np.ndarray,
                      cfg: DecodeConfig) -> np.ndarray:
     """Label image (original size, int32, 0 = background) from one decode per positive point.
 

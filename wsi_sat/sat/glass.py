@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 
 from wsi_sat.config import WsiConfig
-from wsi_sat.geometry import take_sorted
+from wsi_sat.geometry import Scale, take_sorted
 from wsi_sat.morphology import grow
 from wsi_sat.sat.patches import mask_fraction
 
 
 def glass_pixels(image: np.ndarray, glass_rgb: tuple[float, float, float],
-                 max_distance: float, block_px: int = 2) -> np.ndarray:
+                 max_distance: float, block_px: int) -> np.ndarray:
     """(H, W) bool: pixels whose `block_px` x `block_px` block's mean colour lies within
     `max_distance` (RGB) of the slide's glass colour (the block mean smooths the scanner's noise
     like a 3x3 mean, and a 1024² tile takes ~5 ms instead of ~100 ms pixel by pixel)."""
@@ -80,7 +80,7 @@ def anchored_target(pred: np.ndarray, tissue_px: np.ndarray, near_tissue: np.nda
 
 def keep_on_tissue(pred: np.ndarray, image: np.ndarray, tissue: np.ndarray,
                    near_tissue: np.ndarray, glass_rgb: tuple[float, float, float],
-                   patch_hw: tuple[float, float], wcfg: WsiConfig, working_mpp: float
+                   patch_hw: tuple[float, float], wcfg: WsiConfig, scale: Scale
                    ) -> np.ndarray:
     """A tile's prediction kept where it is anchored on the tile's tissue-coloured pixels
     (`wsi.glass_max_distance` from the slide's glass colour) and near tissue (`tissue`,
@@ -88,5 +88,5 @@ def keep_on_tissue(pred: np.ndarray, image: np.ndarray, tissue: np.ndarray,
     tissue_px = tissue & ~glass_pixels(image, glass_rgb, wcfg.glass_max_distance,
                                        wcfg.glass_block_px)
     return anchored_target(pred, tissue_px, near_tissue, patch_hw,
-                           wcfg.tissue_margin_um / working_mpp, wcfg.anchor_min_tissue_fraction,
+                           scale.px(wcfg.tissue_margin_um), wcfg.anchor_min_tissue_fraction,
                            wcfg.morphology_block_px)

@@ -9,12 +9,13 @@ class it was voted for; foreground votes that fail the cycle are hard negatives.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 import torch
+
+from wsi_sat.sat.engine import ONE_THREAD, Workers
 
 _CHUNK = 4096  # query patches per similarity block (a 1024-px tile: 4096)
 
@@ -77,21 +78,17 @@ def _topk_mean(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return top.mean(dim=1), top[:, 0]
 
 
-def _similarity(q: np.ndarray, bank_t: np.ndarray) -> np.ndarray:
-    """q @ bank_t by numpy's BLAS, rows split over torch's intra-op thread count: inside the
-    per-image SAT numpy's BLAS is held to one thread (see `Segmenter`), and this product is
-    its one large call (a 1024-px tile: 4096 x ~4000 x ~270)."""
+def _similarity(q: np.ndarray, bank_t: np.ndarray, workers: Workers) -> np.ndarray:
+    """q @ bank_t by numpy's BLAS, rows split over the caller's threads: inside the per-image
+    SAT numpy's BLAS is held to one thread (see `Segmenter`), and this product is its one large
+    call (a 1024-px tile: 4096 x ~4000 x ~270)."""
     out = np.empty((q.shape[0], bank_t.shape[1]), dtype=np.float32)
-    parts = max(1, min(torch.get_num_threads(), q.shape[0] // 512))
+    parts = max(1, min(workers.count, q.shape[0] // 512))
     if parts == 1:
         return np.matmul(q, bank_t, out=out)
     cuts = np.linspace(0, q.shape[0], parts + 1).round().astype(int)
-    with ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="wsi-sat-sim") as pool:
-        rest = [pool.submit(np.matmul, q[a:b], bank_t, out=out[a:b])
-                for a, b in pairwise(cuts[1:])]
-        np.matmul(q[: cuts[1]], bank_t, out=out[: cuts[1]])
-        for f in rest:
-            f.result()
+    list(workers.map(lambda ab: np.matmul(q[ab[0]:ab[1]], bank_t, out=out[ab[0]:ab[1]]),
+                     pairwise(cuts)))
     return out
 
 
@@ -114,6 +111,7 @@ def match(
     *,
     exclude: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None,
     votes: bool = True,
+    workers: Workers = ONE_THREAD,
 ) -> MatchResult:
     """Match query patches (N, D) to a labelled bank (M, D); both unit-norm.
 
@@ -121,7 +119,8 @@ def match(
     reference within `radius` of the query are ignored (self-calibration on the reference).
     votes=False skips the reference → target votes (the similarity matrix's column maxima, a
     quarter of the matching's time): the map decoding mode uses only the margin; prompts need
-    the votes and refuse a result without them.
+    the votes and refuse a result without them. `workers`: the caller's threads for the
+    similarity product.
     """
     order = np.argsort(bank_labels, kind="stable")  # background block, then foreground block
     if exclude is not None:
@@ -141,7 +140,7 @@ def match(
     best_q_idx = torch.zeros(b.shape[0], dtype=torch.int64)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        sim = torch.from_numpy(_similarity(q[start:stop], b.T))
+        sim = torch.from_numpy(_similarity(q[start:stop], b.T, workers))
         if exclude is not None:
             qxy, qref, bxy, bref, radius = exclude
             d2 = torch.cdist(torch.from_numpy(qxy[start:stop]).float(), torch.from_numpy(bxy).float())

@@ -28,13 +28,13 @@ docs/benchmarks.md.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 
 from wsi_sat.config import MatchingConfig, OpenSetConfig
 from wsi_sat.sat.clustering import kmeans_labels
+from wsi_sat.sat.engine import ONE_THREAD, Workers
 from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.sat.transduce import LinearDecision, confident, fit_decision
 
@@ -78,7 +78,7 @@ def open_threshold(ref: ReferenceEmbedding, cfg: OpenSetConfig, top_k: int) -> f
 
 def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
                      threshold: float, open_thr: float, cfg: OpenSetConfig, seed: int,
-                     workers: int = 1) -> tuple[np.ndarray, dict[str, float]]:
+                     workers: Workers = ONE_THREAD) -> tuple[np.ndarray, dict[str, float]]:
     """Indices of survey patches that are tissue the reference never showed, and a summary.
 
     feats (N, D) fused features of the slide's surveyed tissue patches, their top-k
@@ -87,7 +87,7 @@ def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
     partition puts it in a never-shown cluster: one partition alone decides clusters near the
     boundary by chance (on the sparse benchmark one reference's false-positive fraction moved
     from 0.05 to 0.19 with the seed; the union keeps it within 0.03-0.05). The restarts run
-    on `workers` threads (the same partitions in any order)."""
+    on the caller's `workers` (the same partitions in any order)."""
     n = len(feats)
     k = min(cfg.clusters, n // max(1, cfg.min_cluster_patches))
     if k < 2:
@@ -96,8 +96,7 @@ def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
     novel_any = np.zeros(n, bool)
     n_novel = []
     # the restarts side by side (scipy's vq releases the GIL), partitions in seed order
-    with ThreadPoolExecutor(max(1, min(workers, cfg.restarts))) as pool:
-        partitions = list(pool.map(lambda r: kmeans_labels(x, k, seed + r), range(cfg.restarts)))
+    partitions = list(workers.map(lambda r: kmeans_labels(x, k, seed + r), range(cfg.restarts)))
     for labels in partitions:
         novel = []
         for c in range(k):

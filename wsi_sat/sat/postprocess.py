@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from wsi_sat.config import PostprocessConfig
+from wsi_sat.geometry import Scale
 from wsi_sat.morphology import large_components
 
 
 def min_area_px(cfg: PostprocessConfig, mpp: float | None) -> int:
     """Smallest kept object / hole in pixels: µm² converted when the pixel size is known."""
     if cfg.min_area_um2 is not None and mpp:
-        return int(round(cfg.min_area_um2 / (mpp * mpp)))
+        return int(round(Scale(mpp, mpp).area_px(cfg.min_area_um2)))
     return cfg.min_area_px
 
 

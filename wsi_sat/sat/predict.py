@@ -8,9 +8,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from wsi_sat.config import DecodeMode, SatConfig
-from wsi_sat.models.features import PatchGrid
-from wsi_sat.models.sam import Encoded, SamEngine
 from wsi_sat.sat.decode import decode_instances, decode_union, map_probability
+from wsi_sat.sat.engine import Encoding, Engine, PatchGrid
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult
 from wsi_sat.sat.pixel import pixel_features, predict_pixels
@@ -50,14 +49,14 @@ def map_prob(image: np.ndarray, grid: PatchGrid, result: MatchResult, threshold:
 
 
 def make_prompts(grid: PatchGrid, feats: np.ndarray, result: MatchResult, threshold: float,
-                 enc: Encoded, cfg: SatConfig, instances: bool = False) -> Prompts:
+                 enc: Encoding, cfg: SatConfig, instances: bool = False) -> Prompts:
     cand = feature_space(result, feats, threshold, cfg.prompts, cfg.matching.cycle, cfg.seed)
     return physical_space(grid.centres_xy(), cand, cfg.prompts, 1.0 / enc.scale, instances)
 
 
 def predict(
-    engine: SamEngine,
-    enc: Encoded,
+    engine: Engine,
+    enc: Encoding,
     image: np.ndarray,
     grid: PatchGrid,
     feats: np.ndarray,

@@ -7,9 +7,8 @@ import numpy as np
 
 from wsi_sat.config import SatConfig
 from wsi_sat.errors import ReferenceError
-from wsi_sat.models.features import FeatureBackbone
-from wsi_sat.models.sam import SamEngine
 from wsi_sat.sat.calibrate import calibrate
+from wsi_sat.sat.engine import ONE_THREAD, Backbone, Engine, Workers
 from wsi_sat.sat.reference import (
     ReferenceEmbedding,
     ReferenceView,
@@ -21,7 +20,7 @@ from wsi_sat.sat.reference import (
 from wsi_sat.sat.views import standard_views
 
 
-def encode_views(engine: SamEngine, backbone: FeatureBackbone,
+def encode_views(engine: Engine, backbone: Backbone,
                  references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
                  cfg: SatConfig, encode_scale: float | None = None,
                  negatives: list[tuple[np.ndarray, np.ndarray]] = ()) -> list[ReferenceView]:
@@ -44,13 +43,13 @@ def encode_views(engine: SamEngine, backbone: FeatureBackbone,
     return views
 
 
-def prepare_embedding(engine: SamEngine, backbone: FeatureBackbone,
+def prepare_embedding(engine: Engine, backbone: Backbone,
                       references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
-                      cfg: SatConfig, encode_scale: float | None = None,
-                      negatives: list[tuple[np.ndarray, np.ndarray]] = ()
-                      ) -> ReferenceEmbedding:
+                      cfg: SatConfig, *, encode_scale: float | None = None,
+                      negatives: list[tuple[np.ndarray, np.ndarray]] = (),
+                      workers: Workers = ONE_THREAD) -> ReferenceEmbedding:
     """Encode every reference (and its views) and negative example, build the bank,
-    self-calibrate.
+    self-calibrate (on the caller's `workers`).
 
     `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do so
     that reference and tiles are seen at one scale; None = longest side to the input."""
@@ -62,4 +61,4 @@ def prepare_embedding(engine: SamEngine, backbone: FeatureBackbone,
             "the reference mask leaves no whole patch of foreground or of background; "
             "use a larger reference region or lower sat.reference.fg_min_fraction"
         )
-    return calibrate(views, bank, engine, cfg)
+    return calibrate(views, bank, engine, cfg, workers)

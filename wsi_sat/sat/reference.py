@@ -13,7 +13,7 @@ import numpy as np
 
 from wsi_sat.config import DecodeMode, ReferenceConfig
 from wsi_sat.errors import ReferenceError
-from wsi_sat.models.features import PatchGrid
+from wsi_sat.sat.engine import PatchGrid
 from wsi_sat.sat.matching import fuse
 from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.transduce import LinearDecision
@@ -32,7 +32,7 @@ class ReferenceView:
     grid: PatchGrid
     colour: np.ndarray  # (gh, gw, C) patch colour features
     fraction: np.ndarray  # (gh, gw) mask coverage
-    encoded: object = None  # the SAM `Encoded` of this view, for decoding during calibration
+    encoded: object = None  # the SAM `Encoding` of this view, for decoding during calibration
     negative: bool = False
 
 

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from wsi_sat.config import SatConfig
-from wsi_sat.models.features import PatchGrid
-from wsi_sat.models.sam import Encoded, SamEngine
 from wsi_sat.sat.device_map import decision_probability, fits_device_map
+from wsi_sat.sat.engine import ONE_THREAD, Encoding, Engine, PatchGrid, Workers
 from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.postprocess import clean_labels, clean_mask
@@ -33,36 +32,20 @@ class SegmentResult:
     patch_hw: tuple[float, float] = (16.0, 16.0)  # the feature grid's patch, in image pixels
 
 
-def segment_image(engine: SamEngine, enc: Encoded, image: np.ndarray, grid: PatchGrid,
-                  reference: ReferenceEmbedding, cfg: SatConfig, mpp: float | None = None,
-                  tissue: np.ndarray | None = None, timings: dict[str, float] | None = None
-                  ) -> SegmentResult:
+def segment_image(engine: Engine, enc: Encoding, image: np.ndarray, grid: PatchGrid,
+                  reference: ReferenceEmbedding, cfg: SatConfig, *, mpp: float | None = None,
+                  tissue: np.ndarray | None = None, timings: dict[str, float] | None = None,
+                  workers: Workers = ONE_THREAD) -> SegmentResult:
     """Segment one encoded image like the reference. With a slide's decision
     (`reference.decision`) every patch is scored by it; otherwise the self-training is fitted
     on this image, and `tissue` ((H, W) bool) limits it to patches that are mostly tissue.
     Predictions are not masked here. `timings` (stage → seconds) is filled and returned with
-    the result."""
+    the result; `workers` are the caller's threads for the matching."""
     timings = {} if timings is None else timings
     cal = reference.calibration
     t = time.perf_counter()
-    colour = patch_colour(image, grid.grid_hw, grid.patch_hw)
-    feats = reference.features(grid, colour)
-    if reference.decision is not None:  # a slide's decision is the margin
-        margin = reference.decision.margin(feats)
-        if cal.mode == "map":  # which is all the map mode reads: no matching
-            result = MatchResult.margin_only(margin)
-        else:  # prompts read the votes and the backward labels
-            result = replace(match(feats, reference.bank, reference.labels, cfg.matching.top_k),
-                             margin=margin)
-    else:
-        # map mode decodes the margin alone: the votes (prompts only) are not computed
-        result = match(feats, reference.bank, reference.labels, cfg.matching.top_k,
-                       votes=cal.mode != "map")
-        valid = None
-        if tissue is not None:
-            valid = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
-                     >= cfg.matching.self_train_min_tissue)
-        result = refine_match(result, feats, cal.threshold, cfg, valid)
+    feats = reference.features(grid, patch_colour(image, grid.grid_hw, grid.patch_hw))
+    result = _scored(feats, grid, reference, cfg, tissue, workers)
     timings["match"] = time.perf_counter() - t
     t = time.perf_counter()
     pred: Prediction = predict(engine, enc, image, grid, feats, result, cal.threshold, cal.mode,
@@ -81,18 +64,40 @@ def segment_image(engine: SamEngine, enc: Encoded, image: np.ndarray, grid: Patc
                          grid.patch_hw)
 
 
+def _scored(feats: np.ndarray, grid: PatchGrid, reference: ReferenceEmbedding, cfg: SatConfig,
+            tissue: np.ndarray | None, workers: Workers) -> MatchResult:
+    """The image's patches matched and scored: by the slide's decision when there is one, else
+    by the self-training fitted on this image's (tissue) patches."""
+    cal = reference.calibration
+    if reference.decision is not None:  # a slide's decision is the margin
+        margin = reference.decision.margin(feats)
+        if cal.mode == "map":  # which is all the map mode reads: no matching
+            return MatchResult.margin_only(margin)
+        # prompts read the votes and the backward labels
+        return replace(match(feats, reference.bank, reference.labels, cfg.matching.top_k,
+                             workers=workers), margin=margin)
+    # map mode decodes the margin alone: the votes (prompts only) are not computed
+    result = match(feats, reference.bank, reference.labels, cfg.matching.top_k,
+                   votes=cal.mode != "map", workers=workers)
+    valid = None
+    if tissue is not None:
+        valid = (mask_fraction(tissue, grid.grid_hw, grid.patch_hw).ravel()
+                 >= cfg.matching.self_train_min_tissue)
+    return refine_match(result, feats, cal.threshold, cfg, valid)
+
+
 SAM_STRIDE_PX = 16  # encoder-input pixels per SAM embedding cell
 
 
-def device_patch_px(enc: Encoded) -> int | None:
+def device_patch_px(enc: Encoding) -> int | None:
     """Image pixels per embedding cell when whole pixels tile it (tiles), else None."""
     patch = SAM_STRIDE_PX / enc.scale
     return int(patch) if float(patch).is_integer() else None
 
 
-def decided_maps_fit(encoded: list[Encoded], images: list[np.ndarray],
+def decided_maps_fit(encoded: list[Encoding], images: list[np.ndarray],
                      reference: ReferenceEmbedding, backbone: str) -> bool:
-    """Whether `segment_decided_maps` segments this batch (see `fits_device_map`)."""
+    """Whether `decided_maps` segments this batch (see `fits_device_map`)."""
     if not encoded or len({im.shape for im in images}) != 1:
         return False
     patch = device_patch_px(encoded[0])
@@ -101,17 +106,20 @@ def decided_maps_fit(encoded: list[Encoded], images: list[np.ndarray],
                         patch)
 
 
-def decided_probabilities(encoded: list[Encoded], images: list[np.ndarray],
-                          reference: ReferenceEmbedding, cfg: SatConfig) -> np.ndarray:
+def decided_maps(encoded: list[Encoding], images: list[np.ndarray],
+                 reference: ReferenceEmbedding, cfg: SatConfig) -> tuple[np.ndarray, int]:
     """(B, H, W) float32 probabilities of a batch of same-sized tiles in the map mode under a
-    slide's decision, computed on the encoder's device (wsi_sat.sat.device_map)."""
+    slide's decision, computed on the encoder's device (wsi_sat.sat.device_map), and the image
+    pixels per embedding cell. Each, through `decided_result`, equals `segment_image` within
+    float32 rounding (tested). Only for batches that `decided_maps_fit`."""
     patch = device_patch_px(encoded[0])
-    assert patch is not None
+    if patch is None:
+        raise ValueError("decided_maps: the batch does not fit the device map")
     gh, gw = (-(-images[0].shape[0] // patch), -(-images[0].shape[1] // patch))
     emb = torch.stack([e.embedding[:, :gh, :gw] for e in encoded])
     pixels = torch.from_numpy(np.stack(images)).to(emb.device)
-    return decision_probability(emb, pixels, reference, patch,
-                                cfg.decode.map_temperature).cpu().numpy()
+    prob = decision_probability(emb, pixels, reference, patch, cfg.decode.map_temperature)
+    return prob.cpu().numpy(), patch
 
 
 def decided_result(prob: np.ndarray, patch_px: int, cfg: SatConfig, mpp: float | None,
@@ -122,17 +130,3 @@ def decided_result(prob: np.ndarray, patch_px: int, cfg: SatConfig, mpp: float |
     mask = clean_mask(prob > 0.5, cfg.postprocess, mpp)
     stages = {**timings, "postprocess": time.perf_counter() - t}
     return SegmentResult(mask, None, prob, "map", 0, 0, stages, (float(patch_px),) * 2)
-
-
-def segment_decided_maps(encoded: list[Encoded], images: list[np.ndarray],
-                         reference: ReferenceEmbedding, cfg: SatConfig, mpp: float | None,
-                         timings: dict[str, float]) -> list[SegmentResult]:
-    """A batch of same-sized tiles in the map mode under a slide's decision: the map on the
-    encoder's device, then clean-up per tile. Equal to `segment_image` on each within float32
-    rounding (tested). `timings` (shared stages such as the encoder's, per tile) is copied into
-    each result."""
-    t = time.perf_counter()
-    prob = decided_probabilities(encoded, images, reference, cfg)
-    stages = {**timings, "match": (time.perf_counter() - t) / len(images)}
-    patch = device_patch_px(encoded[0]) or SAM_STRIDE_PX
-    return [decided_result(p, patch, cfg, mpp, stages) for p in prob]

@@ -54,7 +54,7 @@ class View:
         return pts
 
 
-def standard_views(hw: tuple[int, int], augment: bool, scale: float = 0.75) -> list[View]:
+def standard_views(hw: tuple[int, int], augment: bool, scale: float) -> list[View]:
     """The original and, with `augment`, three copies that differ in geometry and scale (the
     last one rescaled by `scale`)."""
     views = [View("original", original_hw=hw)]

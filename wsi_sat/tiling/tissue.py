@@ -18,17 +18,20 @@ import cv2
 import numpy as np
 from skimage.filters import threshold_otsu
 
-from wsi_sat.geometry import mask_on_box
+from wsi_sat.config import WsiConfig
+from wsi_sat.geometry import Scale, mask_on_box
 from wsi_sat.morphology import closing, fill_holes, grow, large_components
 from wsi_sat.tiling.grid import Tile
 
 
-def tissue_mask(thumb: np.ndarray, min_area_px: float = 4.0, min_distance: float = 12.0,
-                closing_iterations: int = 2, max_hole_px: float | None = None) -> np.ndarray:
+def tissue_mask(thumb: np.ndarray, wcfg: WsiConfig, *, min_area_px: float,
+                max_hole_px: float | None = None) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail; pieces under `min_area_px` thumbnail pixels
-    (the caller converts a physical area) are dropped. `min_distance` is the least colour
-    distance from the glass that counts as tissue (when above the Otsu threshold); holes up
-    to `max_hole_px` (None: all) are filled."""
+    (the caller converts a physical area) are dropped. `wsi.tissue_min_contrast` is the least
+    colour distance from the glass that counts as tissue (when above the Otsu threshold),
+    `wsi.tissue_closing_iterations` the closing; holes up to `max_hole_px` (None: all) are
+    filled."""
+    min_distance, closing_iterations = wcfg.tissue_min_contrast, wcfg.tissue_closing_iterations
     # 3x3 mean per channel, mirrored border (scipy's uniform_filter 'reflect')
     img = cv2.blur(np.ascontiguousarray(thumb, dtype=np.float32), (3, 3),
                    borderType=cv2.BORDER_REFLECT)
@@ -70,13 +73,14 @@ def glass_colour(thumb: np.ndarray, tissue: np.ndarray) -> tuple[float, float, f
     return r, g, b
 
 
-def tissue_masks(thumb: np.ndarray, margin_px: float, min_area_px: float = 4.0,
-                 min_distance: float = 12.0, closing_iterations: int = 2,
-                 max_hole_px: float | None = None) -> TissueMasks:
-    """Tissue (pieces of at least `min_area_px`, holes up to `max_hole_px` filled), tissue
-    grown by `margin_px` (thumbnail pixels) and the glass colour."""
-    tissue = tissue_mask(thumb, min_area_px, min_distance, closing_iterations, max_hole_px)
-    return TissueMasks(tissue, grow(tissue, margin_px), glass_colour(thumb, tissue))
+def tissue_masks(thumb: np.ndarray, thumb_scale: Scale, wcfg: WsiConfig) -> TissueMasks:
+    """Tissue of a thumbnail whose pixels are `thumb_scale`'s working pixels (pieces of at
+    least `wsi.min_tissue_area_um2`, holes up to `wsi.max_hole_um2` filled), the tissue grown by
+    `wsi.tissue_margin_um`, and the glass colour."""
+    tissue = tissue_mask(thumb, wcfg, min_area_px=thumb_scale.area_px(wcfg.min_tissue_area_um2),
+                         max_hole_px=thumb_scale.area_px(wcfg.max_hole_um2))
+    return TissueMasks(tissue, grow(tissue, thumb_scale.px(wcfg.tissue_margin_um)),
+                       glass_colour(thumb, tissue))
 
 
 def tile_mask(tissue: np.ndarray, tile: Tile, working_size: tuple[int, int]) -> np.ndarray:

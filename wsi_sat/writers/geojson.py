@@ -18,6 +18,7 @@ import orjson
 import shapely
 from shapely.geometry.polygon import orient
 
+from wsi_sat.geometry import Scale
 from wsi_sat.stitch.polygons import TileObject
 from wsi_sat.writers.atomic import write_atomic
 
@@ -54,7 +55,9 @@ def _ring_coordinates(polys: list) -> list[list[np.ndarray]]:
 
 
 def feature_collection(objs: list[TileObject], object_type: str, class_name: str,
-                       class_color: list[int], slide_mpp: float) -> dict:
+                       class_color: list[int], level0: Scale) -> dict:
+    """The objects (level-0 polygons, measured at `level0`'s pixel size) as a QuPath
+    FeatureCollection."""
     features = []
     namespace = uuid.UUID("6f1c0ad2-6e1d-4c43-9bd4-4a2b5c0c7a51")
     polys = [orient(obj.polygon, 1.0) for obj in objs]
@@ -62,8 +65,8 @@ def feature_collection(objs: list[TileObject], object_type: str, class_name: str
     # properties); the ids hash the start of each polygon's WKT, as `poly.wkt` writes it
     geoms = np.asarray(polys, dtype=object)
     wkt = shapely.to_wkt(geoms, rounding_precision=-1).tolist()
-    areas_um2 = (shapely.area(geoms) * slide_mpp**2).tolist()
-    perimeters_um = (shapely.length(geoms) * slide_mpp).tolist()
+    areas_um2 = level0.area_um2(shapely.area(geoms)).tolist()
+    perimeters_um = level0.um(shapely.length(geoms)).tolist()
     for i, (obj, rings, text, area_um2, perimeter_um) in enumerate(zip(
             objs, _ring_coordinates(polys), wkt, areas_um2, perimeters_um)):
         features.append({

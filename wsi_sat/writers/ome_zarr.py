@@ -93,25 +93,26 @@ def label_image_attrs(levels: int, working_mpp: float, name: str,
     return model.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def all_chunks(arr: zarr.Array) -> set[Chunk]:
+    """Every chunk index of a 2-D array."""
+    ch, cw = arr.chunks
+    return {(y, x) for y in range(-(-arr.shape[0] // ch)) for x in range(-(-arr.shape[1] // cw))}
+
+
 def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
-                  mapping: dict[int, int] | None = None,
                   written: set[Chunk] | None = None,
                   labels: LabelInfo | None = None) -> int:
     """Write levels 1..n by 2x subsampling and the NGFF 0.4 metadata; returns the level count.
 
     `written`: the level-0 chunks the tiles wrote (None = every chunk). Only the chunks of each
     level that cover written ones are computed; the rest stay unwritten and read as the fill
-    value 0, so the cost follows the segmented tiles, not the slide's area.
-    `mapping` (instance label → merged label) is applied to level 0 first; `labels` gives the
+    value 0, so the cost follows the segmented tiles, not the slide's area. `labels` gives the
     `image-label` colours and properties (default: label 1, unnamed, green)."""
     root = zarr.open_group(str(path), mode="a", **FORMAT)
     level0 = root["0"]
     ch, cw = level0.chunks
     if written is None:
-        written = {(y, x) for y in range(-(-level0.shape[0] // ch))
-                   for x in range(-(-level0.shape[1] // cw))}
-    if mapping:
-        _relabel(level0, mapping, written)
+        written = all_chunks(level0)
     for key in list(root.array_keys()):
         if key != "0":
             del root[key]
@@ -133,23 +134,6 @@ def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
     root.attrs.update(label_image_attrs(levels, working_mpp, name,
                                         labels or LabelInfo.region("object", (0, 180, 80))))
     return levels
-
-
-def _relabel(arr: zarr.Array, mapping: dict[int, int], chunks: set[Chunk]) -> None:
-    keys = np.array(sorted(mapping), dtype=np.int64)
-    values = np.array([mapping[k] for k in keys], dtype=np.int64)
-    ch, cw = arr.chunks
-    for cy, cx in sorted(chunks):
-        y, x = cy * ch, cx * cw
-        block = arr[y : y + ch, x : x + cw]
-        if not block.any():
-            continue
-        flat = block.astype(np.int64).ravel()
-        idx = np.searchsorted(keys, flat)
-        idx = np.clip(idx, 0, len(keys) - 1)
-        hit = keys[idx] == flat
-        flat[hit] = values[idx[hit]]
-        arr[y : y + ch, x : x + cw] = flat.reshape(block.shape).astype(block.dtype)
 
 
 def read_level(path: Path, level: int) -> np.ndarray:

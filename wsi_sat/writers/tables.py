@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from wsi_sat.geometry import Scale
 from wsi_sat.stitch.polygons import TileObject
 from wsi_sat.writers.atomic import write_atomic
 
@@ -17,15 +18,16 @@ OBJECT_COLUMNS = ["id", "class", "label", "centroid_x_px", "centroid_y_px", "are
                   "perimeter_um", "score", "bbox_x0_px", "bbox_y0_px", "bbox_x1_px", "bbox_y1_px"]
 
 
-def objects_table(objs: list[TileObject], class_name: str, slide_mpp: float,
+def objects_table(objs: list[TileObject], class_name: str, level0: Scale,
                   instances: bool = False) -> pd.DataFrame:
     """One row per object, in the GeoJSON's order (ids are the feature order); coordinates in
-    level-0 slide pixels; `label` is the object's value in the label store (1 in region mode)."""
+    level-0 slide pixels, measured at `level0`'s pixel size; `label` is the object's value in
+    the label store (1 in region mode)."""
     rows = []
     for i, obj in enumerate(objs):
         c, (x0, y0, x1, y1) = obj.polygon.centroid, obj.polygon.bounds
         rows.append([i, class_name, obj.label if instances else 1, c.x, c.y,
-                     obj.polygon.area * slide_mpp**2, obj.polygon.length * slide_mpp, obj.score,
+                     level0.area_um2(obj.polygon.area), level0.um(obj.polygon.length), obj.score,
                      x0, y0, x1, y1])
     return pd.DataFrame(rows, columns=OBJECT_COLUMNS)
 

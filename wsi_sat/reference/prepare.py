@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from wsi_sat.config import Config
 from wsi_sat.errors import WsiSatError
-from wsi_sat.io.reference import Reference, rescale_reference
-from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.reference.images import Reference, rescale_reference
+from wsi_sat.reference.request import ReferenceSet
+from wsi_sat.sat import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.writers.provenance import array_hash
 
@@ -33,11 +33,6 @@ class SlideReference:
     coarse: ReferenceEmbedding | None = None
     mpp: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def tile_encode_scale(segmenter: Segmenter, config: Config) -> float:
-    """Encoder px per working px for tiles; the reference is encoded at the same scale."""
-    return float(segmenter.engine.input_px) / config.wsi.tile_px
 
 
 def feature_input_mpp(segmenter: Segmenter, encode_scale: float,
@@ -87,36 +82,39 @@ def reference_info(references: list[Reference], mpp: float | None) -> dict[str, 
     }
 
 
-def prepare_slide_reference(segmenter: Segmenter, references: list[Reference],
-                            config: Config, mpp: float | None = None,
-                            negatives: list[Reference] = ()) -> SlideReference:
-    """Encode and calibrate `references` and `negatives` (already at the working resolution
-    `mpp`) for tiles and, with coarse-to-fine on, for the coarse pass (map mode: it only
-    matches)."""
-    scale = tile_encode_scale(segmenter, config)
-    tile_px = config.wsi.tile_px
-    pairs = [(pair, r.name) for r in references
-             for pair in reference_windows(r.image, r.mask, tile_px)]
-    negative_pairs = [pair for n in negatives
-                      for pair in reference_windows(n.image, n.mask, tile_px, negative=True)]
+def prepare_slide_reference(segmenter: Segmenter, refs: ReferenceSet) -> SlideReference:
+    """Encode and calibrate the references and negatives of `refs` (already at the working
+    resolution `refs.mpp`) for tiles and, with coarse-to-fine on, for the coarse pass (map
+    mode: it only matches)."""
+    wcfg = segmenter.config.wsi
+    scale = segmenter.tile_scale(wcfg.tile_px)
+    pairs = [(pair, r.name) for r in refs.references
+             for pair in reference_windows(r.image, r.mask, wcfg.tile_px)]
+    negative_pairs = [pair for n in refs.negatives
+                      for pair in reference_windows(n.image, n.mask, wcfg.tile_px, negative=True)]
     embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
                                             encode_scale=scale, negatives=negative_pairs)
-    info = reference_info(references, mpp)
-    info["features_mpp"] = feature_input_mpp(segmenter, scale, mpp)
-    if negatives:
-        info["negatives"] = reference_info(list(negatives), mpp)
-    d = config.wsi.coarse_downsample
-    if d <= 1:
-        return SlideReference(embedding, None, mpp, info)
+    info = reference_info(refs.references, refs.source_mpp)
+    info["features_mpp"] = feature_input_mpp(segmenter, scale, refs.mpp)
+    if refs.negatives:
+        info["negatives"] = reference_info(refs.negatives, refs.mpp)
+    coarse = _coarse_reference(segmenter, refs, scale) if wcfg.coarse_downsample > 1 else None
+    return SlideReference(embedding, coarse, refs.mpp, info)
+
+
+def _coarse_reference(segmenter: Segmenter, refs: ReferenceSet, scale: float
+                      ) -> ReferenceEmbedding | None:
+    """The reference at `wsi.coarse_downsample` (map mode), or None when it is too small
+    there."""
+    d = segmenter.config.wsi.coarse_downsample
     try:
-        small = [rescale_reference(r, 1.0 / d) for r in references]
-        small_neg = [rescale_reference(n, 1.0 / d, negative=True) for n in negatives]
+        small = [rescale_reference(r, 1.0 / d) for r in refs.references]
+        small_neg = [rescale_reference(n, 1.0 / d, negative=True) for n in refs.negatives]
         coarse = segmenter.prepare_reference([(r.image, r.mask) for r in small],
                                              [r.name for r in small], encode_scale=scale,
                                              negatives=[(n.image, n.mask) for n in small_neg])
     except WsiSatError as err:
         log.warning("coarse-to-fine off: the reference is too small at 1/%d (%s)", d, err)
-        return SlideReference(embedding, None, mpp, info)
-    coarse = coarse.with_calibration(replace(coarse.calibration, mode="map", use_pixel=False),
-                                     None)
-    return SlideReference(embedding, coarse, mpp, info)
+        return None
+    return coarse.with_calibration(replace(coarse.calibration, mode="map", use_pixel=False),
+                                   None)

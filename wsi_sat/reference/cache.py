@@ -24,14 +24,9 @@ import numpy as np
 from wsi_sat import __version__
 from wsi_sat.config import Config
 from wsi_sat.errors import ReferenceError
-from wsi_sat.pipeline.reference import SlideReference
-from wsi_sat.pipeline.signature import (
-    model_digests,
-    reference_identity,
-    result_config,
-    sha256_json,
-)
-from wsi_sat.sat.reference import Calibration, ReferenceEmbedding
+from wsi_sat.reference.prepare import SlideReference
+from wsi_sat.sat import Calibration, ReferenceEmbedding
+from wsi_sat.signature import model_digests, reference_identity, result_config, sha256_json
 from wsi_sat.writers.atomic import write_atomic
 
 SCHEMA = 1

@@ -1,87 +1,22 @@
-"""Reference loading: image + mask from `--reference-mask`, else a sibling `<stem>_mask.png`,
-else the reference's alpha channel; none of these is an error."""
+"""A reference drawn in QuPath: the target annotations cropped from the slide they were drawn on
+(bounding box plus a margin, at the working resolution) with the annotations rasterised as the
+mask; every annotation of another class cropped as a negative example."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 from wsi_sat.errors import ReferenceError
-from wsi_sat.geometry import CropTransform, qupath_to_level0
-from wsi_sat.io.image import read_image, read_mask
-from wsi_sat.io.qupath import read_annotations, split_by_class
+from wsi_sat.geometry import CropTransform, Scale, qupath_to_level0
 from wsi_sat.io.slide import Slide
-from wsi_sat.raster import rasterise, resize_mask
-from wsi_sat.sat.reference import validate_negative_mask, validate_reference_mask
-
-
-@dataclass(frozen=True)
-class Reference:
-    name: str
-    image: np.ndarray  # RGB uint8
-    mask: np.ndarray  # bool, same size
-    mask_source: str
-
-
-def find_mask_path(image_path: Path) -> Path | None:
-    for suffix in (".png", ".tif", ".tiff"):
-        candidate = image_path.with_name(f"{image_path.stem}_mask{suffix}")
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_reference(image_path: Path, mask_path: Path | None = None) -> Reference:
-    image_path = Path(image_path)
-    image, alpha = read_image(image_path)
-    if mask_path is None:
-        mask_path = find_mask_path(image_path)
-    if mask_path is not None:
-        mask, source = read_mask(Path(mask_path)), str(mask_path)
-    elif alpha is not None:
-        mask, source = alpha, "alpha channel"
-    else:
-        raise ReferenceError(
-            f"no mask for reference '{image_path}': pass --reference-mask, put "
-            f"{image_path.stem}_mask.png beside it, or give the image an alpha channel"
-        )
-    validate_reference_mask(mask, image.shape[:2], str(image_path))
-    return Reference(image_path.stem, image, mask, source)
-
-
-def load_negative(image_path: Path, mask_path: Path | None = None) -> Reference:
-    """A negative example: an image of tissue that is not the target; `mask_path` (else the
-    alpha channel, else the whole image) marks the non-target pixels."""
-    image_path = Path(image_path)
-    image, alpha = read_image(image_path)
-    if mask_path is not None:
-        mask, source = read_mask(Path(mask_path)), str(mask_path)
-    elif alpha is not None:
-        mask, source = alpha, "alpha channel"
-    else:
-        mask, source = np.ones(image.shape[:2], bool), "whole image"
-    validate_negative_mask(mask, image.shape[:2], str(image_path))
-    return Reference(image_path.stem, image, mask, source)
-
-
-def rescale_reference(ref: Reference, factor: float, negative: bool = False) -> Reference:
-    """Resample a reference (or, `negative`, a negative example) by `factor` (image bilinear,
-    mask nearest) to the working mpp."""
-    if abs(factor - 1.0) < 1e-3:
-        return ref
-    from PIL import Image
-
-    h, w = ref.mask.shape
-    size = (max(2, round(w * factor)), max(2, round(h * factor)))
-    image = np.asarray(Image.fromarray(ref.image).resize(size, Image.Resampling.BILINEAR))
-    mask = resize_mask(ref.mask, size)
-    (validate_negative_mask if negative else validate_reference_mask)(mask, image.shape[:2],
-                                                                      ref.name)
-    return Reference(ref.name, image, mask, ref.mask_source)
+from wsi_sat.raster import rasterise
+from wsi_sat.reference.images import Reference
+from wsi_sat.reference.qupath import read_annotations, split_by_class
+from wsi_sat.sat import validate_negative_mask, validate_reference_mask
 
 
 @dataclass(frozen=True)
@@ -134,7 +69,7 @@ def reference_from_geojson(geojson_path: Path, slide_path: Path, working_mpp: fl
                                   slide.bounds_xy)
         mpp = slide.require_mpp()
         target_mpp = working_mpp or mpp
-        factor = mpp / target_mpp  # crop px per level-0 px
+        factor = Scale(mpp, target_mpp).factor  # crop px per level-0 px
         _inside_slide(region, slide, str(path))
         name = f"{Path(slide_path).stem}:{path.stem}"
         target = _crop(slide, region, margin, factor, name, str(path))

@@ -1,0 +1,84 @@
+"""What the user asks for as the reference, in one typed object, and reading it: image files or
+arrays with their masks, a QuPath annotation on a slide, negative examples, their pixel size and
+the working resolution. Reading needs no model, so bad input fails before models load."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsi_sat.errors import ReferenceError
+from wsi_sat.geometry import Scale
+from wsi_sat.reference.annotations import reference_from_geojson
+from wsi_sat.reference.images import (
+    Reference,
+    ReferenceInput,
+    check_negatives,
+    load_negatives,
+    load_references,
+    rescale_reference,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceRequest:
+    """Every way a reference arrives (the CLI's reference options, the API's arguments).
+
+    `images` + `masks` (one per image, or none: `<stem>_mask.png` beside it, else the alpha
+    channel) at `reference_mpp` µm/px; or `geojson` drawn on `slide` (`slide_mpp` when the slide
+    has no pixel size): annotations of `class_name` (else the most frequent class) are the
+    target, every other class a negative example. `negatives` (+ `negative_masks`) are images of
+    tissue that is not the target, at `reference_mpp` like the references. `working_mpp` is the
+    resolution slides are segmented at: with `reference_mpp` too, the references are rescaled to
+    it; with neither, the references are taken to be at each slide's own resolution."""
+
+    images: Sequence[ReferenceInput] = ()
+    masks: Sequence[str | Path] = ()
+    reference_mpp: float | None = None
+    working_mpp: float | None = None
+    geojson: str | Path | None = None
+    slide: str | Path | None = None
+    slide_mpp: float | None = None
+    negatives: Sequence[ReferenceInput] = ()
+    negative_masks: Sequence[str | Path] = ()
+    class_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceSet:
+    """References (and negative examples) read and rescaled, not yet encoded: they are at `mpp`
+    µm/px (the working resolution; None = taken to be at each slide's own), `source_mpp` is the
+    pixel size they were given at (run.json); `class_name` is the target class of a QuPath
+    export (None for image references)."""
+
+    references: list[Reference]
+    mpp: float | None = None
+    source_mpp: float | None = None
+    negatives: list[Reference] = field(default_factory=list)
+    class_name: str | None = None
+
+
+def read_references(request: ReferenceRequest, margin: float) -> ReferenceSet:
+    """Read, check and rescale what `request` names. A QuPath region is cut with `margin` x its
+    size around it (`wsi.reference_margin`)."""
+    negs = load_negatives(request.negatives, request.negative_masks)
+    factor = (Scale(request.reference_mpp, request.working_mpp).factor
+              if request.reference_mpp and request.working_mpp else 1.0)
+    if request.geojson is not None:
+        if request.slide is None:
+            raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")
+        got = reference_from_geojson(Path(request.geojson), Path(request.slide),
+                                     request.working_mpp, request.slide_mpp, margin,
+                                     request.class_name)
+        negs = [rescale_reference(n, factor, True) for n in negs]
+        return ReferenceSet(references=[got.target], mpp=got.mpp, source_mpp=got.mpp,
+                            negatives=got.negatives + negs, class_name=got.class_name)
+    if not request.images:
+        raise ReferenceError("give --reference (image + mask) or --reference-geojson")
+    refs = load_references(request.images, request.masks)
+    check_negatives(refs, negs)
+    refs = [rescale_reference(r, factor) for r in refs]
+    negs = [rescale_reference(n, factor, True) for n in negs]
+    return ReferenceSet(references=refs, mpp=request.working_mpp or request.reference_mpp,
+                        source_mpp=request.reference_mpp, negatives=negs)
