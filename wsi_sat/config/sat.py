@@ -214,8 +214,7 @@ class CalibrationConfig(Section):
         "references only (true), or as one reference is scored, against the whole bank less "
         "each patch's neighbourhood (false). Across references, references that differ "
         "cannot reproduce one another, the lowest candidate threshold wins and target-free "
-        "tissue is called target (pooled GlaS references on a skin section: 18 % of it "
-        "against 5 %; docs/benchmarks.md).",
+        "tissue is called target (docs/benchmarks.md).",
     )
     pixel_min_gain: float = Field(
         0.03, ge=0.0, le=1.0,

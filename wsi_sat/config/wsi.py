@@ -66,7 +66,8 @@ class WsiConfig(Section):
     morphology_block_px: int = Field(
         4, ge=1, le=64,
         description="Glass rule: the growing and closing of the anchored target run on blocks "
-        "of this many pixels a side (a 1024² tile: ~8 instead of ~50 ms).",
+        "of this many pixels a side (coarser blocks are cheaper; the rule's distances are far "
+        "larger than a block).",
     )
     survey_tiles: int = Field(
         16, ge=1, le=4096,

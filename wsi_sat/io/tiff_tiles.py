@@ -1,9 +1,8 @@
 """Regions of a tiled TIFF level decoded straight from its tiles, with tifffile.
 
 tiffslide reads a region through zarr's asynchronous store machinery over tifffile's
-`ZarrTiffStore`; for a whole-slide tile that machinery costs as much CPU as a third of the
-decoding (1024² regions of the dense benchmark slide, 256-px deflate tiles: 17.4 ms per region
-through tiffslide, 11.8 ms decoded here, one thread). This reads the same tiles with the same
+`ZarrTiffStore`; for a whole-slide tile that machinery costs a good part of the decoding's own
+CPU. This reads the same tiles with the same
 decoder (`TiffPage.decode`, with the JPEG tables and header as tifffile's store passes them) and
 copies them into the region; it keeps the last decoded tiles, so neighbouring regions of a row,
 which share a column of tiles, decode it once.

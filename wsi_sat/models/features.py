@@ -30,7 +30,7 @@ from wsi_sat.errors import WeightsError
 from wsi_sat.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, checked_weights
 from wsi_sat.models.sam import Encoded, load_state
 from wsi_sat.models.timm_source import build_model, resolve_source
-from wsi_sat.sat.engine import Backbone, PatchGrid
+from wsi_sat.sat import Backbone, PatchGrid
 
 log = logging.getLogger(__name__)
 

@@ -84,9 +84,8 @@ def fold_batchnorm(module: torch.nn.Module) -> int:
 def optimise_encoder(encoder: torch.nn.Module) -> bool:
     """Inference layout for an eval-mode image encoder, in place, same numbers (within 1e-5
     relative): batch norms folded into their convolutions and channels-last memory, which
-    oneDNN's and cuDNN's convolution kernels prefer. MobileSAM's convolutional TinyViT encoder
-    on a 2-core CPU: 1.2-1.4x faster per 1024-px tile (measured side by side, see
-    benchmarks/throughput.py). SAM ViT-B/L/H
+    oneDNN's and cuDNN's convolution kernels prefer (MobileSAM's convolutional TinyViT encoder
+    gains most: docs/performance.md). SAM ViT-B/L/H
     (no batch norm, convolutions only at their ends) are left as they are. Returns whether the
     encoder now wants channels-last input."""
     if not fold_batchnorm(encoder):
@@ -188,7 +187,7 @@ class SamEngine:
             if self.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             # kept in the encoder's layout: a channels-last output is already the (G, G, C)
-            # rows matching reads (converting it to NCHW and back cost ~3 + 3 ms a tile)
+            # rows matching reads (no conversion to NCHW and back)
             emb = self._run_encoder(batch)[: len(chunk)]
             out += [Encoded(emb[i], (img.shape[0], img.shape[1]), prepared[i][1])
                     for i, img in enumerate(chunk)]

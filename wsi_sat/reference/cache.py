@@ -147,7 +147,7 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
             for name, m in meta["embeddings"].items():
                 pixel = None
                 if m["pixel_model"]:
-                    import skops.io as sio  # ~1 s to import: only when there is a model
+                    import skops.io as sio  # slow to import: only when there is a model
 
                     blob = zf.read(f"{name}.pixel_model.skops")
                     untrusted = [t for t in sio.get_untrusted_types(data=blob)

@@ -3,17 +3,15 @@
 A 1024-px tile through MobileSAM's encoder allocates and frees ~1 GB of activations, several
 blocks of them 32-64 MiB. With glibc's defaults, blocks above the (dynamic) mmap threshold are
 unmapped on free and freed heap tops are trimmed, so every encoder call faults its memory in
-afresh: ~290k page faults and 1.9 s per tile instead of ~1.2 s on a 2-core CPU. Fixing the mmap
-threshold at its maximum (32 MiB) is not enough — the encoder's 64 MiB blocks still went through
-mmap (~50-140k faults per tile, measured with getrusage) — so `keep_freed_memory` turns mmap off
-(`M_MMAP_MAX` 0: every block comes from the heap) and trimming off: the process keeps its
+afresh, a large share of a tile's time. Fixing the mmap threshold at its maximum (32 MiB) is not
+enough — the encoder's 64 MiB blocks still go through mmap — so `keep_freed_memory` turns mmap
+off (`M_MMAP_MAX` 0: every block comes from the heap) and trimming off: the process keeps its
 high-water mark instead of returning it between tiles; freed blocks are reused, not returned,
-so peak RSS grows a little (throughput benchmark: +5-12 %).
+so peak RSS grows a little (docs/performance.md).
 
 Threads: only the main arena grows without bounds; a thread on a secondary arena (glibc gives
 threads their own, with heaps of at most 64 MiB) still gets its 64 MiB blocks by mmap whatever
-the settings. A Dask worker runs tasks on such a thread (1.6 s per tile instead of 1.2, ~130k
-faults, measured). `M_ARENA_MAX` 1 here keeps threads started later on the main arena, and
+the settings, and a Dask worker runs tasks on such a thread. `M_ARENA_MAX` 1 here keeps threads started later on the main arena, and
 `worker_environ` puts `GLIBC_TUNABLES=glibc.malloc.arena_max=1` into a worker process's
 environment so that every one of its threads is (runtime.py, for local clusters and SLURM jobs).
 Dask's nanny also sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers; the settings here override

@@ -83,10 +83,10 @@ def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path
         return
     threads = max(1, available_cores() // workers)
     # Dask's nanny pins OMP/MKL/OpenBLAS to 1 thread before a worker starts; give each worker
-    # its share of the cores instead (1 worker on 2 cores ran at half speed with the default)
-    # and its MALLOC_TRIM_THRESHOLD_=65536 returns every freed activation to the OS, so
-    # each encoder pass faults its pages in again (4.2 s instead of 2.5 s per tile on 2 cores);
-    # tasks run on a worker thread, which needs glibc's shared-arena tunable from the start
+    # its share of the cores instead (one worker would use one core), and drop its
+    # MALLOC_TRIM_THRESHOLD_=65536, which returns every freed activation to the OS so that
+    # each encoder pass faults its pages in again; tasks run on a worker thread, which needs
+    # glibc's shared-arena tunable from the start
     environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ",
                                                 {}).items() if k != "MALLOC_TRIM_THRESHOLD_"}
     environ.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",

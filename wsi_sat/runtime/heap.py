@@ -2,10 +2,8 @@
 
 A run holds ~500k long-lived, collector-tracked objects before its first tile (imported
 modules, torch's models, the reference). Python's full collections scan all of them each time,
-and a run's own allocations (per-tile polygons, the merge, the GeoJSON's coordinate lists)
-trigger several: on the dense 10k benchmark slide three full collections took 0.83 CPU
-seconds, ~6 ms per tile, one of them in the middle of building the GeoJSON's coordinate lists
-(`_ring_coordinates`: 0.07 s without collections, 0.25–0.45 s with). `gc.freeze()` moves the
+and a run's own allocations (per-tile polygons, the merge, the GeoJSON's coordinates) trigger
+several, each a scan of the whole heap for a few objects of the run. `gc.freeze()` moves the
 objects alive now into a permanent generation that collections skip (the standard library's
 tool for long-lived heaps); `gc.unfreeze()` at the end of the run gives them back to the
 oldest generation, so anything among them that became cyclic garbage in the meantime is
@@ -24,9 +22,9 @@ from contextlib import contextmanager
 class _FreezeState:
     """The process's one freeze: blocks counted across threads (lanes, a Dask worker's
     batches, a cohort's slides), frozen by the first to come in and given back by the last to
-    leave. `gc.get_freeze_count()` walks the whole permanent generation (~500k objects: ~50 ms
-    of CPU holding the GIL), so it is asked once, by the outermost block, and only to see
-    whether a caller froze the heap itself."""
+    leave. `gc.get_freeze_count()` walks the whole permanent generation holding the GIL, so it
+    is asked once, by the outermost block, and only to see whether a caller froze the heap
+    itself."""
 
     lock = threading.Lock()
     depth = 0

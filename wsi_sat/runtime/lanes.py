@@ -21,7 +21,7 @@ import torch
 
 from wsi_sat.config import RuntimeConfig
 from wsi_sat.runtime.threads import cpu_share
-from wsi_sat.sat.engine import ONE_THREAD, Workers
+from wsi_sat.sat import ONE_THREAD, Workers
 
 T = TypeVar("T")
 R = TypeVar("R")

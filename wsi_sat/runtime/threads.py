@@ -3,16 +3,15 @@
 torch's thread count is set here only (OpenMP: per calling thread), through `torch_threads`.
 numpy's / scipy's BLAS is held to one thread while any lane runs the per-image SAT (and over a whole
 slide run): it makes many small BLAS calls (self-training's logistic fit, the similarity blocks)
-that a multi-threaded OpenBLAS loses up to 5x on to thread hand-offs against torch's and OpenCV's
-pools, and after each such call OpenBLAS's idle workers spin (measured: ~80 CPU core-ms per tile
-of a dense slide, burnt by the workers of numpy's OpenBLAS while the lanes ran).
+that a multi-threaded OpenBLAS loses to thread hand-offs against torch's and OpenCV's pools, and
+after each such call OpenBLAS's idle workers spin, burning the cores the lanes need.
 
 OpenBLAS's thread count is process-wide, and threadpoolctl (>= 3.8) lets one Python thread at a
 time control it: a limit set by a thread while another holds control is silently ignored, and
 control passes on only when the thread that set a limit leaves threadpoolctl's context. So the
 limit is set and restored on one thread the limiters own, whichever lane comes in first or leaves
-last, as a context entered and left (a limit merely restored keeps control on its thread, and a
-later limiter's limit was ignored).
+last, as a context entered and left (a limit merely restored would keep control on its thread,
+and every later limiter's limit would be ignored).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def _similarity(q: np.ndarray, bank_t: np.ndarray, workers: Workers) -> np.ndarr
 def _column_max(sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sim.max(dim=0) (values, first row index of each column's maximum), computed as the
     column maxima and then the rows that reach them: torch's CPU arg-reduction over rows is
-    strided and ~3x slower."""
+    strided and slower."""
     val = sim.amax(dim=0)
     rows, cols = torch.nonzero(sim == val, as_tuple=True)
     idx = torch.full((sim.shape[1],), sim.shape[0], dtype=torch.int64)
@@ -126,8 +126,8 @@ def match(
     if exclude is not None:
         qxy, qref, bxy, bref, radius = exclude
         exclude = (qxy, qref, bxy[order], bref[order], radius)
-    # similarities by numpy's BLAS (OpenBLAS: 2.5x faster than torch's MKL sgemm on AMD CPUs,
-    # measured); the reductions by torch, on the same memory
+    # similarities by numpy's BLAS (OpenBLAS, faster than torch's sgemm on the CPUs we run
+    # on); the reductions by torch, on the same memory
     q = np.ascontiguousarray(query, dtype=np.float32)
     b = np.ascontiguousarray(bank[order], dtype=np.float32)
     nb = int((bank_labels == 0).sum())  # bank[:nb] background, bank[nb:] foreground
@@ -142,10 +142,7 @@ def match(
         stop = min(n, start + _CHUNK)
         sim = torch.from_numpy(_similarity(q[start:stop], b.T, workers))
         if exclude is not None:
-            qxy, qref, bxy, bref, radius = exclude
-            d2 = torch.cdist(torch.from_numpy(qxy[start:stop]).float(), torch.from_numpy(bxy).float())
-            same = torch.from_numpy(qref[start:stop])[:, None] == torch.from_numpy(bref)[None, :]
-            sim = sim.masked_fill(same & (d2 < radius), -2.0)
+            sim = _left_out(sim, exclude, start, stop)
         fg_top = bg_top = torch.full((stop - start,), -3.0)
         if nf:
             fg_sim[start:stop], fg_top = _topk_mean(sim[:, nb:], top_k)
@@ -162,11 +159,17 @@ def match(
         best_q_idx = torch.where(better, idx + start, best_q_idx)
     fg_votes = torch.bincount(best_q_idx[nb:], minlength=n) if nf and votes else torch.zeros(n)
     bg_votes = torch.bincount(best_q_idx[:nb], minlength=n) if nb and votes else torch.zeros(n)
-    return MatchResult(
-        margin=(fg_sim - bg_sim).numpy(),
-        fg_sim=fg_sim.numpy(),
-        back_label=back.numpy().astype(np.int8),
-        fg_votes=fg_votes.numpy().astype(np.int32),
-        bg_votes=bg_votes.numpy().astype(np.int32),
-        voted=votes,
-    )
+    return MatchResult(margin=(fg_sim - bg_sim).numpy(), fg_sim=fg_sim.numpy(),
+                       back_label=back.numpy().astype(np.int8),
+                       fg_votes=fg_votes.numpy().astype(np.int32),
+                       bg_votes=bg_votes.numpy().astype(np.int32), voted=votes)
+
+
+def _left_out(sim: torch.Tensor, exclude: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                float], start: int, stop: int) -> torch.Tensor:
+    """Similarities of query rows start:stop with the bank patches of their own reference
+    within the exclusion radius set below any real similarity."""
+    qxy, qref, bxy, bref, radius = exclude
+    d2 = torch.cdist(torch.from_numpy(qxy[start:stop]).float(), torch.from_numpy(bxy).float())
+    same = torch.from_numpy(qref[start:stop])[:, None] == torch.from_numpy(bref)[None, :]
+    return sim.masked_fill(same & (d2 < radius), -2.0)

@@ -22,8 +22,7 @@ showed — dermis, epidermis, fat, muscle — lands on either side by chance. Tw
    not by a classifier refitted on that tile alone (which finds "the most target-like part" of
    every tile, target present or not, and draws seams at tile borders).
 
-Measured on the sparse benchmark slide (skin section + GlaS, three GlaS references), see
-docs/benchmarks.md.
+How well this holds on real target-free tissue: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -85,8 +84,8 @@ def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
     foreground similarity and margin against the reference bank. k-means is run
     `cfg.restarts` times (seeds `seed`, `seed + 1`, ...); a patch is never-shown tissue when any
     partition puts it in a never-shown cluster: one partition alone decides clusters near the
-    boundary by chance (on the sparse benchmark one reference's false-positive fraction moved
-    from 0.05 to 0.19 with the seed; the union keeps it within 0.03-0.05). The restarts run
+    boundary by chance (the false positives on target-free tissue then move with the seed; the
+    union keeps them steady). The restarts run
     on the caller's `workers` (the same partitions in any order)."""
     n = len(feats)
     k = min(cfg.clusters, n // max(1, cfg.min_cluster_patches))

@@ -63,10 +63,9 @@ def _exact_grid(hw: tuple[int, int], grid_hw: tuple[int, int], patch_hw: tuple[f
 
 # sRGB → CIE Lab (D65) and Ruifrok–Johnston H&E(-DAB) deconvolution, as scikit-image's
 # rgb2lab / rgb2hed compute them (equal within 1e-5), in float32: lookup tables for the uint8
-# input (one table for all three channels: OpenCV's fast LUT path, 2-3x faster than a table per
-# channel), OpenCV's colour-matrix kernel and numpy's vectorised cube root (as scikit-image;
-# 4x faster than OpenCV's pow and correctly rounded), on 3-channel arrays throughout —
-# several times faster than float64 scikit-image (4-12x measured on a busy 2-core machine).
+# input (one table for all three channels: OpenCV's fast LUT path), OpenCV's colour-matrix
+# kernel and numpy's vectorised cube root (correctly rounded, as scikit-image's; OpenCV's pow is
+# not), on 3-channel arrays throughout — a fraction of float64 scikit-image's time per tile.
 _RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
                         [0.212671, 0.715160, 0.072169],
                         [0.019334, 0.119193, 0.950227]])

@@ -45,18 +45,38 @@ def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
         return []
     n, comp = label_components(m, 8)
     # pixel count and probability sum per component, over the foreground pixels only (label
-    # 0, the background, is never an object): ~4x faster than over the whole tile
-    # (np.bincount casts 16-bit labels and float32 weights itself ~2x slower than astype)
+    # 0, the background, is never an object)
     fg = comp > 0
     labels_fg = comp[fg].astype(np.intp)
     areas = np.bincount(labels_fg, minlength=n)
     sums = np.bincount(labels_fg, weights=np.asarray(prob)[fg].astype(np.float64), minlength=n)
+    polys, labels = _traced(m, comp, simplify_px)
+    if not polys:
+        return []
+    out = []
+    for label, parts in zip(labels, _at_pixel_edges(polys)):
+        if not parts:
+            continue
+        # a pinched outline (diagonal touch) may fall apart: its pixels are shared by area,
+        # rounded cumulatively so that the parts' counts add up to the component's
+        shares = np.cumsum([p.area for p in parts])
+        counts = np.diff(np.round(areas[label] * shares / shares[-1]).astype(np.int64),
+                         prepend=0)
+        score = float(sums[label] / max(areas[label], 1))
+        out += [(part, int(c), score) for part, c in zip(parts, counts)]
+    return out
+
+
+def _traced(m: np.ndarray, comp: np.ndarray, simplify_px: float
+            ) -> tuple[list[Polygon], list[int]]:
+    """The outer contours (with their holes) of a uint8 mask, traced on the mask upsampled 2x
+    and simplified, in pixel-edge coordinates; and each one's component label in `comp`."""
     # pad so contours of objects touching the border close along the pixel edges
     padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     big = cv2.resize(padded, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
-        return []
+        return [], []
     hierarchy = hierarchy[0]
     eps = 2.0 * simplify_px  # in upsampled pixels
     polys, labels = [], []
@@ -72,32 +92,22 @@ def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
                 holes.append(_to_xy(_simplified(contours[child], eps)))
             child = hierarchy[child][0]
         polys.append(Polygon(_to_xy(_simplified(cnt, eps)), holes))
-    if not polys:
-        return []
-    # GEOS over the tile's outlines in one call each (shapely's array functions): an outline
-    # that touches itself (a diagonal pinch) or crosses itself (simplified) is repaired by the
-    # 'structure' method: the area its shell bounds less its holes' (4x faster than 'linework'
-    # on a dense tile's outlines; the same pinched areas, and under a pixel² apart where a
-    # simplified outline crosses itself); then each moves out to the pixel edges
+    return polys, labels
+
+
+def _at_pixel_edges(polys: list[Polygon]) -> list[list[Polygon]]:
+    """Each traced outline made valid and moved out to the pixel edges, as its polygons of
+    positive area. GEOS over the tile's outlines in one call each (shapely's array
+    functions): an outline that touches itself (a diagonal pinch) or crosses itself
+    (simplified) is repaired by the 'structure' method (the area its shell bounds less its
+    holes'), then each moves out by a 1/4 px mitre buffer."""
     geoms = np.asarray(polys, dtype=object)
     invalid = ~shapely.is_valid(geoms)
     if invalid.any():
         geoms[invalid] = shapely.make_valid(geoms[invalid], method="structure",
                                             keep_collapsed=False)
-    out = []
-    for label, grown in zip(labels, shapely.buffer(geoms, 0.25, quad_segs=16,
-                                                   join_style="mitre")):
-        parts = _polygons_of(grown)  # each of positive area
-        if not parts:
-            continue
-        # a pinched outline (diagonal touch) may fall apart: its pixels are shared by area,
-        # rounded cumulatively so that the parts' counts add up to the component's
-        shares = np.cumsum([p.area for p in parts])
-        counts = np.diff(np.round(areas[label] * shares / shares[-1]).astype(np.int64),
-                         prepend=0)
-        score = float(sums[label] / max(areas[label], 1))
-        out += [(part, int(c), score) for part, c in zip(parts, counts)]
-    return out
+    return [_polygons_of(grown)
+            for grown in shapely.buffer(geoms, 0.25, quad_segs=16, join_style="mitre")]
 
 
 def _simplified(cnt: np.ndarray, eps: float) -> np.ndarray:
@@ -186,8 +196,8 @@ def merge_regions(objs: list[TileObject]) -> list[TileObject]:
     """The union of all region polygons, one object per connected part (holes kept), each
     scored by the area-weighted score of the tile objects it meets. Computed per group of
     intersecting polygons: only objects cut by a tile border (or touching another) are unioned,
-    so the cost follows the border objects, not the slide (one union over a dense 10k slide's
-    2800 polygons took 6.7 s)."""
+    so the cost follows the border objects, not the slide (one union over all of a dense
+    slide's polygons is slow)."""
     if not objs:
         return []
     groups, tree = _touching_groups(objs, across_tiles_only=False)

@@ -45,8 +45,8 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def _versions() -> dict[str, str]:
-    # read once per process: parsing 27 packages' metadata costs ~0.15 s, every slide of a
-    # cohort (the installed versions do not change during a run)
+    # read once per process, not per slide of a cohort (parsing every package's metadata is
+    # slow, and the installed versions do not change during a run)
     out = {"wsi-sat": __version__, "python": sys.version.split()[0],
            "platform": platform.platform()}
     for name in _PACKAGES:
