@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from wsi_sat.config import Config, load_config
+from wsi_sat.encodings import encodings_root
 from wsi_sat.errors import ConfigError, InputImageError
 from wsi_sat.io.image import read_image
 from wsi_sat.pipeline import RunOptions, SlideSummary
@@ -68,10 +69,14 @@ def _reference_set(segmenter: Segmenter, references: ReferenceRequest | Referenc
     return read_reference_set(references, segmenter.config)
 
 
-def prepare_reference(segmenter: Segmenter, references: ReferenceRequest | ReferenceSet
-                      ) -> SlideReference:
-    """The reference of a whole-slide run, encoded once at the tiles' scale."""
-    return prepare_slide_reference(segmenter, _reference_set(segmenter, references))
+def prepare_reference(segmenter: Segmenter, references: ReferenceRequest | ReferenceSet, *,
+                      out_dir: str | Path | None = None) -> SlideReference:
+    """The reference of a whole-slide run, encoded once at the tiles' scale. With `out_dir`
+    (the run's output folder) its views' encodings are kept there for reruns
+    (`wsi.keep_encodings`, `wsi.encodings_dir`): a rerun encodes only new examples."""
+    root = encodings_root(segmenter.config.wsi, Path(out_dir)) if out_dir is not None else None
+    return prepare_slide_reference(segmenter, _reference_set(segmenter, references),
+                                   root / "reference" if root is not None else None)
 
 
 def prepare_image_reference(segmenter: Segmenter, references: ReferenceRequest | ReferenceSet

@@ -34,6 +34,7 @@ from wsi_sat.runtime.prefetch import Prefetcher
 from wsi_sat.runtime.threads import BlasLimiter, set_torch_threads
 from wsi_sat.sat import (
     Backbone,
+    Engine,
     ReferenceEmbedding,
     SegmentResult,
     Workers,
@@ -96,18 +97,19 @@ class Segmenter:
     # -- reference, once ----------------------------------------------------------------------
     def prepare_reference(self, references: list[tuple[np.ndarray, np.ndarray]],
                           names: list[str] | None = None, encode_scale: float | None = None,
-                          negatives: list[tuple[np.ndarray, np.ndarray]] = ()
-                          ) -> ReferenceEmbedding:
+                          negatives: list[tuple[np.ndarray, np.ndarray]] = (),
+                          engine: Engine | None = None) -> ReferenceEmbedding:
         """Encode every reference (and its views) and negative example (image, mask of its
         non-target pixels), build the bank, self-calibrate.
 
         `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do
-        so that reference and tiles are seen at one scale; None = longest side to the input."""
+        so that reference and tiles are seen at one scale; None = longest side to the input.
+        `engine`: what encodes them (a slide run's view store over this engine)."""
         names = names or [f"reference {i}" for i in range(len(references))]
         with lent_threads(torch.get_num_threads(), "wsi-sat-sim") as workers:
-            return prepare_embedding(self.engine, self.backbone, references, names, self.sat,
-                                     encode_scale=encode_scale, negatives=list(negatives),
-                                     workers=workers)
+            return prepare_embedding(engine or self.engine, self.backbone, references, names,
+                                     self.sat, encode_scale=encode_scale,
+                                     negatives=list(negatives), workers=workers)
 
     def blas_one_thread(self):
         """numpy's BLAS held to one thread while inside (lanes split the cores; reference-
@@ -116,12 +118,16 @@ class Segmenter:
 
     # -- targets ------------------------------------------------------------------------------
     def _encode(self, chunk: list[np.ndarray], scale: float | None,
-                given: Iterator[Encoded | None] | None) -> list[Encoded]:
-        """The chunk's encoder outputs: those `given`, the rest encoded in one call."""
+                given: Iterator[Encoded | None] | None,
+                keep: Callable[[int, Encoded], Encoded] | None, start: int) -> list[Encoded]:
+        """The chunk's encoder outputs: those `given`, the rest encoded in one call and passed
+        through `keep` (with their image's index) when given."""
         known = [next(given, None) for _ in chunk] if given is not None else [None] * len(chunk)
-        todo = [img for img, e in zip(chunk, known) if e is None]
-        fresh = iter(self.engine.encode(todo, scale) if todo else [])
-        return [e if e is not None else next(fresh) for e in known]
+        todo = [i for i, e in enumerate(known) if e is None]
+        fresh = self.engine.encode([chunk[i] for i in todo], scale) if todo else []
+        for i, enc in zip(todo, fresh):
+            known[i] = keep(start + i, enc) if keep is not None else enc
+        return [e for e in known if e is not None]
 
     def segment(self, images: Iterable[np.ndarray], reference: ReferenceEmbedding, *,
                 mpp: float | None = None, encode_scale: float | None = None,
@@ -145,11 +151,14 @@ class Segmenter:
                      finish: Callable[[int, SegmentResult], R], *, mpp: float | None = None,
                      encode_scale: float | None = None,
                      tissue: Iterable[np.ndarray] | None = None,
-                     encoded: Iterable[Encoded | None] | None = None) -> list[R]:
+                     encoded: Iterable[Encoded | None] | None = None,
+                     keep: Callable[[int, Encoded], Encoded] | None = None) -> list[R]:
         """`segment`, with `finish(i, result)` applied to the result of image i as soon as it
         is ready, in order of the images: on an accelerator on this lane's CPU threads while
         the device encodes the next batch (whole slides finish a tile there: its glass rule,
-        polygons and label chunk), on a CPU in this thread. Returns what `finish` returns."""
+        polygons and label chunk), on a CPU in this thread. Returns what `finish` returns.
+        `keep(i, encoding)` takes each fresh encoding of image i and returns the one to use
+        (a slide's tile store keeps it and rounds it to the store's precision)."""
         masks = iter(tissue) if tissue is not None else repeat(None)
         given = iter(encoded) if encoded is not None else None
         on_device = self.engine.device.type != "cpu"
@@ -168,7 +177,7 @@ class Segmenter:
                 if on_device:  # the next chunk is read while the device encodes this one
                     reader.request()
                 t0 = time.perf_counter()
-                enc = self._encode(chunk, encode_scale, given)
+                enc = self._encode(chunk, encode_scale, given, keep, len(out))
                 stages = {"encode": (time.perf_counter() - t0) / len(chunk),
                           "read_wait": wait_s / len(chunk), "read": reader.read_s / len(chunk)}
                 if not on_device:  # the encoder's threads had this lane's cores until now

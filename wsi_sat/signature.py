@@ -15,7 +15,7 @@ from wsi_sat.config import Config, config_to_dict
 
 # keys that decide where and how fast work runs, never what it computes
 _SCHEDULING = {("runtime", "threads"), ("runtime", "lanes"), ("runtime", "keep_freed_memory"),
-               ("wsi", "workers")}
+               ("wsi", "workers"), ("wsi", "keep_encodings"), ("wsi", "encodings_dir")}
 
 
 def slide_identity(slide_path: Path) -> dict[str, Any]:
@@ -25,6 +25,27 @@ def slide_identity(slide_path: Path) -> dict[str, Any]:
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     return {"path": str(path),
             "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+def slide_sha256(slide_path: Path) -> str:
+    """sha256 of the slide's bytes (every file of a DICOM folder, by name): its content, not
+    its path or time stamp."""
+    path = Path(slide_path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}|{f.stat().st_size}|".encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 23):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def encoder_identity(models: dict[str, Any], input_px: int, precision: str) -> dict[str, Any]:
+    """What an encoding depends on besides its pixels: the weights, the input size and the
+    precision the encoder ran at."""
+    return {"weights": model_digests(models), "input_px": input_px, "precision": precision,
+            "version": __version__}
 
 
 def result_config(config: Config) -> dict[str, Any]:

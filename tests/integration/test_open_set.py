@@ -144,9 +144,9 @@ def test_survey_tiles_are_encoded_once_and_outputs_do_not_change(fake_engine, tm
     path = tmp_path / "mixed.tif"
     write_pyramidal_tiff(path, image, MPP, tile_px=128, min_px=256)
 
-    def encoded_tiles(out):
+    def encoded_tiles(out):  # in memory: no store to read the tiles back from
         before = fake_engine.encoded_images
-        pred, record = _run(fake_engine, path, out, True)
+        pred, record = _run(fake_engine, path, out, True, extra=("wsi.keep_encodings=false",))
         return pred, record, fake_engine.encoded_images - before
 
     reused, record, n_reused = encoded_tiles(tmp_path / "reused")
@@ -181,7 +181,7 @@ def test_tiles_encoded_ahead_during_the_survey_are_reused(fake_engine, tmp_path,
         return encode(images, scale)
 
     monkeypatch.setattr(fake_engine, "_encode", counted)
-    extra = ("wsi.survey_tiles=2", "runtime.lanes=2")
+    extra = ("wsi.survey_tiles=2", "runtime.lanes=2", "wsi.keep_encodings=false")
 
     def encoded_tiles(out):
         before = count[0]

@@ -275,8 +275,14 @@ def test_missing_mpp_is_a_clear_error(tmp_path):
     assert len(lines) == 1 and "no pixel size" in lines[0] and "--slide-mpp" in lines[0]
 
 
+def _from_geojson(geojson, slide_path, working_mpp, slide_mpp, margin, class_name=None):
+    from wsi_sat.reference.annotations import read_annotated_slides, reference_from_geojson
+
+    sets = read_annotated_slides([geojson], [slide_path])
+    return reference_from_geojson(sets, working_mpp, slide_mpp, margin, class_name)
+
+
 def test_reference_from_a_qupath_annotation(slide, tmp_path):
-    from wsi_sat.reference.annotations import reference_from_geojson
 
     path, truth = slide
     # a QuPath-style annotation around the first mosaic cell (level-0 pixels)
@@ -287,8 +293,8 @@ def test_reference_from_a_qupath_annotation(slide, tmp_path):
                                                           [x0, y1], [x0, y0]]]}}]}
     f = tmp_path / "ann.geojson"
     f.write_text(json.dumps(geo))
-    got = reference_from_geojson(f, path, None, None, margin=0.25)
-    ref = got.target
+    got = _from_geojson(f, path, None, None, margin=0.25)
+    ref = got.targets[0]
     assert got.mpp == pytest.approx(MPP) and not got.negatives
     h, w = ref.mask.shape
     assert (h, w) == (round(200 * 1.5), round(240 * 1.5))
@@ -299,14 +305,13 @@ def test_reference_from_a_qupath_annotation(slide, tmp_path):
     from wsi_sat.errors import ReferenceError
 
     with pytest.raises(ReferenceError, match="no polygon"):
-        reference_from_geojson(bad, path, None, None, margin=0.25)
+        _from_geojson(bad, path, None, None, margin=0.25)
 
 
 def test_annotation_classes_give_target_and_negatives(slide, tmp_path):
     """A bare array of features (QuPath's default export): the named class is the target, the
     others are negatives cropped to their own boxes; an annotation off the slide is refused."""
     from wsi_sat.errors import ReferenceError
-    from wsi_sat.reference.annotations import reference_from_geojson
 
     path, _ = slide
 
@@ -319,16 +324,16 @@ def test_annotation_classes_give_target_and_negatives(slide, tmp_path):
     f = tmp_path / "classes.geojson"
     f.write_text(json.dumps([feat((40, 40, 280, 240), "Blob"), feat((300, 300, 400, 380), "Glass"),
                              feat((500, 40, 540, 80), "Glass")]))
-    got = reference_from_geojson(f, path, None, None, margin=0.25, class_name="Blob")
+    got = _from_geojson(f, path, None, None, margin=0.25, class_name="Blob")
     assert got.class_name == "Blob" and len(got.negatives) == 2
     assert got.negatives[0].mask.shape == (80, 100) and got.negatives[0].mask.all()
-    assert reference_from_geojson(f, path, None, None, 0.25).class_name == "Glass"  # most frequent
+    assert _from_geojson(f, path, None, None, 0.25).class_name == "Glass"  # most frequent
     with pytest.raises(ReferenceError, match="no annotation of class 'Gland'"):
-        reference_from_geojson(f, path, None, None, 0.25, class_name="Gland")
+        _from_geojson(f, path, None, None, 0.25, class_name="Gland")
     off = tmp_path / "off.geojson"
     off.write_text(json.dumps(feat((-5000, -5000, -4000, -4000), "Blob")))
     with pytest.raises(ReferenceError, match="outside the slide"):
-        reference_from_geojson(off, path, None, None, 0.25)
+        _from_geojson(off, path, None, None, 0.25)
 
 
 def test_large_references_are_cut_into_tile_sized_windows():
@@ -374,7 +379,6 @@ def test_qupath_coordinates_follow_the_slide_bounds(slide, fake_engine, tmp_path
     """A slide whose reader reports a bounds offset (MRXS, SCN): QuPath shows the image cropped
     to it, so the GeoJSON is written, and a reference annotation read, in that frame."""
     from wsi_sat.io import slide as slide_io
-    from wsi_sat.reference.annotations import reference_from_geojson
 
     path, _ = slide
     plain = _pipeline(fake_engine, path, tmp_path / "plain")
@@ -392,13 +396,13 @@ def test_qupath_coordinates_follow_the_slide_bounds(slide, fake_engine, tmp_path
     ann = tmp_path / "ann.geojson"
     ann.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
         "type": "Polygon", "coordinates": [[[0, 0], [140, 0], [140, 160], [0, 160], [0, 0]]]}}))
-    got = reference_from_geojson(ann, path, None, None, margin=0.25)
+    got = _from_geojson(ann, path, None, None, margin=0.25)
     monkeypatch.setattr(slide_io, "_bounds", lambda props, backend: (0, 0))
     ann.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
         "type": "Polygon", "coordinates": [[[100, 40], [240, 40], [240, 200], [100, 200],
                                             [100, 40]]]}}))
-    same = reference_from_geojson(ann, path, None, None, margin=0.25)
-    assert np.array_equal(got.target.image, same.target.image)
+    same = _from_geojson(ann, path, None, None, margin=0.25)
+    assert np.array_equal(got.targets[0].image, same.targets[0].image)
 
 
 @pytest.mark.parametrize("mode", ["map", "instances"])

@@ -144,7 +144,7 @@ def test_shards_polygons_read_back_exactly_from_wkb_and_from_earlier_wkt(tmp_pat
     (tmp_path / "batch_00001.json").write_text(json.dumps({  # a shard of an earlier version
         "objects": [{"label": 0, "tile": 2, "wkt": polys[3].wkt, "score": 0.25, "area_px": 7}],
         "timings_s": {"polygons": 0.5}}))
-    objs, timings = load_shards(tmp_path)
+    objs, timings, _ = load_shards(tmp_path)
     assert [o.tile for o in objs] == [1, 1, 1, 2]
     assert all(shapely.to_wkb(o.polygon) == shapely.to_wkb(p) for o, p in zip(objs[:3], polys))
     assert shapely.equals_exact(objs[3].polygon, polys[3], tolerance=1e-9)

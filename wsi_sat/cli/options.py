@@ -69,11 +69,15 @@ def reference_options(command):  # type: ignore[no-untyped-def]
         click.option("--reference-mpp", type=MPP, default=None,
                      help="Pixel size of the reference image in µm/px (default: the working "
                           "mpp)."),
-        click.option("--reference-geojson", type=click.Path(path_type=Path), default=None,
-                     help="QuPath annotation (GeoJSON) of the reference region on "
-                          "--reference-slide."),
-        click.option("--reference-slide", type=click.Path(path_type=Path), default=None,
-                     help="Slide the --reference-geojson annotation was drawn on."),
+        click.option("--reference-geojson", "reference_geojson", multiple=True,
+                     type=click.Path(path_type=Path),
+                     help="QuPath annotations (GeoJSON, .geojson.gz) drawn on --reference-slide, "
+                          "repeatable: the target class = examples, other classes = negatives "
+                          "(corrections drawn on a result slide too)."),
+        click.option("--reference-slide", "reference_slide", multiple=True,
+                     type=click.Path(path_type=Path),
+                     help="Slide each --reference-geojson was drawn on, same order (one slide "
+                          "serves all)."),
         click.option("--mpp", type=MPP, default=None,
                      help="Working resolution in µm/px (default: --reference-mpp, else each "
                           "slide's level-0 mpp)."),
@@ -94,7 +98,7 @@ def reference_options(command):  # type: ignore[no-untyped-def]
         request = ReferenceRequest(
             images=kwargs.pop("references"), masks=kwargs.pop("reference_masks"),
             reference_mpp=kwargs.pop("reference_mpp"), working_mpp=kwargs.pop("mpp"),
-            geojson=kwargs.pop("reference_geojson"), slide=kwargs.pop("reference_slide"),
+            geojson=kwargs.pop("reference_geojson"), slides=kwargs.pop("reference_slide"),
             slide_mpp=kwargs.pop("slide_mpp"), negatives=kwargs.pop("negatives"),
             negative_masks=kwargs.pop("negative_masks"), class_name=kwargs.pop("class_name"))
         return command(request=request, **kwargs)

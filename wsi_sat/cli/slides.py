@@ -73,7 +73,7 @@ def run(slides: tuple[str, ...], request: ReferenceRequest, reference_cache: Pat
             reference, _ = api.load_prepared_reference(reference_cache, seg)
             how = f"read from {reference_cache}"
         else:
-            reference, how = api.prepare_reference(seg, refs), "ready"
+            reference, how = api.prepare_reference(seg, refs, out_dir=out_dir), "ready"
         cal = reference.embedding.calibration
         click.echo(f"reference {how} in {time.perf_counter() - t0:.1f}s: mode {cal.mode}, "
                    f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)

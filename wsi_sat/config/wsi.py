@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from wsi_sat.config.base import Section
@@ -109,6 +111,23 @@ class WsiConfig(Section):
         description="Local Dask worker processes; 0 runs the batches in this process, on its "
         "lanes, without Dask (on one machine the fastest: no worker start, the models loaded "
         "once). N starts N local Dask workers (one per GPU on a multi-GPU machine).",
+    )
+    keep_encodings: bool = Field(
+        True,
+        description="Keep each slide's tile encodings and the reference views' (in "
+        "wsi.encodings_dir) so that a rerun into the same --out, with corrections or other "
+        "settings of the decision, encodes only what is new. Changes speed and disk use, not "
+        "results.",
+    )
+    encodings_dir: str = Field(
+        "",
+        description="Where kept encodings go; empty = `<--out>/encodings` (one folder per "
+        "slide, `reference/` for the reference views). A fast local disk for cohorts.",
+    )
+    encodings_dtype: Literal["float16", "float32"] = Field(
+        "float16",
+        description="Precision of every encoding a slide run uses, kept or not (float16: "
+        "half the disk; a rerun then decides exactly as the first run did).",
     )
     reference_margin: float = Field(
         0.25, ge=0.0, le=4.0,

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import shapely
+import torch
 
 from wsi_sat.config import Config
+from wsi_sat.encodings import TileEncodings
 from wsi_sat.errors import SlideReadError
 from wsi_sat.geometry import Scale
 from wsi_sat.io.slide import Slide
@@ -53,6 +55,7 @@ class BatchTask:
     instances: bool
     label_dtype: str
     config: Config  # a Dask worker loads its models from it
+    encodings: TileEncodings  # the slide's tile encodings (kept, or only rounded)
     threads: int = 0  # torch CPU threads of the lane that runs it; 0 = the worker's share
     run_key: str = ""
 
@@ -98,8 +101,8 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
                                     mpp=task.scale.working_mpp,
                                     encode_scale=seg.tile_scale(task.config.wsi.tile_px),
                                     tissue=work.tissue,
-                                    encoded=[(encodings or {}).get(t.index)
-                                             for t in task.tiles])
+                                    encoded=work.known(encodings or {}, seg.engine.device),
+                                    keep=work.keep)
     timings: dict[str, float] = defaultdict(float, setup=setup_s)
     objects: list[dict[str, Any]] = []
     for objs, spent in finished:
@@ -108,6 +111,7 @@ def segment_batch(task: BatchTask, reference: ReferenceEmbedding, tissue: Tissue
             timings[stage] += sec
     shard = {"run_key": task.run_key, "batch": task.batch,
              "tiles": [tile.index for tile in task.tiles],
+             "encodings": {"encoded": work.encoded, "reused": work.reused},
              "objects": objects, "timings_s": dict(timings)}
     write_atomic(Path(task.shard_path), lambda p: p.write_text(json.dumps(shard)))
     return shard
@@ -123,6 +127,23 @@ class _TileWork:
         self.tissue = [tile_mask(tissue.tissue, tile, task.working_size) for tile in task.tiles]
         self.read: list[np.ndarray | None] = []  # the tiles as read (for the glass rule)
         self.level0 = open_level0(Path(task.zarr_path))
+        self.encoded = self.reused = 0  # tiles encoded here / read back from the store
+
+    def known(self, survey: dict[int, Encoded], device: torch.device
+              ) -> Iterator[Encoded | None]:
+        """Each tile's encoding from the survey or the slide's store, else None (encode it);
+        lazily, as the segmenter reaches the tile."""
+        for tile in self.task.tiles:
+            enc = survey.get(tile.index)
+            if enc is None:
+                enc = self.task.encodings.get(tile.index, device)
+                self.reused += enc is not None
+            yield enc
+
+    def keep(self, i: int, enc: Encoded) -> Encoded:
+        """Tile i's fresh encoding, kept in the slide's store (as the method uses it)."""
+        self.encoded += 1
+        return self.task.encodings.keep(self.task.tiles[i].index, enc)
 
     def images(self) -> Iterator[np.ndarray]:
         """A lazy generator: the segmenter's reader thread reads the next tiles while this

@@ -42,13 +42,17 @@ class SlideSummary:
     skipped: bool = False  # complete from an earlier run with the same inputs (--resume)
 
 
-def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
-    """Every shard's objects (in batch order) and the summed stage timings."""
+def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float], dict[str, int]]:
+    """Every shard's objects (in batch order), the summed stage timings and the tiles whose
+    encodings the batches computed (`encoded`) or read back (`reused`)."""
     records, timings = [], defaultdict(float)
+    encodings = {"encoded": 0, "reused": 0}
     for path in sorted(shard_dir.glob("batch_*.json")):
         shard = json.loads(path.read_text())
         for k, v in shard["timings_s"].items():
             timings[k] += v
+        for k, v in shard.get("encodings", {}).items():
+            encodings[k] += v
         records += shard["objects"]
     # hex WKB, parsed in one call; shards of earlier versions hold WKT
     wkb = [o["wkb"] for o in records if "wkb" in o]
@@ -56,7 +60,7 @@ def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float]]:
     objs = [TileObject(o["label"], o["tile"],
                        next(parsed) if "wkb" in o else shapely.from_wkt(o["wkt"]), o["score"],
                        o["area_px"]) for o in records]
-    return objs, dict(timings)
+    return objs, dict(timings), encodings
 
 
 def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented: list[Tile],
@@ -68,7 +72,9 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     and the tiles this process segmented (run.json `cpu_s`; None: `cpu_s` is null, the tiles
     ran in other processes)."""
     t = time.perf_counter()
-    objs, stage_sums = load_shards(paths.shards)
+    objs, stage_sums, encodings = load_shards(paths.shards)
+    survey = record["tiles"].pop("survey_encodings", {})
+    record["tiles"].update({k: v + survey.get(k, 0) for k, v in encodings.items()})
     objs, mapping = merge_instances(objs) if instances else (merge_regions(objs), {})
     timings["merge"] = time.perf_counter() - t
     t = time.perf_counter()

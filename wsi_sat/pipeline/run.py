@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from wsi_sat.config import Config, config_to_dict
+from wsi_sat.encodings import TileEncodings, encodings_root, tiles_key
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.batch import BatchTask, segment_batch
 from wsi_sat.pipeline.coarse import select_tiles
@@ -34,7 +35,7 @@ from wsi_sat.runtime.cpu import CpuAccount
 from wsi_sat.runtime.heap import frozen_heap
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
 from wsi_sat.segmenter import Segmenter
-from wsi_sat.signature import run_key
+from wsi_sat.signature import encoder_identity, run_key, slide_sha256
 from wsi_sat.stitch.labels import instance_label_dtype
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.atomic import writable_dir
@@ -93,13 +94,16 @@ def _segment_slide(slide: Slide, working: float, key: str, paths: OutputPaths,
     timings["tissue"] = time.perf_counter() - t
     tiles, coarse_info = _select(slide, plan, reference, segmenter, timings)
     t = time.perf_counter()
-    survey = survey_slide(slide, plan, reference.embedding, segmenter,
+    store = _tile_store(slide.path, paths, plan, segmenter)
+    timings["encodings_key"] = time.perf_counter() - t
+    t = time.perf_counter()
+    survey = survey_slide(slide, plan, reference.embedding, segmenter, store,
                           threads if client is None else 0, keep_encodings=client is None,
                           lanes=lanes if client is None else 1)
     timings["survey"] = time.perf_counter() - t
     instances = reference.embedding.calibration.mode == "instances"
     prepare(paths, key, options.resume)
-    tasks = _tasks(slide.path, plan, tiles, paths, instances, config, threads, key)
+    tasks = _tasks(slide.path, plan, tiles, paths, instances, config, threads, key, store)
     t = time.perf_counter()
     ran = _run_batches(tasks, survey, plan, segmenter, client, lanes, options, paths.stem,
                        len(tiles))
@@ -112,6 +116,7 @@ def _segment_slide(slide: Slide, working: float, key: str, paths: OutputPaths,
     record = _record(slide, plan, tiles, len(tasks), coarse_info, reference, segmenter,
                      options)
     record["open_set"] = survey.info
+    record["tiles"]["survey_encodings"] = {"encoded": survey.encoded, "reused": survey.reused}
     record.update(run_key=key, started_utc=clock.started_utc)
     # CPU time is this process's: with Dask workers the tiles ran elsewhere
     return finalize_slide(slide, plan, paths, tiles, instances, config.wsi, record, timings,
@@ -130,8 +135,24 @@ def _select(slide: Slide, plan: SlidePlan, reference: SlideReference, segmenter:
                        "coarse_tiles": sel.coarse_tiles, "selected": len(sel.tiles)}
 
 
+def _tile_store(slide_path: Path, paths: OutputPaths, plan: SlidePlan, segmenter: Segmenter
+                ) -> TileEncodings:
+    """This slide's tile encodings, kept under `wsi.encodings_dir` (or `<out>/encodings`)
+    when `wsi.keep_encodings` is on, signed by the slide's bytes, grid and encoder."""
+    wcfg = segmenter.config.wsi
+    root = encodings_root(wcfg, paths.out_dir)
+    if root is None:
+        return TileEncodings(None, "", wcfg.encodings_dtype)
+    encoder = encoder_identity(model_info(segmenter), segmenter.engine.input_px,
+                               segmenter.config.runtime.precision)
+    key = tiles_key(slide_sha256(slide_path), plan.scale.working_mpp, wcfg.tile_px,
+                    wcfg.overlap_px, encoder, wcfg.encodings_dtype)
+    return TileEncodings(root / paths.stem, key, wcfg.encodings_dtype)
+
+
 def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPaths,
-           instances: bool, config: Config, threads: int, key: str) -> list[BatchTask]:
+           instances: bool, config: Config, threads: int, key: str, store: TileEncodings
+           ) -> list[BatchTask]:
     """The batches of this slide, with a fresh (or, resuming, the existing) label store
     marked with the run key."""
     paths.shards.mkdir(parents=True, exist_ok=True)
@@ -141,7 +162,7 @@ def _tasks(slide_path: Path, plan: SlidePlan, tiles: list[Tile], paths: OutputPa
     return [BatchTask(batch=b, tiles=batch, slide_path=str(slide_path), scale=plan.scale,
                       working_size=plan.grid.working_size, zarr_path=str(paths.partial),
                       shard_path=str(paths.shard(b)), instances=instances, label_dtype=dtype,
-                      config=config, threads=threads, run_key=key)
+                      config=config, threads=threads, run_key=key, encodings=store)
             for b, batch in enumerate(plan_batches(tiles, config.wsi.batch_tiles))]
 
 

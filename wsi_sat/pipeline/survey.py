@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_sat.encodings import TileEncodings
 from wsi_sat.io.slide import Slide
 from wsi_sat.models.sam import Encoded
 from wsi_sat.pipeline.batch import read_tile
@@ -31,6 +32,8 @@ class Survey:
     # the surveyed tiles' encoder outputs by tile index (kept when asked): the batches of this
     # process reuse them instead of encoding those tiles again
     encodings: dict[int, Encoded] = field(default_factory=dict)
+    encoded: int = 0  # tiles the survey encoded
+    reused: int = 0  # tiles it read back from the slide's store
 
 
 def survey_tiles(tiles: list[Tile], n: int) -> list[Tile]:
@@ -41,12 +44,13 @@ def survey_tiles(tiles: list[Tile], n: int) -> list[Tile]:
 
 
 def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
-                 segmenter: Segmenter, threads: int = 0, keep_encodings: bool = False,
-                 lanes: int = 1) -> Survey:
+                 segmenter: Segmenter, store: TileEncodings, threads: int = 0,
+                 keep_encodings: bool = False, lanes: int = 1) -> Survey:
     """The reference with this slide's never-shown tissue as background and the slide's
     decision (unchanged when both are off or the slide has no tissue; no background added
     when the reference has no open threshold); with `keep_encodings`, the surveyed tiles'
-    encoder outputs too. The tiles are encoded on `lanes` threads of `threads` each."""
+    encoder outputs too. The tiles are encoded on `lanes` threads of `threads` each, or read
+    back from the slide's `store`."""
     config = segmenter.config
     ocfg = config.sat.open_set
     if not (ocfg.enabled or ocfg.slide_decision) or not plan.tiles:
@@ -59,12 +63,12 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
     # survey's encodings for the batches to reuse
     ahead = [t for t in plan.tiles if t.index not in surveyed][:lanes] \
         if keep_encodings and lanes > 1 else []
-    one_tile = _tile_surveyor(slide, plan, reference, segmenter, threads, surveyed,
+    one_tile = _tile_surveyor(slide, plan, reference, segmenter, store, threads, surveyed,
                               max(1, ocfg.survey_patches // len(chosen)))
     with segmenter.blas_one_thread():
         results = run_in_lanes(one_tile, [*chosen, *ahead], lanes)
         try:
-            done: dict[int, tuple[int, Encoded, SurveyPatches | None]] = {}
+            done: dict[int, tuple[int, Encoded, SurveyPatches | None, bool]] = {}
             for r in results:  # until every surveyed tile is in (the tiles ahead go on)
                 done[r[0]] = r
                 if surveyed <= done.keys():
@@ -78,29 +82,37 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
         finally:
             results.close()
     encodings = {i: r[1] for i, r in done.items()} if keep_encodings else {}
-    return Survey(embedding, info, encodings)
+    fresh = sum(r[3] for r in done.values())
+    return Survey(embedding, info, encodings, fresh, len(done) - fresh)
 
 
 def _tile_surveyor(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
-                   segmenter: Segmenter, threads: int, surveyed: set[int], per_tile: int
-                   ) -> Callable[[Tile], tuple[int, Encoded, SurveyPatches | None]]:
+                   segmenter: Segmenter, store: TileEncodings, threads: int, surveyed: set[int],
+                   per_tile: int
+                   ) -> Callable[[Tile], tuple[int, Encoded, SurveyPatches | None, bool]]:
     """What a lane does with one tile: read it (one lane at a time: a slide handle is never
-    read by two threads, and reads overlap the other lane's encoder), encode it and, when it is
-    surveyed, sample and match its tissue patches (each tile with its own seed: any order)."""
+    read by two threads, and reads overlap the other lane's encoder), encode it (or read its
+    encoding back from the store) and, when it is surveyed, sample and match its tissue
+    patches (each tile with its own seed: any order). The last field: whether it was encoded."""
     config = segmenter.config
     read_lock = threading.Lock()
     scale = segmenter.tile_scale(config.wsi.tile_px)
 
-    def one_tile(tile: Tile) -> tuple[int, Encoded, SurveyPatches | None]:
+    def one_tile(tile: Tile) -> tuple[int, Encoded, SurveyPatches | None, bool]:
+        enc = store.get(tile.index, segmenter.engine.device)
+        fresh = enc is None
+        if tile.index not in surveyed and enc is not None:  # a tile ahead, already encoded
+            return tile.index, enc, None, fresh
         with read_lock:
             image = read_tile(slide, plan.scale, tile, config.wsi.tile_px)
         with torch_threads(threads):  # OpenMP: per thread, so per lane
-            enc = segmenter.engine.encode([image], scale)[0]
+            if enc is None:
+                enc = store.keep(tile.index, segmenter.engine.encode([image], scale)[0])
             if tile.index not in surveyed:  # a tile ahead: its encoding only
-                return tile.index, enc, None
+                return tile.index, enc, None, fresh
             grid = segmenter.backbone.grids([image], [enc])[0]
             tissue = tile_mask(plan.tissue.tissue, tile, plan.grid.working_size)
             return tile.index, enc, survey_patches(reference, image, grid, tissue, config.sat,
-                                                   per_tile, tile.index)
+                                                   per_tile, tile.index), fresh
 
     return one_tile

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from wsi_sat.encodings import ViewEncodings
 from wsi_sat.errors import WsiSatError
 from wsi_sat.reference.images import Reference, rescale_reference
 from wsi_sat.reference.request import ReferenceSet
 from wsi_sat.sat import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter
-from wsi_sat.writers.provenance import array_hash
+from wsi_sat.signature import encoder_identity, sha256_json
+from wsi_sat.writers.provenance import array_hash, model_info
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +85,43 @@ def reference_info(references: list[Reference], mpp: float | None) -> dict[str, 
     }
 
 
-def prepare_slide_reference(segmenter: Segmenter, refs: ReferenceSet) -> SlideReference:
+def prepare_slide_reference(segmenter: Segmenter, refs: ReferenceSet,
+                            views_dir: Path | None = None) -> SlideReference:
     """Encode and calibrate the references and negatives of `refs` (already at the working
     resolution `refs.mpp`) for tiles and, with coarse-to-fine on, for the coarse pass (map
-    mode: it only matches)."""
+    mode: it only matches). Their views' encodings are kept in `views_dir` (None: not kept)
+    and read back from it when a rerun shows the same pixels again."""
     wcfg = segmenter.config.wsi
+    views = view_encodings(segmenter, views_dir)
     scale = segmenter.tile_scale(wcfg.tile_px)
     pairs = [(pair, r.name) for r in refs.references
              for pair in reference_windows(r.image, r.mask, wcfg.tile_px)]
     negative_pairs = [pair for n in refs.negatives
                       for pair in reference_windows(n.image, n.mask, wcfg.tile_px, negative=True)]
     embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
-                                            encode_scale=scale, negatives=negative_pairs)
+                                            encode_scale=scale, negatives=negative_pairs,
+                                            engine=views)
     info = reference_info(refs.references, refs.source_mpp)
     info["features_mpp"] = feature_input_mpp(segmenter, scale, refs.mpp)
     if refs.negatives:
         info["negatives"] = reference_info(refs.negatives, refs.mpp)
-    coarse = _coarse_reference(segmenter, refs, scale) if wcfg.coarse_downsample > 1 else None
+    coarse = (_coarse_reference(segmenter, refs, scale, views)
+              if wcfg.coarse_downsample > 1 else None)
+    info["views"] = {"encoded": views.encoded, "reused": views.reused}
+    log.info("reference: %d views encoded, %d read back", views.encoded, views.reused)
     return SlideReference(embedding, coarse, refs.mpp, info)
 
 
-def _coarse_reference(segmenter: Segmenter, refs: ReferenceSet, scale: float
-                      ) -> ReferenceEmbedding | None:
+def view_encodings(segmenter: Segmenter, folder: Path | None) -> ViewEncodings:
+    """The segmenter's engine with the reference views' encodings kept in `folder`."""
+    wcfg, engine = segmenter.config.wsi, segmenter.engine
+    key = sha256_json(encoder_identity(model_info(segmenter), engine.input_px,
+                                       segmenter.config.runtime.precision))
+    return ViewEncodings(engine, folder, wcfg.encodings_dtype, key)
+
+
+def _coarse_reference(segmenter: Segmenter, refs: ReferenceSet, scale: float,
+                      views: ViewEncodings) -> ReferenceEmbedding | None:
     """The reference at `wsi.coarse_downsample` (map mode), or None when it is too small
     there."""
     d = segmenter.config.wsi.coarse_downsample
@@ -112,7 +130,8 @@ def _coarse_reference(segmenter: Segmenter, refs: ReferenceSet, scale: float
         small_neg = [rescale_reference(n, 1.0 / d, negative=True) for n in refs.negatives]
         coarse = segmenter.prepare_reference([(r.image, r.mask) for r in small],
                                              [r.name for r in small], encode_scale=scale,
-                                             negatives=[(n.image, n.mask) for n in small_neg])
+                                             negatives=[(n.image, n.mask) for n in small_neg],
+                                             engine=views)
     except WsiSatError as err:
         log.warning("coarse-to-fine off: the reference is too small at 1/%d (%s)", d, err)
         return None

@@ -2,13 +2,15 @@
 
 QuPath's *Export objects as GeoJSON* (and `exportObjectsToGeoJson`) writes a bare JSON array of
 features by default, a FeatureCollection with "Export as FeatureCollection", and a single
-Feature for one object; geometries are Polygon or MultiPolygon in level-0 pixels. The class is
+Feature for one object (`.geojson.gz` when compressed); geometries are Polygon or MultiPolygon
+in level-0 pixels. The class is
 `properties.classification.name` (QuPath ≥ 0.3; older exports: a plain string). Invalid polygons
 are repaired with `shapely.make_valid` (with a warning); points and lines are skipped.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from collections import Counter
@@ -73,8 +75,11 @@ def read_annotations(path: Path) -> list[Annotation]:
     if not path.is_file():
         raise ReferenceError(f"GeoJSON '{path}' not found; export the annotations from QuPath")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":  # QuPath's .geojson.gz
+            raw = gzip.decompress(raw)
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError, gzip.BadGzipFile):
         raise ReferenceError(f"'{path}' is not GeoJSON; export annotations from QuPath") from None
     out: list[Annotation] = []
     for i, feature in enumerate(_features(data)):
@@ -100,20 +105,29 @@ def read_annotations(path: Path) -> list[Annotation]:
     return out
 
 
-def split_by_class(annotations: list[Annotation], class_name: str | None, source: str
+def choose_class(annotations: list[Annotation], class_name: str | None, source: str) -> str:
+    """The target class: `class_name` (which must occur), else the most frequent class."""
+    counts = Counter(a.class_name for a in annotations)
+    if class_name is None:
+        return counts.most_common(1)[0][0]
+    if class_name in counts:
+        return class_name
+    raise ReferenceError(
+        f"'{source}' has no annotation of class '{class_name}'; its classes: "
+        f"{', '.join(sorted(counts))} (pass one of them as --class-name)")
+
+
+def split_by_class(annotations: list[Annotation], class_name: str | None, source: str,
+                   require_target: bool = True
                    ) -> tuple[list[Annotation], list[Annotation], str]:
     """(target annotations, negative annotations, the target class): the target is
     `class_name`, else the most frequent class; every other class is a negative. A negative
-    that overlaps a target is an error."""
-    counts = Counter(a.class_name for a in annotations)
-    if class_name is None:
-        chosen = counts.most_common(1)[0][0]
-    elif class_name in counts:
-        chosen = class_name
+    that overlaps a target is an error. Without `require_target` an export may hold negatives
+    only (a correction that outlines only what was wrongly found)."""
+    if class_name is None or require_target:
+        chosen = choose_class(annotations, class_name, source)
     else:
-        raise ReferenceError(
-            f"'{source}' has no annotation of class '{class_name}'; its classes: "
-            f"{', '.join(sorted(counts))} (pass one of them as --class-name)")
+        chosen = class_name
     targets = [a for a in annotations if a.class_name == chosen]
     negatives = [a for a in annotations if a.class_name != chosen]
     target_union = shapely.union_all([a.geometry for a in targets])

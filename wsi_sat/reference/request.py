@@ -10,7 +10,7 @@ from pathlib import Path
 
 from wsi_sat.errors import ReferenceError
 from wsi_sat.geometry import Scale
-from wsi_sat.reference.annotations import reference_from_geojson
+from wsi_sat.reference.annotations import read_annotated_slides, reference_from_geojson
 from wsi_sat.reference.images import (
     Reference,
     ReferenceInput,
@@ -26,19 +26,22 @@ class ReferenceRequest:
     """Every way a reference arrives (the CLI's reference options, the API's arguments).
 
     `images` + `masks` (one per image, or none: `<stem>_mask.png` beside it, else the alpha
-    channel) at `reference_mpp` µm/px; or `geojson` drawn on `slide` (`slide_mpp` when the slide
-    has no pixel size): annotations of `class_name` (else the most frequent class) are the
-    target, every other class a negative example. `negatives` (+ `negative_masks`) are images of
-    tissue that is not the target, at `reference_mpp` like the references. `working_mpp` is the
-    resolution slides are segmented at: with `reference_mpp` too, the references are rescaled to
-    it; with neither, the references are taken to be at each slide's own resolution."""
+    channel) at `reference_mpp` µm/px; and/or QuPath exports `geojson` drawn on `slides` (the
+    n-th export on the n-th slide, or all on the one slide given; `slide_mpp` when a slide has
+    no pixel size): annotations of `class_name` (else the most frequent class) are the target,
+    every other class a negative example — corrections drawn on a result slide are such
+    exports. `negatives` (+ `negative_masks`) are images of tissue that is not the target, at
+    `reference_mpp` like the references. `working_mpp` is the resolution slides are segmented
+    at: with `reference_mpp` too, the images are rescaled to it; without it, QuPath crops are
+    cut at the first annotated slide's resolution; with neither (images only), the references
+    are taken to be at each slide's own resolution."""
 
     images: Sequence[ReferenceInput] = ()
     masks: Sequence[str | Path] = ()
     reference_mpp: float | None = None
     working_mpp: float | None = None
-    geojson: str | Path | None = None
-    slide: str | Path | None = None
+    geojson: Sequence[str | Path] = ()
+    slides: Sequence[str | Path] = ()
     slide_mpp: float | None = None
     negatives: Sequence[ReferenceInput] = ()
     negative_masks: Sequence[str | Path] = ()
@@ -62,23 +65,29 @@ class ReferenceSet:
 def read_references(request: ReferenceRequest, margin: float) -> ReferenceSet:
     """Read, check and rescale what `request` names. A QuPath region is cut with `margin` x its
     size around it (`wsi.reference_margin`)."""
-    negs = load_negatives(request.negatives, request.negative_masks)
-    factor = (Scale(request.reference_mpp, request.working_mpp).factor
-              if request.reference_mpp and request.working_mpp else 1.0)
-    if request.geojson is not None:
-        if request.slide is None:
-            raise ReferenceError("--reference-geojson needs --reference-slide (the annotated slide)")
-        got = reference_from_geojson(Path(request.geojson), Path(request.slide),
-                                     request.working_mpp, request.slide_mpp, margin,
-                                     request.class_name)
-        negs = [rescale_reference(n, factor, True) for n in negs]
-        return ReferenceSet(references=[got.target], mpp=got.mpp, source_mpp=got.mpp,
-                            negatives=got.negatives + negs, class_name=got.class_name)
-    if not request.images:
+    if not request.images and not request.geojson:
         raise ReferenceError("give --reference (image + mask) or --reference-geojson")
+    negs = load_negatives(request.negatives, request.negative_masks)
     refs = load_references(request.images, request.masks)
     check_negatives(refs, negs)
+    working = request.working_mpp or request.reference_mpp
+    class_name = None
+    if request.geojson:
+        sets = read_annotated_slides([Path(g) for g in request.geojson],
+                                     [Path(s) for s in request.slides])
+        got = reference_from_geojson(sets, working, request.slide_mpp, margin,
+                                     request.class_name)
+        working, class_name = got.mpp, got.class_name
+    factor = (Scale(request.reference_mpp, working).factor
+              if request.reference_mpp and working else 1.0)
     refs = [rescale_reference(r, factor) for r in refs]
     negs = [rescale_reference(n, factor, True) for n in negs]
-    return ReferenceSet(references=refs, mpp=request.working_mpp or request.reference_mpp,
-                        source_mpp=request.reference_mpp, negatives=negs)
+    if request.geojson:
+        refs, negs = refs + got.targets, got.negatives + negs
+        if not refs:
+            raise ReferenceError(
+                f"no annotation of the target class '{class_name}' in the exports and no "
+                "--reference image: draw one example of the target")
+    source = request.reference_mpp if request.images or not request.geojson else working
+    return ReferenceSet(references=refs, mpp=working, source_mpp=source, negatives=negs,
+                        class_name=class_name)

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 from wsi_sat.config import Config
 from wsi_sat.errors import ConfigError
 from wsi_sat.runtime.allocator import worker_environ

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+
 import torch
 from threadpoolctl import ThreadpoolController
 
