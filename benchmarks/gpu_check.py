@@ -40,7 +40,7 @@ from wsi_sat.runtime.threads import torch_threads  # noqa: E402
 from wsi_sat.sat import keep_on_tissue  # noqa: E402
 from wsi_sat.sat.matching import match  # noqa: E402
 from wsi_sat.sat.open_set import (  # noqa: E402
-    open_threshold,
+    shown_margin,
     slide_background,
     slide_decision,
     with_background,  # noqa: E402
@@ -74,11 +74,11 @@ def with_slide_decision(seg: Segmenter, reference, survey: list[np.ndarray]):
     feats = np.concatenate([reference.features(g, patch_colour(t, g.grid_hw, g.patch_hw))
                             for t, g in zip(survey, grids)])
     res = match(feats, reference.bank, reference.labels, cfg.matching.top_k, votes=False)
-    thr = open_threshold(reference, cfg.open_set, cfg.matching.top_k)
+    shown = shown_margin(reference, feats, cfg.matching.top_k)
     emb = reference
-    if thr is not None:
-        idx, _ = slide_background(feats, res.fg_sim, res.margin, reference.calibration.threshold,
-                                  thr, cfg.open_set, cfg.seed)
+    if shown is not None:
+        idx, _ = slide_background(feats, shown, res.margin, reference.calibration.threshold,
+                                  cfg.open_set, cfg.seed)
         emb = with_background(reference, feats[idx])
     again = match(feats, emb.bank, emb.labels, cfg.matching.top_k, votes=False)
     decision, _ = slide_decision(emb, feats, again.margin, cfg.matching, cfg.seed)

@@ -35,6 +35,7 @@ from wsi_sat.runtime.threads import BlasLimiter, set_torch_threads
 from wsi_sat.sat import (
     Backbone,
     Engine,
+    Example,
     ReferenceEmbedding,
     SegmentResult,
     Workers,
@@ -95,9 +96,9 @@ class Segmenter:
         return float(self.engine.input_px) / tile_px
 
     # -- reference, once ----------------------------------------------------------------------
-    def prepare_reference(self, references: list[tuple[np.ndarray, np.ndarray]],
+    def prepare_reference(self, references: list[Example],
                           names: list[str] | None = None, encode_scale: float | None = None,
-                          negatives: list[tuple[np.ndarray, np.ndarray]] = (),
+                          negatives: list[Example] = (),
                           engine: Engine | None = None) -> ReferenceEmbedding:
         """Encode every reference (and its views) and negative example (image, mask of its
         non-target pixels), build the bank, self-calibrate.

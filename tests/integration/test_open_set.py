@@ -74,21 +74,42 @@ def test_a_target_free_slide_comes_out_empty_and_without_a_halo(fake_engine, tmp
     assert pred.mean() < 0.002
 
 
-def test_held_out_similarity_splits_one_reference_or_leaves_references_out():
+def test_held_out_similarity_splits_each_reference_into_halves():
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(40, 8)).astype(np.float32)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
     labels = np.r_[np.ones(30, np.int8), np.zeros(10, np.int8)]
     xy = np.c_[np.arange(40) * 10.0, np.zeros(40)].astype(np.float32)
     one = held_out_fg_similarity(bank, labels, xy, np.zeros(40, np.int32), top_k=3)
-    assert one.shape == (30,)  # every fg patch, each against the other half only
+    assert one.keys() == {0} and one[0].shape == (30,)  # every fg patch, against the other half
     left = xy[labels == 1, 0] < np.median(xy[labels == 1, 0])
     fg = bank[labels == 1]
     want = np.sort(fg[left] @ fg[~left].T, axis=1)[:, -3:].mean(axis=1)
-    assert np.allclose(one[: left.sum()], want, atol=1e-6)
-    two = held_out_fg_similarity(bank, labels, xy, np.r_[np.zeros(15), np.ones(25)].astype(int),
-                                 top_k=3)
-    assert two.shape == (30,)
+    assert np.allclose(one[0][: left.sum()], want, atol=1e-6)
+    ids = np.r_[np.zeros(15), np.ones(25)].astype(int)  # reference 1: 15 fg and 10 bg patches
+    two = held_out_fg_similarity(bank, labels, xy, ids, top_k=3)
+    assert two.keys() == {0, 1} and two[0].shape == (15,) and two[1].shape == (15,)
+    own = labels.astype(bool) & (ids == 1)
+    a = xy[own, 0] < np.median(xy[own, 0])
+    f1 = bank[own]
+    want = np.sort(f1[a] @ f1[~a].T, axis=1)[:, -3:].mean(axis=1)
+    assert np.allclose(two[1][: a.sum()], want, atol=1e-6)  # never against reference 0
+
+
+def test_an_added_example_never_makes_other_tissue_look_shown(fake_segmenter):
+    """Each example speaks for itself: a patch is 'shown' when it reaches the open threshold
+    of the example most like it, so adding an example of another kind changes nothing for
+    tissue unlike it (a threshold pooled across unlike references would fall)."""
+    from wsi_sat.sat.open_set import shown_margin
+
+    one = fake_segmenter.prepare_reference([blobs_image(0)])
+    two = fake_segmenter.prepare_reference([blobs_image(0), blobs_image(5, n=3)])
+    rng = np.random.default_rng(2)
+    probe = rng.normal(size=(50, one.bank.shape[1])).astype(np.float32)
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    s1, s2 = shown_margin(one, probe, 5), shown_margin(two, probe, 5)
+    assert len(two.calibration.open_by_reference) == 2
+    assert (s2 >= s1 - 0.05).all()  # the first example's view of the probes is (nearly) kept
 
 
 def test_slide_background_takes_novel_clusters_only():
@@ -96,30 +117,30 @@ def test_slide_background_takes_novel_clusters_only():
     target = rng.normal(0, 0.05, (300, 4)) + [1, 0, 0, 0]
     unseen = rng.normal(0, 0.05, (300, 4)) + [0, 0, 1, 0]
     feats = np.concatenate([target, unseen]).astype(np.float32)
-    fg_sim = np.r_[np.full(300, 0.9), np.full(300, 0.4)]
+    shown = np.r_[np.full(300, 0.3), np.full(300, -0.2)]
     margin = np.r_[np.full(300, 0.05), np.full(300, 0.01)]  # unseen: above the threshold
     cfg = OpenSetConfig(clusters=4, min_cluster_patches=10, max_background_patches=1000)
-    idx, info = slide_background(feats, fg_sim, margin, 0.02, 0.6, cfg, seed=0)
+    idx, info = slide_background(feats, shown, margin, 0.02, cfg, seed=0)
     assert set(idx.tolist()) == set(range(300, 600))
     assert info["novel_fraction"] == pytest.approx(0.5)
     # the target is never background, even where its similarity dips
     margin[:300] = 0.05
-    idx, _ = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=0)
+    idx, _ = slide_background(feats, shown, margin, 0.0, cfg, seed=0)
     assert idx.min() >= 300 if len(idx) else True
 
 
 def test_slide_background_restarts_on_threads_give_the_same_patches():
     rng = np.random.default_rng(4)
     feats = rng.normal(0, 1, (900, 6)).astype(np.float32)
-    fg_sim = rng.uniform(0.3, 0.9, 900)
+    shown = rng.uniform(-0.3, 0.3, 900)
     margin = rng.uniform(-0.05, 0.05, 900)
     cfg = OpenSetConfig(clusters=12, min_cluster_patches=10, max_background_patches=10000,
                         restarts=5)
-    one, info_one = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=3)
+    one, info_one = slide_background(feats, shown, margin, 0.0, cfg, seed=3)
     from wsi_sat.runtime.lanes import lent_threads
 
     with lent_threads(2) as workers:
-        two, info_two = slide_background(feats, fg_sim, margin, 0.0, 0.6, cfg, seed=3,
+        two, info_two = slide_background(feats, shown, margin, 0.0, cfg, seed=3,
                                          workers=workers)
     assert len(one) and np.array_equal(one, two) and info_one == info_two
 

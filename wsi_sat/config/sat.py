@@ -216,6 +216,13 @@ class CalibrationConfig(Section):
         "cannot reproduce one another, the lowest candidate threshold wins and target-free "
         "tissue is called target (docs/benchmarks.md).",
     )
+    max_judged_references: int = Field(
+        3, ge=1, le=1000,
+        description="The pixel refinement and the decoding mode are judged on at most this "
+        "many references (the first ones: images, then annotation crops in order; each "
+        "judgement decodes them); the threshold is chosen on all of them. Keeps a reference "
+        "of many corrections quick to prepare.",
+    )
     pixel_min_gain: float = Field(
         0.03, ge=0.0, le=1.0,
         description="The per-pixel model is used only when it beats the plain map by at least "

@@ -57,22 +57,24 @@ def feature_input_mpp(segmenter: Segmenter, encode_scale: float,
 
 
 def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int,
-                      negative: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+                      negative: bool = False, known: np.ndarray | None = None
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """A reference larger than a tile, cut into tile-sized windows that hold both classes (a
     negative example: windows that hold some of its mask), so it is encoded at the tiles'
-    scale; one that fits is returned whole."""
+    scale; one that fits is returned whole. Each: (image, mask, labelled pixels or None)."""
     h, w = mask.shape
     if h <= tile_px and w <= tile_px:
-        return [(image, mask)]
+        return [(image, mask, known)]
     ys = np.unique(np.linspace(0, max(0, h - tile_px), max(1, -(-h // tile_px))).astype(int))
     xs = np.unique(np.linspace(0, max(0, w - tile_px), max(1, -(-w // tile_px))).astype(int))
     out = []
     for y in ys:
         for x in xs:
-            m = mask[y : y + tile_px, x : x + tile_px]
+            win = np.s_[y : y + tile_px, x : x + tile_px]
+            m = mask[win]
             if (m.any() if negative else 0.0 < m.mean() < 1.0):
-                out.append((image[y : y + tile_px, x : x + tile_px], m))
-    return out or [(image, mask)]
+                out.append((image[win], m, known[win] if known is not None else None))
+    return out or [(image, mask, known)]
 
 
 def reference_info(references: list[Reference], mpp: float | None) -> dict[str, Any]:
@@ -80,7 +82,8 @@ def reference_info(references: list[Reference], mpp: float | None) -> dict[str, 
     return {
         "names": [r.name for r in references],
         "mask_sources": [r.mask_source for r in references],
-        "sha256": array_hash(*[a for r in references for a in (r.image, r.mask)]),
+        "sha256": array_hash(*[a for r in references for a in (r.image, r.mask, r.known)
+                               if a is not None]),
         "mpp": mpp,
     }
 
@@ -94,10 +97,10 @@ def prepare_slide_reference(segmenter: Segmenter, refs: ReferenceSet,
     wcfg = segmenter.config.wsi
     views = view_encodings(segmenter, views_dir)
     scale = segmenter.tile_scale(wcfg.tile_px)
-    pairs = [(pair, r.name) for r in refs.references
-             for pair in reference_windows(r.image, r.mask, wcfg.tile_px)]
-    negative_pairs = [pair for n in refs.negatives
-                      for pair in reference_windows(n.image, n.mask, wcfg.tile_px, negative=True)]
+    pairs = [(ex, r.name) for r in refs.references
+             for ex in reference_windows(r.image, r.mask, wcfg.tile_px, known=r.known)]
+    negative_pairs = [ex[:2] for n in refs.negatives
+                      for ex in reference_windows(n.image, n.mask, wcfg.tile_px, negative=True)]
     embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
                                             encode_scale=scale, negatives=negative_pairs,
                                             engine=views)
@@ -128,7 +131,7 @@ def _coarse_reference(segmenter: Segmenter, refs: ReferenceSet, scale: float,
     try:
         small = [rescale_reference(r, 1.0 / d) for r in refs.references]
         small_neg = [rescale_reference(n, 1.0 / d, negative=True) for n in refs.negatives]
-        coarse = segmenter.prepare_reference([(r.image, r.mask) for r in small],
+        coarse = segmenter.prepare_reference([(r.image, r.mask, r.known) for r in small],
                                              [r.name for r in small], encode_scale=scale,
                                              negatives=[(n.image, n.mask) for n in small_neg],
                                              engine=views)

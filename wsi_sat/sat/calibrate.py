@@ -20,7 +20,7 @@ from wsi_sat.sat.engine import ONE_THREAD, Engine, Workers
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.metrics import dice
-from wsi_sat.sat.open_set import open_threshold
+from wsi_sat.sat.open_set import open_thresholds
 from wsi_sat.sat.pixel import fit_pixel_model, pixel_features, predict_pixels
 from wsi_sat.sat.predict import predict, refine_match
 from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView
@@ -45,16 +45,16 @@ def leave_out_match(view: ReferenceView, ref: ReferenceEmbedding, cfg: SatConfig
                         workers=workers)
 
 
-def choose_threshold(margins: list[np.ndarray], masks: list[np.ndarray],
+def choose_threshold(margins: list[np.ndarray], views: list[ReferenceView],
                      candidates: list[float], negative_margins: list[np.ndarray] = (),
                      negative_masks: list[np.ndarray] = (), negative_weight: float = 1.0
                      ) -> tuple[float, float]:
-    """Threshold with the best mean Dice over the reference views, less `negative_weight` x
-    the mean fraction of negative-example pixels called target; ties go to the one closest to
-    zero."""
+    """Threshold with the best mean Dice over the reference views (their labelled pixels),
+    less `negative_weight` x the mean fraction of negative-example pixels called target; ties
+    go to the one closest to zero."""
     best = (-1.0, 0.0)
     for t in sorted(candidates, key=abs):
-        score = float(np.mean([dice(m > t, k) for m, k in zip(margins, masks)]))
+        score = float(np.mean([dice(*v.judged(m > t)) for m, v in zip(margins, views)]))
         if negative_margins:
             score -= negative_weight * float(np.mean([(m[k] > t).mean() for m, k in
                                     zip(negative_margins, negative_masks)]))
@@ -81,7 +81,9 @@ def _pixel_cross_check(originals: list[ReferenceView], margins: list[np.ndarray]
     other half. Returns (pixel dice, map dice)."""
     pix, plain = [], []
     for view, margin, feats in zip(originals, margins, features):
+        labelled = view.known if view.known is not None else np.ones(view.mask.shape, bool)
         for train, test in (_halves(view.mask.shape), _halves(view.mask.shape)[::-1]):
+            train, test = train & labelled, test & labelled
             sub_mask = view.mask & train
             model = fit_pixel_model([feats[train].reshape(1, -1, feats.shape[-1])],
                                     [sub_mask[train].reshape(1, -1)], cfg.pixel, cfg.seed)
@@ -108,21 +110,21 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
     """Return `ref` with the calibrated threshold, mode, open threshold and (optional) pixel
     model. Negative-example views count against the threshold (their pixels called target);
     the rest is judged on the reference views. `workers`: the caller's threads."""
-    open_thr = open_threshold(ref, cfg.open_set, cfg.matching.top_k)
+    open_thr, open_by_ref = open_thresholds(ref, cfg.open_set, cfg.matching.top_k)
     negative_views = [v for v in views if v.negative]
     views = [v for v in views if not v.negative]
     across = cfg.calibration.across_references and len({v.ref_id for v in views}) >= 2
     matched = [leave_out_match(v, ref, cfg, across, workers=workers) for v in views]
     margins = _pixel_margins(views, matched)
-    masks = [v.mask for v in views]
     if not cfg.calibration.enabled:
         thr = cfg.calibration.default_threshold
         mode = "union" if cfg.decode.mode == "auto" else cfg.decode.mode
-        return ref.with_calibration(Calibration(thr, mode, False, {}, open_thr), None)
+        return ref.with_calibration(Calibration(thr, mode, False, {}, open_thr, open_by_ref),
+                                    None)
 
     negative_margins = _pixel_margins(
         negative_views, [leave_out_match(v, ref, cfg, workers=workers) for v in negative_views])
-    thr, thr_dice = choose_threshold(margins, masks, cfg.calibration.thresholds,
+    thr, thr_dice = choose_threshold(margins, views, cfg.calibration.thresholds,
                                      negative_margins, [v.mask for v in negative_views],
                                      cfg.calibration.negative_weight)
     scores: dict[str, float] = {"threshold_dice": thr_dice}
@@ -131,23 +133,28 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
         margins = _pixel_margins(views, matched)
 
     originals = [i for i, v in enumerate(views) if v.view.is_identity]
+    judged_refs = sorted({views[i].ref_id for i in originals})[
+        : cfg.calibration.max_judged_references]
+    judged = [i for i in originals if views[i].ref_id in judged_refs]
     pixel_model = None
     if cfg.pixel.enabled:
         feats = [pixel_features(views[i].image, margins[i] - thr, cfg.pixel.sigmas_px)
                  for i in originals]  # computed once: cross-check, then the final fit
         pix_dice, plain_dice = _pixel_cross_check(
-            [views[i] for i in originals], [margins[i] for i in originals], feats, thr, cfg
-        )
+            [views[i] for i in judged], [margins[i] for i in judged],
+            [feats[originals.index(i)] for i in judged], thr, cfg)
         scores.update(pixel_halves_dice=pix_dice, map_halves_dice=plain_dice)
         if pix_dice >= plain_dice + cfg.calibration.pixel_min_gain:
-            pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
-                                          cfg.pixel, cfg.seed)
-    mode = _choose_mode(views, matched, margins, originals, thr, engine, cfg, scores,
+            pixel_model = fit_pixel_model(
+                [f[views[i].known] if views[i].known is not None else f
+                 for f, i in zip(feats, originals)],
+                [views[i].judged(views[i].mask)[1] for i in originals], cfg.pixel, cfg.seed)
+    mode = _choose_mode(views, matched, margins, judged, thr, engine, cfg, scores,
                         pixel_model is not None)
     log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
              pixel_model is not None, {k: round(v, 3) for k, v in scores.items()})
     return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores,
-                                            open_thr), pixel_model)
+                                            open_thr, open_by_ref), pixel_model)
 
 
 def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, MatchResult]],
@@ -169,7 +176,7 @@ def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, Mat
             prob = map_probability(margins[i], thr, cfg.decode.map_temperature).astype(np.float32)
             pred = predict(engine, v.encoded, v.image, v.grid, feats, res, thr, mode, None,
                            cfg, prob=prob)
-            vals.append(dice(pred.mask, v.mask))
+            vals.append(dice(*v.judged(pred.mask)))
         scores[f"mode_{mode}_dice"] = float(np.mean(vals))
     if pixel:  # judged on held-out halves, not on its own training pixels
         scores["mode_map_dice"] += scores["pixel_halves_dice"] - scores["map_halves_dice"]

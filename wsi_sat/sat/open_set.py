@@ -4,10 +4,11 @@ The matching margin only says "closer to the reference's foreground than to its 
 a reference's background is a thin sample (a GlaS image is mostly gland), so tissue it never
 showed — dermis, epidermis, fat, muscle — lands on either side by chance. Two pieces fix that:
 
-1. `open_threshold`: how similar a target patch is to the reference's foreground when the
-   patch is NOT part of the bank — measured on the reference itself, held out: with one
-   reference, each half of it against the other half; with several, each reference against
-   the others. Its low quantile is the least foreground similarity a real target patch shows.
+1. `open_thresholds`: how similar a target patch is to an example's foreground when the
+   patch is NOT part of the bank — measured on each example itself, held out: each half of it
+   against the other half. Its low quantile is the least foreground similarity a real target
+   patch of that kind shows; a patch is of a kind some example showed when it reaches the
+   threshold of the example most like it (`shown_margin`).
 2. `slide_background`: over a sample of a slide's tissue patches (the survey), clusters in
    feature space whose typical patch is below that similarity AND below the margin threshold
    are tissue the reference never showed; their patches join the bank as background. Every
@@ -34,7 +35,8 @@ import numpy as np
 from wsi_sat.config import MatchingConfig, OpenSetConfig
 from wsi_sat.sat.clustering import kmeans_labels
 from wsi_sat.sat.engine import ONE_THREAD, Workers
-from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.sat.maps import upsample_mask
+from wsi_sat.sat.reference import ReferenceEmbedding, ReferenceView, Unlabelled
 from wsi_sat.sat.transduce import LinearDecision, confident, fit_decision
 
 
@@ -44,44 +46,104 @@ def _topk_mean(sim: np.ndarray, k: int) -> np.ndarray:
 
 
 def held_out_fg_similarity(bank: np.ndarray, labels: np.ndarray, pos_xy: np.ndarray,
-                           ref_ids: np.ndarray, top_k: int) -> np.ndarray:
-    """Top-k mean similarity of each foreground bank patch to the foreground patches of held-out
-    parts of the references: the other references (several), else the other half of its own
-    reference (split at the median of its longer spread)."""
+                           ref_ids: np.ndarray, top_k: int) -> dict[int, np.ndarray]:
+    """Per reference, the top-k mean similarity of each of its foreground bank patches to the
+    foreground of the other half of the same reference (split at the median of its longer
+    spread): how alike the parts of one example of the target are."""
     fg = labels == 1
-    ids = np.unique(ref_ids[fg])
-    feats, xy, rid = bank[fg], pos_xy[fg], ref_ids[fg]
-    out = []
-    if len(ids) >= 2:
-        for i in ids:
-            own = rid == i
-            out.append(_topk_mean(feats[own] @ feats[~own].T, top_k))
-        return np.concatenate(out)
-    spread = xy.max(axis=0) - xy.min(axis=0)
-    axis = int(np.argmax(spread))
-    left = xy[:, axis] < np.median(xy[:, axis])
-    for a, b in ((left, ~left), (~left, left)):
-        if a.any() and b.any():
-            out.append(_topk_mean(feats[a] @ feats[b].T, top_k))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    out: dict[int, np.ndarray] = {}
+    for i in np.unique(ref_ids[fg]):
+        own = fg & (ref_ids == i)
+        feats, xy = bank[own], pos_xy[own]
+        axis = int(np.argmax(xy.max(axis=0) - xy.min(axis=0)))
+        left = xy[:, axis] < np.median(xy[:, axis])
+        sims = [_topk_mean(feats[a] @ feats[b].T, top_k)
+                for a, b in ((left, ~left), (~left, left)) if a.any() and b.any()]
+        out[int(i)] = np.concatenate(sims) if sims else np.zeros(0, np.float32)
+    return out
 
 
-def open_threshold(ref: ReferenceEmbedding, cfg: OpenSetConfig, top_k: int) -> float | None:
+def open_thresholds(ref: ReferenceEmbedding, cfg: OpenSetConfig, top_k: int
+                    ) -> tuple[float | None, tuple[float | None, ...]]:
     """The least foreground similarity of a real target patch (`cfg.quantile` of the held-out
-    foreground similarity), or None when the references cannot be split."""
-    sims = held_out_fg_similarity(ref.bank, ref.labels, ref.pos_xy, ref.ref_ids, top_k)
-    if len(sims) < 10:
-        return None
-    return float(np.quantile(sims, cfg.quantile))
+    foreground similarity): over all references pooled (None when they cannot be split), and
+    per reference (indexed by reference id; the pooled value where one cannot be split, None
+    for negative examples)."""
+    per = held_out_fg_similarity(ref.bank, ref.labels, ref.pos_xy, ref.ref_ids, top_k)
+    values = [s for s in per.values() if len(s)]
+    pooled_sims = np.concatenate(values) if values else np.zeros(0)
+    pooled = float(np.quantile(pooled_sims, cfg.quantile)) if len(pooled_sims) >= 10 else None
+    n_refs = int(ref.ref_ids.max()) + 1 if len(ref.ref_ids) else 0
+    by_ref = tuple(float(np.quantile(per[i], cfg.quantile)) if len(per.get(i, ())) >= 10
+                   else (pooled if i in per else None) for i in range(n_refs))
+    return pooled, by_ref
 
 
-def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
-                     threshold: float, open_thr: float, cfg: OpenSetConfig, seed: int,
+def shown_margin(ref: ReferenceEmbedding, feats: np.ndarray, top_k: int,
+                 thresholds: tuple[float | None, ...] | None = None) -> np.ndarray | None:
+    """How far each patch's foreground similarity to the example most like it lies above that
+    example's open threshold (`thresholds` by reference id; default: the calibration's): >= 0
+    for a patch of a kind some example showed. Each example speaks for itself, so an example
+    added never makes another kind of tissue look shown (an open threshold pooled over
+    references that differ would fall, and with it the never-shown tissue). None when no
+    example has an open threshold."""
+    fg = ref.labels == 1
+    best: np.ndarray | None = None
+    by_ref = ref.calibration.open_by_reference if thresholds is None else thresholds
+    for i, q in enumerate(by_ref):
+        own = fg & (ref.ref_ids == i)
+        if q is None or not own.any():
+            continue
+        s = _topk_mean(feats @ ref.bank[own].T, top_k) - q
+        best = s if best is None else np.maximum(best, s)
+    if best is None and thresholds is None and ref.calibration.open_threshold is not None \
+            and fg.any():
+        best = _topk_mean(feats @ ref.bank[fg].T, top_k) - ref.calibration.open_threshold
+    return best
+
+
+def with_reliable_background(ref: ReferenceEmbedding, loose: Unlabelled,
+                             views: list[ReferenceView], cfg: OpenSetConfig, top_k: int,
+                             max_patches: int, seed: int
+                             ) -> tuple[ReferenceEmbedding, list[ReferenceView]]:
+    """The surroundings of annotations cut from a slide are not labelled: a pathologist
+    outlines one gland, one stretch of epidermis, and the crop around it may hold more of the
+    same. Their patches unlike every example (below the open threshold of the example most
+    like them: reliable negatives, as positive-unlabelled learning takes them) join the bank as
+    background and are labelled in their views for calibration; the rest stays unlabelled."""
+    if not len(loose.feats):
+        return ref, views
+    _, by_ref = open_thresholds(ref, cfg, top_k)
+    shown = shown_margin(ref, loose.feats, top_k, by_ref)
+    reliable = np.nonzero(shown < 0)[0] if shown is not None else np.zeros(0, np.int64)
+    if not len(reliable) and not (ref.labels == 0).any():
+        reliable = np.arange(len(loose.feats))  # the surroundings are all the background there is
+    if len(reliable) > max_patches:
+        reliable = np.sort(np.random.default_rng(seed).choice(reliable, max_patches,
+                                                              replace=False))
+    out = list(views)
+    for vi in np.unique(loose.view[reliable]):
+        v = views[vi]
+        patches = np.zeros(v.grid.grid_hw, bool).ravel()
+        patches[loose.patch[reliable[loose.view[reliable] == vi]]] = True
+        grown = upsample_mask(patches.reshape(v.grid.grid_hw), v.grid.patch_hw, v.mask.shape)
+        out[vi] = replace(v, known=v.known | grown)
+    m = len(reliable)
+    return replace(ref,
+                   bank=np.concatenate([ref.bank, loose.feats[reliable].astype(ref.bank.dtype)]),
+                   labels=np.concatenate([ref.labels, np.zeros(m, ref.labels.dtype)]),
+                   pos_xy=np.concatenate([ref.pos_xy, loose.pos_xy[reliable]]),
+                   ref_ids=np.concatenate([ref.ref_ids, loose.ref_ids[reliable]])), out
+
+
+def slide_background(feats: np.ndarray, shown: np.ndarray, margin: np.ndarray,
+                     threshold: float, cfg: OpenSetConfig, seed: int,
                      workers: Workers = ONE_THREAD) -> tuple[np.ndarray, dict[str, float]]:
     """Indices of survey patches that are tissue the reference never showed, and a summary.
 
-    feats (N, D) fused features of the slide's surveyed tissue patches, their top-k
-    foreground similarity and margin against the reference bank. k-means is run
+    feats (N, D) fused features of the slide's surveyed tissue patches, how far they lie
+    above the open threshold of the example most like them (`shown_margin`) and their margin
+    against the reference bank. k-means is run
     `cfg.restarts` times (seeds `seed`, `seed + 1`, ...); a patch is never-shown tissue when any
     partition puts it in a never-shown cluster: one partition alone decides clusters near the
     boundary by chance (the false positives on target-free tissue then move with the seed; the
@@ -102,7 +164,7 @@ def slide_background(feats: np.ndarray, fg_sim: np.ndarray, margin: np.ndarray,
             members = labels == c
             if members.sum() < cfg.min_cluster_patches:
                 continue
-            if np.median(fg_sim[members]) < open_thr and np.median(margin[members]) < threshold:
+            if np.median(shown[members]) < 0 and np.median(margin[members]) < threshold:
                 novel.append(c)
         novel_any |= np.isin(labels, novel)
         n_novel.append(len(novel))

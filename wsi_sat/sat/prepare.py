@@ -9,6 +9,7 @@ from wsi_sat.config import SatConfig
 from wsi_sat.errors import ReferenceError
 from wsi_sat.sat.calibrate import calibrate
 from wsi_sat.sat.engine import ONE_THREAD, Backbone, Engine, Workers
+from wsi_sat.sat.open_set import with_reliable_background
 from wsi_sat.sat.reference import (
     ReferenceEmbedding,
     ReferenceView,
@@ -19,34 +20,38 @@ from wsi_sat.sat.reference import (
 )
 from wsi_sat.sat.views import standard_views
 
+Example = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray | None]
+"""An image, its target mask (a negative example's: its non-target pixels) and, optionally,
+which of its pixels carry a label (None: all; an annotation cut from a slide labels its own)."""
 
-def encode_views(engine: Engine, backbone: Backbone,
-                 references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
-                 cfg: SatConfig, encode_scale: float | None = None,
-                 negatives: list[tuple[np.ndarray, np.ndarray]] = ()) -> list[ReferenceView]:
+
+def encode_views(engine: Engine, backbone: Backbone, references: list[Example],
+                 names: list[str], cfg: SatConfig, encode_scale: float | None = None,
+                 negatives: list[Example] = ()) -> list[ReferenceView]:
     """Every reference and (with `sat.reference.augment`) its flipped / rotated / rescaled
     views, encoded one reference per encoder call; then every negative example (its mask marks
     the non-target pixels) with the same views."""
     views: list[ReferenceView] = []
-    items = [(pair, name, False) for pair, name in zip(references, names)]
-    items += [(pair, f"negative {j}", True) for j, pair in enumerate(negatives)]
-    for ref_id, ((image, mask), name, negative) in enumerate(items):
+    items = [(ex, name, False) for ex, name in zip(references, names)]
+    items += [(ex, f"negative {j}", True) for j, ex in enumerate(negatives)]
+    for ref_id, (example, name, negative) in enumerate(items):
+        image, mask, known = (*example, None)[:3]
         (validate_negative_mask if negative else validate_reference_mask)(
             mask, image.shape[:2], name)
         specs = standard_views(mask.shape, cfg.reference.augment, cfg.reference.view_scale)
         images = [v.apply(image) for v in specs]
         masks = [v.apply(mask, nearest=True) for v in specs]
+        knowns = [v.apply(known, nearest=True) if known is not None else None for v in specs]
         encoded = engine.encode(images, encode_scale)
         grids = backbone.grids(images, encoded)
-        views += [make_view(ref_id, v, img, m, g, e, negative)
-                  for v, img, m, g, e in zip(specs, images, masks, grids, encoded)]
+        views += [make_view(ref_id, v, img, m, g, e, negative, k)
+                  for v, img, m, g, e, k in zip(specs, images, masks, grids, encoded, knowns)]
     return views
 
 
-def prepare_embedding(engine: Engine, backbone: Backbone,
-                      references: list[tuple[np.ndarray, np.ndarray]], names: list[str],
-                      cfg: SatConfig, *, encode_scale: float | None = None,
-                      negatives: list[tuple[np.ndarray, np.ndarray]] = (),
+def prepare_embedding(engine: Engine, backbone: Backbone, references: list[Example],
+                      names: list[str], cfg: SatConfig, *, encode_scale: float | None = None,
+                      negatives: list[Example] = (),
                       workers: Workers = ONE_THREAD) -> ReferenceEmbedding:
     """Encode every reference (and its views) and negative example, build the bank,
     self-calibrate (on the caller's `workers`).
@@ -54,8 +59,11 @@ def prepare_embedding(engine: Engine, backbone: Backbone,
     `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do so
     that reference and tiles are seen at one scale; None = longest side to the input."""
     views = encode_views(engine, backbone, references, names, cfg, encode_scale, negatives)
-    bank = build_bank(views, cfg.reference, cfg.matching.colour_weight,
-                      cfg.calibration.default_threshold, cfg.seed)
+    bank, loose = build_bank(views, cfg.reference, cfg.matching.colour_weight,
+                             cfg.calibration.default_threshold, cfg.seed)
+    bank, views = with_reliable_background(bank, loose, views, cfg.open_set,
+                                           cfg.matching.top_k,
+                                           cfg.reference.max_bank_patches, cfg.seed)
     if not (bank.labels == 1).any() or not (bank.labels == 0).any():
         raise ReferenceError(
             "the reference mask leaves no whole patch of foreground or of background; "

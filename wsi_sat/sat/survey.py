@@ -18,7 +18,12 @@ import numpy as np
 from wsi_sat.config import SatConfig
 from wsi_sat.sat.engine import ONE_THREAD, PatchGrid, Workers
 from wsi_sat.sat.matching import match
-from wsi_sat.sat.open_set import slide_background, slide_decision, with_background
+from wsi_sat.sat.open_set import (
+    shown_margin,
+    slide_background,
+    slide_decision,
+    with_background,
+)
 from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.reference import ReferenceEmbedding
 
@@ -27,11 +32,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SurveyPatches:
-    """A surveyed tile's sampled tissue patches: fused features, top-k foreground similarity
-    and margin against the reference bank."""
+    """A surveyed tile's sampled tissue patches: fused features, how far each lies above the
+    open threshold of the example most like it (None: no example has one) and its margin
+    against the reference bank."""
 
     feats: np.ndarray
-    fg_sim: np.ndarray
+    shown: np.ndarray | None
     margin: np.ndarray
 
 
@@ -50,7 +56,7 @@ def survey_patches(reference: ReferenceEmbedding, image: np.ndarray, grid: Patch
         idx = np.sort(rng.choice(idx, max_patches, replace=False))
     f = reference.features(grid, patch_colour(image, grid.grid_hw, grid.patch_hw))[idx]
     res = match(f, reference.bank, reference.labels, cfg.matching.top_k, votes=False)
-    return SurveyPatches(f, res.fg_sim, res.margin)
+    return SurveyPatches(f, shown_margin(reference, f, cfg.matching.top_k), res.margin)
 
 
 def decide_slide(reference: ReferenceEmbedding, surveyed: list[SurveyPatches | None],
@@ -59,19 +65,18 @@ def decide_slide(reference: ReferenceEmbedding, surveyed: list[SurveyPatches | N
     """The reference with the slide's never-shown tissue as background and the slide's
     decision, from the surveyed tiles' patches (None: a tile without tissue patches)."""
     ocfg = cfg.open_set
-    open_thr = reference.calibration.open_threshold
     rows = [s for s in surveyed if s is not None]
     if not rows:
         return reference, {"enabled": True, "tiles": len(surveyed), "patches": 0}
     x = np.concatenate([s.feats for s in rows])
     info: dict[str, Any] = {"enabled": True, "tiles": len(surveyed), "survey_patches": len(x),
-                            "open_threshold": open_thr}
+                            "open_threshold": reference.calibration.open_threshold}
     embedding = reference
-    if ocfg.enabled and open_thr is not None:
-        picked, summary = slide_background(x, np.concatenate([s.fg_sim for s in rows]),
+    if ocfg.enabled and rows[0].shown is not None:
+        picked, summary = slide_background(x, np.concatenate([s.shown for s in rows]),
                                            np.concatenate([s.margin for s in rows]),
-                                           reference.calibration.threshold, open_thr, ocfg,
-                                           cfg.seed, workers)
+                                           reference.calibration.threshold, ocfg, cfg.seed,
+                                           workers)
         embedding = with_background(reference, x[picked])
         info["background"] = summary
         log.info("survey: %d tiles, %d patches, %.1f of %d clusters never shown by the reference "
