@@ -29,13 +29,20 @@ def test_segments_shifted_and_rescaled_copies(fake_segmenter, mode):
 
 
 def test_auto_mode_is_chosen_by_self_calibration(fake_segmenter):
-    ref_img, ref_mask = blobs_image(0)
+    ref_img, ref_mask = blobs_image(0, n=10, radius=(8, 12))  # many objects: instances too
     reference = fake_segmenter.prepare_reference([(ref_img, ref_mask)])
     cal = reference.calibration
     assert cal.mode in ("map", "union", "instances")
     assert {"mode_map_dice", "mode_union_dice", "mode_instances_dice"} <= set(cal.scores)
     assert cal.scores[f"mode_{cal.mode}_dice"] == max(
         cal.scores[f"mode_{m}_dice"] for m in ("map", "union", "instances"))
+
+
+def test_a_reference_of_few_objects_is_never_decoded_as_instances(fake_segmenter):
+    """One region (an epidermis, a tumour) is never split into SAM's instances: the
+    instances mode is a candidate only for references of many objects."""
+    few = fake_segmenter.prepare_reference([blobs_image(0, n=2)]).calibration
+    assert few.mode != "instances" and "mode_instances_dice" not in few.scores
 
 
 def test_target_without_the_structure_gives_an_empty_mask(fake_segmenter):

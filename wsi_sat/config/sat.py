@@ -216,6 +216,13 @@ class CalibrationConfig(Section):
         "cannot reproduce one another, the lowest candidate threshold wins and target-free "
         "tissue is called target (docs/benchmarks.md).",
     )
+    instances_min_objects: int = Field(
+        8, ge=1, le=100000,
+        description="The instances decoding mode (one object per positive point) is a "
+        "candidate of the automatic mode only when the references hold at least this many "
+        "objects each on average (nuclei, cells): a region (an epidermis, a tumour) judged on "
+        "one example is never split into SAM's instances.",
+    )
     max_judged_references: int = Field(
         3, ge=1, le=1000,
         description="The pixel refinement and the decoding mode are judged on at most this "

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
@@ -44,24 +43,16 @@ class AnnotatedSlide:
 
 
 def _crop(slide: Slide, box: tuple[float, float, float, float], regions: list[BaseGeometry],
-          factor: float, name: str, source: str,
-          others: list[BaseGeometry] | None = None) -> Reference:
+          factor: float, name: str, source: str) -> Reference:
     """The level-0 `box` (x0, y0, x1, y1) read at `factor` crop px per level-0 px, and the
-    `regions` rasterised as its mask. With `others` (annotations of other classes) only the
-    drawn pixels are labelled (`Reference.known`): the regions and the others."""
+    `regions` rasterised as its mask (the rest of the crop: background)."""
     x0, y0, x1, y1 = box
     crop = CropTransform(x0, y0, factor)
     out_w = max(2, round((x1 - x0) * crop.factor))
     out_h = max(2, round((y1 - y0) * crop.factor))
     image = slide.read_padded(x0, y0, x1 - x0, y1 - y0, (out_w, out_h))
-
-    def raster(geoms: list[BaseGeometry]) -> np.ndarray:
-        polys = [g for r in geoms for g in getattr(r, "geoms", [r])]
-        return rasterise(polys, (out_h, out_w), crop.to_crop)
-
-    mask = raster(regions)
-    known = mask | raster(others) if others is not None else None
-    return Reference(name, image, mask, source, known)
+    polys = [g for r in regions for g in getattr(r, "geoms", [r])]
+    return Reference(name, image, rasterise(polys, (out_h, out_w), crop.to_crop), source)
 
 
 def _box(region: BaseGeometry, margin: float) -> tuple[float, float, float, float]:
@@ -140,12 +131,11 @@ def reference_from_geojson(sets: list[AnnotatedSlide], working_mpp: float | None
             factor = Scale(mpp, target_mpp).factor  # crop px per level-0 px
             name = f"{aset.slide.stem}:{aset.geojson.stem}"
             regions = [qupath_to_level0(a.geometry, slide.bounds_xy) for a in tgt]
-            others = [qupath_to_level0(a.geometry, slide.bounds_xy) for a in neg]
             for region in regions:
                 _inside_slide(region, slide, str(aset.geojson))
             for i, box in enumerate(_groups(regions, margin)):
                 targets.append(_crop(slide, box, regions, factor, f"{name}:{i}",
-                                     str(aset.geojson), others))
+                                     str(aset.geojson)))
             for i, ann in enumerate(neg):
                 geom = qupath_to_level0(ann.geometry, slide.bounds_xy)
                 _inside_slide(geom, slide, str(aset.geojson))

@@ -22,9 +22,6 @@ class Reference:
     image: np.ndarray  # RGB uint8
     mask: np.ndarray  # bool, same size
     mask_source: str
-    # which pixels carry a label, bool (None: all): an annotation cut from a slide labels its
-    # own pixels (and other classes' drawn beside it), not the crop around it
-    known: np.ndarray | None = None
 
 
 def find_mask_path(image_path: Path) -> Path | None:
@@ -81,8 +78,7 @@ def rescale_reference(ref: Reference, factor: float, negative: bool = False) -> 
     mask = resize_mask(ref.mask, size)
     (validate_negative_mask if negative else validate_reference_mask)(mask, image.shape[:2],
                                                                       ref.name)
-    known = resize_mask(ref.known, size) if ref.known is not None else None
-    return Reference(ref.name, image, mask, ref.mask_source, known)
+    return Reference(ref.name, image, mask, ref.mask_source)
 
 
 ReferenceInput = Reference | tuple[np.ndarray, np.ndarray] | str | Path

@@ -57,14 +57,13 @@ def feature_input_mpp(segmenter: Segmenter, encode_scale: float,
 
 
 def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int,
-                      negative: bool = False, known: np.ndarray | None = None
-                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+                      negative: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """A reference larger than a tile, cut into tile-sized windows that hold both classes (a
     negative example: windows that hold some of its mask), so it is encoded at the tiles'
-    scale; one that fits is returned whole. Each: (image, mask, labelled pixels or None)."""
+    scale; one that fits is returned whole."""
     h, w = mask.shape
     if h <= tile_px and w <= tile_px:
-        return [(image, mask, known)]
+        return [(image, mask)]
     ys = np.unique(np.linspace(0, max(0, h - tile_px), max(1, -(-h // tile_px))).astype(int))
     xs = np.unique(np.linspace(0, max(0, w - tile_px), max(1, -(-w // tile_px))).astype(int))
     out = []
@@ -73,8 +72,8 @@ def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int,
             win = np.s_[y : y + tile_px, x : x + tile_px]
             m = mask[win]
             if (m.any() if negative else 0.0 < m.mean() < 1.0):
-                out.append((image[win], m, known[win] if known is not None else None))
-    return out or [(image, mask, known)]
+                out.append((image[win], m))
+    return out or [(image, mask)]
 
 
 def reference_info(references: list[Reference], mpp: float | None) -> dict[str, Any]:
@@ -82,8 +81,7 @@ def reference_info(references: list[Reference], mpp: float | None) -> dict[str, 
     return {
         "names": [r.name for r in references],
         "mask_sources": [r.mask_source for r in references],
-        "sha256": array_hash(*[a for r in references for a in (r.image, r.mask, r.known)
-                               if a is not None]),
+        "sha256": array_hash(*[a for r in references for a in (r.image, r.mask)]),
         "mpp": mpp,
     }
 
@@ -98,8 +96,8 @@ def prepare_slide_reference(segmenter: Segmenter, refs: ReferenceSet,
     views = view_encodings(segmenter, views_dir)
     scale = segmenter.tile_scale(wcfg.tile_px)
     pairs = [(ex, r.name) for r in refs.references
-             for ex in reference_windows(r.image, r.mask, wcfg.tile_px, known=r.known)]
-    negative_pairs = [ex[:2] for n in refs.negatives
+             for ex in reference_windows(r.image, r.mask, wcfg.tile_px)]
+    negative_pairs = [ex for n in refs.negatives
                       for ex in reference_windows(n.image, n.mask, wcfg.tile_px, negative=True)]
     embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
                                             encode_scale=scale, negatives=negative_pairs,
@@ -131,7 +129,7 @@ def _coarse_reference(segmenter: Segmenter, refs: ReferenceSet, scale: float,
     try:
         small = [rescale_reference(r, 1.0 / d) for r in refs.references]
         small_neg = [rescale_reference(n, 1.0 / d, negative=True) for n in refs.negatives]
-        coarse = segmenter.prepare_reference([(r.image, r.mask, r.known) for r in small],
+        coarse = segmenter.prepare_reference([(r.image, r.mask) for r in small],
                                              [r.name for r in small], encode_scale=scale,
                                              negatives=[(n.image, n.mask) for n in small_neg],
                                              engine=views)

@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 from wsi_sat.config import DecodeMode, SatConfig
+from wsi_sat.morphology import label_components
 from wsi_sat.sat.decode import map_probability
 from wsi_sat.sat.engine import ONE_THREAD, Engine, Workers
 from wsi_sat.sat.maps import upsample
@@ -49,12 +50,11 @@ def choose_threshold(margins: list[np.ndarray], views: list[ReferenceView],
                      candidates: list[float], negative_margins: list[np.ndarray] = (),
                      negative_masks: list[np.ndarray] = (), negative_weight: float = 1.0
                      ) -> tuple[float, float]:
-    """Threshold with the best mean Dice over the reference views (their labelled pixels),
-    less `negative_weight` x the mean fraction of negative-example pixels called target; ties
+    """Threshold with the best mean Dice over the reference views, less `negative_weight` x the mean fraction of negative-example pixels called target; ties
     go to the one closest to zero."""
     best = (-1.0, 0.0)
     for t in sorted(candidates, key=abs):
-        score = float(np.mean([dice(*v.judged(m > t)) for m, v in zip(margins, views)]))
+        score = float(np.mean([dice(m > t, v.mask) for m, v in zip(margins, views)]))
         if negative_margins:
             score -= negative_weight * float(np.mean([(m[k] > t).mean() for m, k in
                                     zip(negative_margins, negative_masks)]))
@@ -81,9 +81,7 @@ def _pixel_cross_check(originals: list[ReferenceView], margins: list[np.ndarray]
     other half. Returns (pixel dice, map dice)."""
     pix, plain = [], []
     for view, margin, feats in zip(originals, margins, features):
-        labelled = view.known if view.known is not None else np.ones(view.mask.shape, bool)
         for train, test in (_halves(view.mask.shape), _halves(view.mask.shape)[::-1]):
-            train, test = train & labelled, test & labelled
             sub_mask = view.mask & train
             model = fit_pixel_model([feats[train].reshape(1, -1, feats.shape[-1])],
                                     [sub_mask[train].reshape(1, -1)], cfg.pixel, cfg.seed)
@@ -145,10 +143,8 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
             [feats[originals.index(i)] for i in judged], thr, cfg)
         scores.update(pixel_halves_dice=pix_dice, map_halves_dice=plain_dice)
         if pix_dice >= plain_dice + cfg.calibration.pixel_min_gain:
-            pixel_model = fit_pixel_model(
-                [f[views[i].known] if views[i].known is not None else f
-                 for f, i in zip(feats, originals)],
-                [views[i].judged(views[i].mask)[1] for i in originals], cfg.pixel, cfg.seed)
+            pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
+                                          cfg.pixel, cfg.seed)
     mode = _choose_mode(views, matched, margins, judged, thr, engine, cfg, scores,
                         pixel_model is not None)
     log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
@@ -164,6 +160,10 @@ def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, Mat
     its Dice per mode added to `scores`."""
     modes: list[DecodeMode] = (["map", "union", "instances"] if cfg.decode.mode == "auto"
                                else [cfg.decode.mode])
+    objects = np.mean([label_components(views[i].mask.view(np.uint8), 8)[0] - 1
+                       for i in originals]) if originals else 0.0
+    if len(modes) > 1 and objects < cfg.calibration.instances_min_objects:
+        modes.remove("instances")
     if len(modes) == 1:
         return modes[0]
     judged = originals + [i for i in range(len(views)) if i not in originals][:1]
@@ -176,7 +176,7 @@ def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, Mat
             prob = map_probability(margins[i], thr, cfg.decode.map_temperature).astype(np.float32)
             pred = predict(engine, v.encoded, v.image, v.grid, feats, res, thr, mode, None,
                            cfg, prob=prob)
-            vals.append(dice(*v.judged(pred.mask)))
+            vals.append(dice(pred.mask, v.mask))
         scores[f"mode_{mode}_dice"] = float(np.mean(vals))
     if pixel:  # judged on held-out halves, not on its own training pixels
         scores["mode_map_dice"] += scores["pixel_halves_dice"] - scores["map_halves_dice"]

@@ -18,10 +18,3 @@ def upsample(grid_map: np.ndarray, patch_hw: tuple[float, float], image_hw: tupl
                     interpolation=cv2.INTER_LINEAR)
     return up.reshape(full)[: image_hw[0], : image_hw[1]]
 
-
-def upsample_mask(grid_mask: np.ndarray, patch_hw: tuple[float, float],
-                  image_hw: tuple[int, int]) -> np.ndarray:
-    """(gh, gw) bool per patch → (H, W): each pixel takes its patch's value (nearest)."""
-    ys = np.minimum((np.arange(image_hw[0]) / patch_hw[0]).astype(int), grid_mask.shape[0] - 1)
-    xs = np.minimum((np.arange(image_hw[1]) / patch_hw[1]).astype(int), grid_mask.shape[1] - 1)
-    return grid_mask[ys][:, xs]

@@ -35,8 +35,7 @@ import numpy as np
 from wsi_sat.config import MatchingConfig, OpenSetConfig
 from wsi_sat.sat.clustering import kmeans_labels
 from wsi_sat.sat.engine import ONE_THREAD, Workers
-from wsi_sat.sat.maps import upsample_mask
-from wsi_sat.sat.reference import ReferenceEmbedding, ReferenceView, Unlabelled
+from wsi_sat.sat.reference import ReferenceEmbedding
 from wsi_sat.sat.transduce import LinearDecision, confident, fit_decision
 
 
@@ -100,40 +99,6 @@ def shown_margin(ref: ReferenceEmbedding, feats: np.ndarray, top_k: int,
             and fg.any():
         best = _topk_mean(feats @ ref.bank[fg].T, top_k) - ref.calibration.open_threshold
     return best
-
-
-def with_reliable_background(ref: ReferenceEmbedding, loose: Unlabelled,
-                             views: list[ReferenceView], cfg: OpenSetConfig, top_k: int,
-                             max_patches: int, seed: int
-                             ) -> tuple[ReferenceEmbedding, list[ReferenceView]]:
-    """The surroundings of annotations cut from a slide are not labelled: a pathologist
-    outlines one gland, one stretch of epidermis, and the crop around it may hold more of the
-    same. Their patches unlike every example (below the open threshold of the example most
-    like them: reliable negatives, as positive-unlabelled learning takes them) join the bank as
-    background and are labelled in their views for calibration; the rest stays unlabelled."""
-    if not len(loose.feats):
-        return ref, views
-    _, by_ref = open_thresholds(ref, cfg, top_k)
-    shown = shown_margin(ref, loose.feats, top_k, by_ref)
-    reliable = np.nonzero(shown < 0)[0] if shown is not None else np.zeros(0, np.int64)
-    if not len(reliable) and not (ref.labels == 0).any():
-        reliable = np.arange(len(loose.feats))  # the surroundings are all the background there is
-    if len(reliable) > max_patches:
-        reliable = np.sort(np.random.default_rng(seed).choice(reliable, max_patches,
-                                                              replace=False))
-    out = list(views)
-    for vi in np.unique(loose.view[reliable]):
-        v = views[vi]
-        patches = np.zeros(v.grid.grid_hw, bool).ravel()
-        patches[loose.patch[reliable[loose.view[reliable] == vi]]] = True
-        grown = upsample_mask(patches.reshape(v.grid.grid_hw), v.grid.patch_hw, v.mask.shape)
-        out[vi] = replace(v, known=v.known | grown)
-    m = len(reliable)
-    return replace(ref,
-                   bank=np.concatenate([ref.bank, loose.feats[reliable].astype(ref.bank.dtype)]),
-                   labels=np.concatenate([ref.labels, np.zeros(m, ref.labels.dtype)]),
-                   pos_xy=np.concatenate([ref.pos_xy, loose.pos_xy[reliable]]),
-                   ref_ids=np.concatenate([ref.ref_ids, loose.ref_ids[reliable]])), out
 
 
 def slide_background(feats: np.ndarray, shown: np.ndarray, margin: np.ndarray,

@@ -9,7 +9,6 @@ from wsi_sat.config import SatConfig
 from wsi_sat.errors import ReferenceError
 from wsi_sat.sat.calibrate import calibrate
 from wsi_sat.sat.engine import ONE_THREAD, Backbone, Engine, Workers
-from wsi_sat.sat.open_set import with_reliable_background
 from wsi_sat.sat.reference import (
     ReferenceEmbedding,
     ReferenceView,
@@ -20,9 +19,8 @@ from wsi_sat.sat.reference import (
 )
 from wsi_sat.sat.views import standard_views
 
-Example = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray | None]
-"""An image, its target mask (a negative example's: its non-target pixels) and, optionally,
-which of its pixels carry a label (None: all; an annotation cut from a slide labels its own)."""
+Example = tuple[np.ndarray, np.ndarray]
+"""An image and its target mask (a negative example's: its non-target pixels)."""
 
 
 def encode_views(engine: Engine, backbone: Backbone, references: list[Example],
@@ -35,17 +33,16 @@ def encode_views(engine: Engine, backbone: Backbone, references: list[Example],
     items = [(ex, name, False) for ex, name in zip(references, names)]
     items += [(ex, f"negative {j}", True) for j, ex in enumerate(negatives)]
     for ref_id, (example, name, negative) in enumerate(items):
-        image, mask, known = (*example, None)[:3]
+        image, mask = example
         (validate_negative_mask if negative else validate_reference_mask)(
             mask, image.shape[:2], name)
         specs = standard_views(mask.shape, cfg.reference.augment, cfg.reference.view_scale)
         images = [v.apply(image) for v in specs]
         masks = [v.apply(mask, nearest=True) for v in specs]
-        knowns = [v.apply(known, nearest=True) if known is not None else None for v in specs]
         encoded = engine.encode(images, encode_scale)
         grids = backbone.grids(images, encoded)
-        views += [make_view(ref_id, v, img, m, g, e, negative, k)
-                  for v, img, m, g, e, k in zip(specs, images, masks, grids, encoded, knowns)]
+        views += [make_view(ref_id, v, img, m, g, e, negative)
+                  for v, img, m, g, e in zip(specs, images, masks, grids, encoded)]
     return views
 
 
@@ -59,11 +56,8 @@ def prepare_embedding(engine: Engine, backbone: Backbone, references: list[Examp
     `encode_scale` (encoder px per image px) fixes the encoder scale, as whole slides do so
     that reference and tiles are seen at one scale; None = longest side to the input."""
     views = encode_views(engine, backbone, references, names, cfg, encode_scale, negatives)
-    bank, loose = build_bank(views, cfg.reference, cfg.matching.colour_weight,
-                             cfg.calibration.default_threshold, cfg.seed)
-    bank, views = with_reliable_background(bank, loose, views, cfg.open_set,
-                                           cfg.matching.top_k,
-                                           cfg.reference.max_bank_patches, cfg.seed)
+    bank = build_bank(views, cfg.reference, cfg.matching.colour_weight,
+                      cfg.calibration.default_threshold, cfg.seed)
     if not (bank.labels == 1).any() or not (bank.labels == 0).any():
         raise ReferenceError(
             "the reference mask leaves no whole patch of foreground or of background; "

@@ -34,15 +34,6 @@ class ReferenceView:
     fraction: np.ndarray  # (gh, gw) mask coverage
     encoded: object = None  # the SAM `Encoding` of this view, for decoding during calibration
     negative: bool = False
-    # which pixels carry a label (None: all): an annotation cut from a slide labels its own
-    # pixels; its surroundings are background only where they are unlike every example
-    known: np.ndarray | None = None
-
-    def judged(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A prediction and the mask where the view is labelled (what calibration scores)."""
-        if self.known is None:
-            return pred, self.mask
-        return pred[self.known], self.mask[self.known]
 
 
 @dataclass(frozen=True)
@@ -116,8 +107,7 @@ def validate_negative_mask(mask: np.ndarray, image_hw: tuple[int, int], name: st
 
 
 def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid: PatchGrid,
-              encoded: object = None, negative: bool = False,
-              known: np.ndarray | None = None) -> ReferenceView:
+              encoded: object = None, negative: bool = False) -> ReferenceView:
     return ReferenceView(
         ref_id,
         view,
@@ -128,58 +118,12 @@ def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid
         mask_fraction(mask, grid.grid_hw, grid.patch_hw),
         encoded,
         negative,
-        known,
     )
 
 
-@dataclass(frozen=True)
-class Unlabelled:
-    """Background-like patches of partly labelled views (an annotation's surroundings), not yet
-    in the bank: fused features, position in their reference, reference id, and where they
-    are (view index, patch index)."""
-
-    feats: np.ndarray
-    pos_xy: np.ndarray
-    ref_ids: np.ndarray
-    view: np.ndarray
-    patch: np.ndarray
-
-    @classmethod
-    def of(cls, parts: list[tuple[np.ndarray, np.ndarray, int, int, np.ndarray]], dim: int
-           ) -> Unlabelled:
-        """From per-view (feats, pos_xy, ref id, view index, patch indices) parts."""
-        if not parts:
-            return cls(np.zeros((0, dim), np.float32), np.zeros((0, 2), np.float32),
-                       np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64))
-        return cls(np.concatenate([p[0] for p in parts]),
-                   np.concatenate([p[1] for p in parts]).astype(np.float32),
-                   np.concatenate([np.full(len(p[4]), p[2], np.int32) for p in parts]),
-                   np.concatenate([np.full(len(p[4]), p[3], np.int32) for p in parts]),
-                   np.concatenate([p[4] for p in parts]))
-
-
-def _labels(v: ReferenceView, cfg: ReferenceConfig) -> np.ndarray:
-    """Per patch: 1 target, 0 background, -1 ambiguous, -2 unlabelled (background-like but
-    outside the view's labelled pixels)."""
-    frac = v.fraction.ravel()
-    lab = np.full(frac.shape, -1, dtype=np.int8)
-    if v.negative:  # a negative example: the patches mostly in its mask are background
-        lab[frac >= cfg.fg_min_fraction] = 0
-        return lab
-    lab[frac >= cfg.fg_min_fraction] = 1
-    bg = frac <= cfg.bg_max_fraction
-    lab[bg] = 0
-    if v.known is not None:
-        known = mask_fraction(v.known, v.grid.grid_hw, v.grid.patch_hw).ravel()
-        lab[bg & (known < 0.5)] = -2
-    return lab
-
-
 def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: float,
-               default_threshold: float, seed: int) -> tuple[ReferenceEmbedding, Unlabelled]:
-    """Pool the labelled patches of every view into one bank (capped per class, seeded); the
-    unlabelled background-like patches of partly labelled views are returned apart (see
-    `with_reliable_background`)."""
+               default_threshold: float, seed: int) -> ReferenceEmbedding:
+    """Pool the labelled patches of every view into one bank (capped per class, seeded)."""
     # the colour scale is the references' own (negative examples do not move it)
     colours = np.concatenate([v.colour.reshape(-1, v.colour.shape[-1]) for v in views
                               if not v.negative] or
@@ -187,16 +131,17 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
     colour_mean = colours.mean(axis=0)
     colour_std = np.maximum(colours.std(axis=0), 1e-3)
     feats, labels, pos, refs, neg = [], [], [], [], []
-    unlabelled: list[tuple[np.ndarray, np.ndarray, int, int, np.ndarray]] = []
-    for vi, v in enumerate(views):
+    for v in views:
         gh, gw = v.grid.grid_hw
         f = fuse(v.grid.feats.reshape(gh * gw, -1), v.colour.reshape(gh * gw, -1),
                  colour_mean, colour_std, colour_weight)
-        lab = _labels(v, cfg)
-        loose = np.nonzero(lab == -2)[0]
-        if len(loose):
-            unlabelled.append((f[loose], v.view.to_original(v.grid.centres_xy()[loose]),
-                               v.ref_id, vi, loose))
+        frac = v.fraction.ravel()
+        lab = np.full(gh * gw, -1, dtype=np.int8)
+        if v.negative:  # a negative example: the patches mostly in its mask are background
+            lab[frac >= cfg.fg_min_fraction] = 0
+        else:
+            lab[frac >= cfg.fg_min_fraction] = 1
+            lab[frac <= cfg.bg_max_fraction] = 0
         keep = lab >= 0
         feats.append(f[keep])
         labels.append(lab[keep])
@@ -220,7 +165,7 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
     sel = np.concatenate(keep_idx)
     originals = [v for v in views if v.view.is_identity and not v.negative]
     fg_fraction = float(np.mean([v.mask.mean() for v in originals or views]))
-    embedding = ReferenceEmbedding(
+    return ReferenceEmbedding(
         bank=bank[sel],
         labels=lab_all[sel],
         pos_xy=pos_all[sel],
@@ -231,4 +176,3 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
         fg_fraction=fg_fraction,
         calibration=Calibration(default_threshold, "map", False),
     )
-    return embedding, Unlabelled.of(unlabelled, bank.shape[1])
