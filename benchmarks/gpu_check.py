@@ -81,7 +81,8 @@ def with_slide_decision(seg: Segmenter, reference, survey: list[np.ndarray]):
                                   cfg.open_set, cfg.seed)
         emb = with_background(reference, feats[idx])
     again = match(feats, emb.bank, emb.labels, cfg.matching.top_k, votes=False)
-    decision, _ = slide_decision(emb, feats, again.margin, cfg.matching, cfg.seed)
+    decision, _ = slide_decision(emb, feats, again.margin, cfg.matching, cfg.seed,
+                                 cfg.open_set.negative_quantile)
     return replace(emb, decision=decision)
 
 

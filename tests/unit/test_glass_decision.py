@@ -72,7 +72,7 @@ def test_the_slides_decision_scores_every_tile_alike(fake_segmenter):
     ref = fake_segmenter.prepare_reference([blobs_image(0)])
     # the survey: the reference's own bank stands in for the slide's patches
     decision, info = slide_decision(ref, ref.bank, np.where(ref.labels == 1, 0.2, -0.2),
-                                    fake_segmenter.sat.matching, 0)
+                                    fake_segmenter.sat.matching, 0, 0.5)
     assert decision is not None and info["fitted"] and info["bank_target"] > 0
     slide_ref = ref.__class__(**{**ref.__dict__, "decision": decision})
     engine, backbone = fake_segmenter.engine, fake_segmenter.backbone
@@ -104,7 +104,7 @@ def test_device_map_equals_the_per_image_map(fake_segmenter):
     ref = ref.with_calibration(ref.calibration.__class__(
         ref.calibration.threshold, "map", False, {}, ref.calibration.open_threshold), None)
     decision, _ = slide_decision(ref, ref.bank, np.where(ref.labels == 1, 0.2, -0.2),
-                                 fake_segmenter.sat.matching, 0)
+                                 fake_segmenter.sat.matching, 0, 0.5)
     slide_ref = ref.__class__(**{**ref.__dict__, "decision": decision})
     engine, backbone = fake_segmenter.engine, fake_segmenter.backbone
     tiles = [blobs_image(s, size=(256, 256))[0] for s in (5, 6, 7)]
@@ -134,7 +134,7 @@ def test_segmenter_cleans_decided_maps_up_in_parallel_like_the_per_image_path(fa
     ref = ref.with_calibration(ref.calibration.__class__(
         ref.calibration.threshold, "map", False, {}, ref.calibration.open_threshold), None)
     decision, _ = slide_decision(ref, ref.bank, np.where(ref.labels == 1, 0.2, -0.2),
-                                 cpu_seg.sat.matching, 0)
+                                 cpu_seg.sat.matching, 0, 0.5)
     slide_ref = ref.__class__(**{**ref.__dict__, "decision": decision})
     tiles = [blobs_image(s, size=(256, 256))[0] for s in range(10, 21)]  # 11: two batches
     want = cpu_seg.segment(tiles, slide_ref, encode_scale=1.0)

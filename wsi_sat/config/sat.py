@@ -204,9 +204,11 @@ class CalibrationConfig(Section):
         0.0, ge=-1.0, le=1.0, description="Margin threshold used when calibration is off."
     )
     negative_weight: float = Field(
-        1.0, ge=0.0, le=100.0,
+        0.0, ge=0.0, le=100.0,
         description="Threshold choice with negative examples: mean Dice on the reference views "
-        "minus this x the fraction of negative-example pixels called target.",
+        "minus this x the fraction of negative-example pixels called target. 0: negative "
+        "examples never move the threshold (on whole slides they act through the decision's "
+        "veto, on their own kind only; a threshold moved for them costs recall everywhere).",
     )
     across_references: bool = Field(
         False,
@@ -262,6 +264,13 @@ class OpenSetConfig(Section):
         description="Open threshold: this quantile of the reference's held-out foreground "
         "similarity (each half against the other; with several references, each against "
         "the others).",
+    )
+    negative_quantile: float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="Whole slides: a negative example vetoes the target only on patches of its "
+        "kind, as like it as this quantile of its own held-out similarity (its halves), and "
+        "nearer to it than to the target examples; lower quantiles let a varied negative veto "
+        "target unlike it.",
     )
     slide_decision: bool = Field(
         True,

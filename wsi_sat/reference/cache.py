@@ -30,7 +30,7 @@ from wsi_sat.signature import model_digests, reference_identity, result_config, 
 from wsi_sat.writers.atomic import write_atomic
 
 SCHEMA = 2  # 2: per-example open thresholds (caches of 1 are refused: prepare again)
-ARRAYS = ("bank", "labels", "pos_xy", "ref_ids", "colour_mean", "colour_std")
+ARRAYS = ("bank", "labels", "pos_xy", "ref_ids", "negative", "colour_mean", "colour_std")
 TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' default trusted scikit-learn types
 # keys that name the output objects, never change what the reference is
 _NAMING = {("wsi", "class_name"), ("wsi", "class_color")}

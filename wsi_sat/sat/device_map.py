@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from wsi_sat.sat.patches import _HED, _LAB, _XYZ_N
 from wsi_sat.sat.reference import ReferenceEmbedding
+from wsi_sat.sat.transduce import NegativeVeto
 
 _LOG_1E6 = math.log(1e-6)
 
@@ -69,9 +70,25 @@ def decision_probability(embeddings: torch.Tensor, images: torch.Tensor,
         feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     coef = torch.as_tensor(np.asarray(decision.coef, np.float32), device=dev)
     score = (feats @ coef + decision.intercept) / decision.logit_scale  # margin - threshold
+    if decision.veto is not None and decision.veto.negatives:
+        score = torch.minimum(score, _veto_lead(feats, decision.veto))
     up = F.interpolate(score.reshape(b, 1, gh, gw), (images.shape[1], images.shape[2]),
                        mode="bilinear", align_corners=False)[:, 0]
     return torch.sigmoid(up / temperature)
+
+
+def _veto_lead(feats: torch.Tensor, veto: NegativeVeto) -> torch.Tensor:
+    """`NegativeVeto.lead` of (B, N, D) features, on their device."""
+    k = veto.top_k
+
+    def topk_mean(bank: np.ndarray) -> torch.Tensor:
+        sim = feats @ torch.as_tensor(bank, device=feats.device).T
+        return sim.topk(max(1, min(k, sim.shape[-1])), dim=-1).values.mean(dim=-1)
+
+    sims = torch.stack([topk_mean(n) for n in veto.negatives])
+    kind = (sims - torch.as_tensor(veto.open, device=feats.device)[:, None, None]).amax(dim=0)
+    lead = topk_mean(veto.positives) - sims.amax(dim=0)
+    return torch.where(kind >= 0, lead, torch.full_like(lead, float("inf")))
 
 
 def fits_device_map(reference: ReferenceEmbedding, mode: str, backbone: str,

@@ -36,7 +36,7 @@ from wsi_sat.config import MatchingConfig, OpenSetConfig
 from wsi_sat.sat.clustering import kmeans_labels
 from wsi_sat.sat.engine import ONE_THREAD, Workers
 from wsi_sat.sat.reference import ReferenceEmbedding
-from wsi_sat.sat.transduce import LinearDecision, confident, fit_decision
+from wsi_sat.sat.transduce import LinearDecision, NegativeVeto, confident, fit_decision
 
 
 def _topk_mean(sim: np.ndarray, k: int) -> np.ndarray:
@@ -152,19 +152,42 @@ def with_background(ref: ReferenceEmbedding, feats: np.ndarray) -> ReferenceEmbe
                    bank=np.concatenate([ref.bank, feats.astype(ref.bank.dtype)]),
                    labels=np.concatenate([ref.labels, np.zeros(m, ref.labels.dtype)]),
                    pos_xy=np.concatenate([ref.pos_xy, np.full((m, 2), np.nan, np.float32)]),
-                   ref_ids=np.concatenate([ref.ref_ids, np.full(m, -1, ref.ref_ids.dtype)]))
+                   ref_ids=np.concatenate([ref.ref_ids, np.full(m, -1, ref.ref_ids.dtype)]),
+                   negative=np.concatenate([ref.negative, np.zeros(m, bool)]))
+
+
+def negative_veto(ref: ReferenceEmbedding, top_k: int, quantile: float) -> NegativeVeto:
+    """The negative examples of `ref` as a veto, each with the `quantile` of its own held-out
+    similarity (halves) as the least similarity of a patch of its kind."""
+    banks, opens = [], []
+    for i in np.unique(ref.ref_ids[ref.negative]):
+        own = ref.negative & (ref.ref_ids == i)
+        sims = held_out_fg_similarity(ref.bank[own], np.ones(int(own.sum()), np.int8),
+                                      ref.pos_xy[own], ref.ref_ids[own], top_k).get(int(i))
+        if sims is None or len(sims) < 10:
+            continue
+        banks.append(ref.bank[own].astype(np.float32))
+        opens.append(float(np.quantile(sims, quantile)))
+    return NegativeVeto(tuple(banks), tuple(opens),
+                        ref.bank[ref.labels == 1].astype(np.float32), top_k)
 
 
 def slide_decision(ref: ReferenceEmbedding, feats: np.ndarray, margin: np.ndarray,
-                   cfg: MatchingConfig, seed: int) -> tuple[LinearDecision | None, dict[str, int]]:
+                   cfg: MatchingConfig, seed: int, quantile: float
+                   ) -> tuple[LinearDecision | None, dict[str, int]]:
     """The slide's classifier: fitted on the bank's labelled patches and the survey patches
     (`feats`, their `margin` against that bank) that are confidently target or not; None when a
-    side has too few patches (tiles then fall back to the self-training of each tile)."""
+    side has too few patches (tiles then fall back to the self-training of each tile).
+    Negative examples are not in its fit (a linear rule would carry them to every tissue that
+    shares a direction with them): they veto where they are nearer than the target examples."""
     pos, neg = confident(margin, ref.calibration.threshold, cfg)
-    x = np.concatenate([feats.astype(np.float32), ref.bank.astype(np.float32)])
-    pos = np.concatenate([pos, ref.labels == 1])
-    neg = np.concatenate([neg, ref.labels == 0])
+    own = ~ref.negative
+    x = np.concatenate([feats.astype(np.float32), ref.bank[own].astype(np.float32)])
+    pos = np.concatenate([pos, ref.labels[own] == 1])
+    neg = np.concatenate([neg, ref.labels[own] == 0])
     decision = fit_decision(x, pos, neg, ref.calibration.threshold, cfg, seed)
+    if decision is not None and ref.negative.any():
+        decision = replace(decision, veto=negative_veto(ref, cfg.top_k, quantile))
     n_survey = len(feats)
     return decision, {"survey_target": int(pos[:n_survey].sum()),
                       "survey_background": int(neg[:n_survey].sum()),

@@ -55,6 +55,7 @@ class ReferenceEmbedding:
     labels: np.ndarray  # (M,) 1 fg, 0 bg
     pos_xy: np.ndarray  # (M, 2) patch centre in its reference's original pixels
     ref_ids: np.ndarray  # (M,)
+    negative: np.ndarray  # (M,) bool: a patch of a negative example (background by the user)
     colour_mean: np.ndarray
     colour_std: np.ndarray
     colour_weight: float
@@ -170,6 +171,7 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
         labels=lab_all[sel],
         pos_xy=pos_all[sel],
         ref_ids=ref_all[sel],
+        negative=neg_all[sel],
         colour_mean=colour_mean.astype(np.float32),
         colour_std=colour_std.astype(np.float32),
         colour_weight=colour_weight,

@@ -55,7 +55,10 @@ def survey_patches(reference: ReferenceEmbedding, image: np.ndarray, grid: Patch
         rng = np.random.default_rng((cfg.seed, sample_key))
         idx = np.sort(rng.choice(idx, max_patches, replace=False))
     f = reference.features(grid, patch_colour(image, grid.grid_hw, grid.patch_hw))[idx]
-    res = match(f, reference.bank, reference.labels, cfg.matching.top_k, votes=False)
+    # the never-shown rule reads the references alone: a negative example must not make
+    # tissue unlike it look never shown (its own kind is suppressed by the slide's decision)
+    own = ~reference.negative
+    res = match(f, reference.bank[own], reference.labels[own], cfg.matching.top_k, votes=False)
     return SurveyPatches(f, shown_margin(reference, f, cfg.matching.top_k), res.margin)
 
 
@@ -84,8 +87,10 @@ def decide_slide(reference: ReferenceEmbedding, surveyed: list[SurveyPatches | N
                  summary["novel_clusters"], summary["clusters"],
                  100 * summary.get("novel_fraction", 0.0), summary["patches"])
     if ocfg.slide_decision:
-        against = match(x, embedding.bank, embedding.labels, cfg.matching.top_k, votes=False)
+        own = ~embedding.negative  # negative examples act through the decision's veto
+        against = match(x, embedding.bank[own], embedding.labels[own], cfg.matching.top_k,
+                        votes=False)
         decision, info["decision"] = slide_decision(embedding, x, against.margin, cfg.matching,
-                                                    cfg.seed)
+                                                    cfg.seed, ocfg.negative_quantile)
         embedding = replace(embedding, decision=decision)
     return embedding, info

@@ -23,19 +23,48 @@ from wsi_sat.config import MatchingConfig
 
 
 @dataclass(frozen=True)
+class NegativeVeto:
+    """Negative examples act on their own kind only: a patch as like a negative example as the
+    example's halves are like each other (its `open` threshold), and nearer to the negative
+    examples than to the target ones, is not the target. Local by construction: a negative
+    added changes only patches of its kind that are more like it than like the target."""
+
+    negatives: tuple[np.ndarray, ...]  # each negative example's fused patch features
+    open: tuple[float, ...]  # each one's least similarity of a patch of its kind
+    positives: np.ndarray  # (P, D) the target examples
+    top_k: int
+
+    def lead(self, feats: np.ndarray) -> np.ndarray:
+        """(N,) how much nearer the target examples are than the negative ones, where the patch
+        is of a negative example's kind; +inf elsewhere."""
+        sims = [_topk_mean(feats @ n.T, self.top_k) for n in self.negatives]
+        kind = np.max([s - q for s, q in zip(sims, self.open)], axis=0)
+        lead = _topk_mean(feats @ self.positives.T, self.top_k) - np.max(sims, axis=0)
+        return np.where(kind >= 0, lead, np.inf)
+
+
+def _topk_mean(sim: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, min(k, sim.shape[1]))
+    return np.partition(sim, -k, axis=1)[:, -k:].mean(axis=1)
+
+
+@dataclass(frozen=True)
 class LinearDecision:
     """A linear classifier on fused patch features, on the margin's scale: margin(x) =
     threshold + (x . coef + intercept) / logit_scale, so "above the threshold" is "the
-    classifier says target"."""
+    classifier says target"; with a `veto`, never above threshold + the veto's lead."""
 
     coef: np.ndarray  # (D,)
     intercept: float
     threshold: float
     logit_scale: float
+    veto: NegativeVeto | None = None
 
     def margin(self, feats: np.ndarray) -> np.ndarray:
-        return (self.threshold + (feats @ self.coef + self.intercept) / self.logit_scale
-                ).astype(np.float32)
+        out = self.threshold + (feats @ self.coef + self.intercept) / self.logit_scale
+        if self.veto is not None and self.veto.negatives:
+            out = np.minimum(out, self.threshold + self.veto.lead(feats))
+        return out.astype(np.float32)
 
 
 def fit_decision(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray, threshold: float,
