@@ -5,6 +5,7 @@ Zarr store is built as `.partial` and renamed), then drop the shards."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections import defaultdict
@@ -18,6 +19,7 @@ import shapely
 from wsi_sat.config import WsiConfig
 from wsi_sat.geometry import Scale, level0_to_qupath
 from wsi_sat.io.slide import Slide
+from wsi_sat.pipeline.advice import slide_warnings
 from wsi_sat.pipeline.plan import OutputPaths, SlidePlan
 from wsi_sat.runtime.cpu import CpuAccount
 from wsi_sat.stitch.labels import relabel
@@ -28,6 +30,8 @@ from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, open_level0, read
 from wsi_sat.writers.overview import write_overview
 from wsi_sat.writers.provenance import utc_now, write_run_json
 from wsi_sat.writers.tables import objects_table, write_objects
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,6 +93,9 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     record = {**record, **_results(table, tables, tissue, paths, levels, instances),
               "timings_s": timings,
               "cpu_s": cpu[0].record(cpu[1]) if cpu is not None else None}
+    record["warnings"] = slide_warnings(record)
+    for line in record["warnings"]:
+        log.warning("%s: %s", paths.stem, line)
     record["finished_utc"] = utc_now()
     write_run_json(paths.run_json, _ordered(record))
     shutil.rmtree(paths.shards, ignore_errors=True)
@@ -168,7 +175,8 @@ def _results(table: Any, tables: list[Path], tissue: _Tissue, paths: OutputPaths
 
 
 _ORDER = ("schema_version", "run_key", "command", "started_utc", "finished_utc", "host",
-          "device", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects", "object_type",
+          "device", "warnings", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects",
+          "object_type",
           "target_area_mm2", "mean_score", "tissue", "zarr", "tables", "timings_s", "cpu_s", "reference", "calibration", "open_set", "models", "config",
           "versions")
 

@@ -54,7 +54,8 @@ def slide_row(stem: str, record: dict[str, Any], status: str) -> dict[str, Any]:
             "target_fraction_of_tissue": target_mm2 / tissue_mm2 if tissue_mm2 else 0.0,
             "objects_per_mm2_tissue": objects / tissue_mm2 if tissue_mm2 else 0.0,
             "mean_score": record.get("mean_score", 0.0),
-            "seconds": record.get("timings_s", {}).get("total", 0.0)}
+            "seconds": record.get("timings_s", {}).get("total", 0.0),
+            "warnings": " | ".join(record.get("warnings", []))}
 
 
 def folder_rows(out_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
