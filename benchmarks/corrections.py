@@ -16,7 +16,8 @@ are not scored), `fp_tissue_frac` (the fraction of the skin tissue, less the out
 gland), the wall time of the run and the tiles it encoded / reused. The peer, in every round: a
 QuPath/ilastik-style pixel classifier (a random forest on scikit-image's
 `multiscale_basic_features`, at half the slide's resolution) trained on the same examples (the
-reference image and its mask, the Gland and Negative outlines), scored the same way.
+reference image and its mask, the Gland and Negative outlines), applied within the tissue (as
+inside a QuPath tissue annotation), scored the same way.
 
 `--timing` builds a dense slide of GlaS images (`--timing-size` px a side, >= 50 tissue tiles)
 and times a first run, a rerun with the same reference, and reruns with k = 1, 2, 4, 8 gland
@@ -205,7 +206,9 @@ def loop(args: argparse.Namespace, tmp: Path, extra: list[str]) -> list[dict]:
                 if annotations:
                     fg = rasterise([p for c, p in annotations if c == "Gland"], shape)
                     examples.append((peer.feats, half(fg), half(annotated)))
-                peer_pred = peer.predict(examples)
+                # within the tissue, as a QuPath user classifies inside a tissue annotation
+                peer_pred = peer.predict(examples) & (sparse["skin_tissue"] |
+                                                      sparse["glas_region"])
                 row.update({f"peer_{k}": v for k, v in
                             score(peer_pred, sparse, annotated).items()})
             rows.append(row)
