@@ -27,7 +27,7 @@ def prepared(tmp_path_factory):
     from tests.conftest import FakeEngine
 
     seg = _segmenter(FakeEngine(), "sat.pixel.enabled=true", "sat.decode.mode=map",
-                     "wsi.coarse_downsample=2")
+                     "wsi.coarse_downsample=2", "sat.calibration.max_judged_references=8")
     ref = api.prepare_reference(seg, api.ReferenceRequest(
         images=[Reference("blobs", *blobs_image(0, size=(400, 480)), "array")]))
     path = tmp_path_factory.mktemp("cache") / "ref.wsisat"
