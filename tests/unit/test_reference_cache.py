@@ -17,6 +17,11 @@ from wsi_sat.reference import Reference
 from wsi_sat.segmenter import Segmenter
 
 
+# every window judged, so the pixel model's path is exercised
+SETTINGS = ("sat.pixel.enabled=true", "sat.decode.mode=map", "wsi.coarse_downsample=2",
+            "sat.calibration.max_judged_references=8")
+
+
 def _segmenter(fake_engine, *extra):
     cfg = load_config(None, ["wsi.tile_px=256", "wsi.overlap_px=32", *extra])
     return Segmenter(fake_engine, SamEncoderFeatures(), cfg)
@@ -26,8 +31,7 @@ def _segmenter(fake_engine, *extra):
 def prepared(tmp_path_factory):
     from tests.conftest import FakeEngine
 
-    seg = _segmenter(FakeEngine(), "sat.pixel.enabled=true", "sat.decode.mode=map",
-                     "wsi.coarse_downsample=2", "sat.calibration.max_judged_references=8")
+    seg = _segmenter(FakeEngine(), *SETTINGS)
     ref = api.prepare_reference(seg, api.ReferenceRequest(
         images=[Reference("blobs", *blobs_image(0, size=(400, 480)), "array")]))
     path = tmp_path_factory.mktemp("cache") / "ref.wsisat"
@@ -62,19 +66,15 @@ def test_a_prepared_reference_reads_back_equal(prepared):
 
 def test_a_cache_from_other_inputs_is_refused(prepared, fake_engine):
     _, _, path, _ = prepared
-    other = _segmenter(fake_engine, "sat.pixel.enabled=true", "sat.decode.mode=map",
-                       "wsi.coarse_downsample=2", "sat.open_set.restarts=3")
+    other = _segmenter(fake_engine, *SETTINGS, "sat.open_set.restarts=3")
     with pytest.raises(ReferenceError, match="another config"):
         api.load_prepared_reference(path, other)
-    same_but_named = _segmenter(fake_engine, "sat.pixel.enabled=true", "sat.decode.mode=map",
-                                "wsi.coarse_downsample=2", "wsi.class_name=Other")
+    same_but_named = _segmenter(fake_engine, *SETTINGS, "wsi.class_name=Other")
     api.load_prepared_reference(path, same_but_named)  # the objects' name is not the reference
     fake_engine.weights_sha256 = "0" * 64
     try:
         with pytest.raises(ReferenceError, match="another weights"):
-            api.load_prepared_reference(path, _segmenter(
-                fake_engine, "sat.pixel.enabled=true", "sat.decode.mode=map",
-                "wsi.coarse_downsample=2"))
+            api.load_prepared_reference(path, _segmenter(fake_engine, *SETTINGS))
     finally:
         fake_engine.weights_sha256 = None
 
