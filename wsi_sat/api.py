@@ -41,7 +41,7 @@ from wsi_sat.reference import (
 )
 from wsi_sat.sat import ReferenceEmbedding
 from wsi_sat.segmenter import Segmenter, SegmentResult
-from wsi_sat.writers.mask_png import write_mask_png
+from wsi_sat.writers.mask_png import write_labels_png, write_mask_png
 from wsi_sat.writers.tables import folder_rows, slide_row, write_summary
 
 __all__ = ["Config", "ImageResult", "Reference", "ReferenceRequest", "ReferenceSet",
@@ -84,7 +84,7 @@ def prepare_image_reference(segmenter: Segmenter, references: ReferenceRequest |
     """The reference of `segment_images`, encoded once with each image's longest side at the
     encoder's input (images are not tiled)."""
     refs = _reference_set(segmenter, references)
-    return segmenter.prepare_reference([(r.image, r.mask) for r in refs.references],
+    return segmenter.prepare_reference([r.example for r in refs.references],
                                        [r.name for r in refs.references],
                                        negatives=[(n.image, n.mask) for n in refs.negatives])
 
@@ -110,7 +110,8 @@ def segment_images(images: Sequence[str | Path | np.ndarray], reference: Referen
                    out_dir: str | Path | None = None) -> Iterator[ImageResult]:
     """Segment each image (files or RGB arrays) like `reference`, one after the other; with
     `out_dir`, each mask is written as `<stem>.png` (0/255, the image's size). An image that
-    cannot be read gives a result with its `error`; the others go on."""
+    cannot be read gives a result with its `error`; the others go on. In an instances mode the
+    objects' labels are written beside each mask as `<stem>.labels.png` (16-bit ids)."""
     for i, item in enumerate(images):
         name = Path(item).stem if isinstance(item, (str, Path)) else f"image {i}"
         t = time.perf_counter()
@@ -124,6 +125,8 @@ def segment_images(images: Sequence[str | Path | np.ndarray], reference: Referen
         if out_dir is not None:
             mask_path = Path(out_dir) / f"{name}.png"
             write_mask_png(mask_path, result.mask)
+            if result.labels is not None:  # instances: one id per object beside the mask
+                write_labels_png(Path(out_dir) / f"{name}.labels.png", result.labels)
         yield ImageResult(name, result, mask_path, time.perf_counter() - t)
 
 

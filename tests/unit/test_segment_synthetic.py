@@ -1,6 +1,7 @@
 """The whole method on synthetic images where the right answer is known (fast fake SAM)."""
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from tests.conftest import blobs_image
@@ -29,20 +30,36 @@ def test_segments_shifted_and_rescaled_copies(fake_segmenter, mode):
 
 
 def test_auto_mode_is_chosen_by_self_calibration(fake_segmenter):
-    ref_img, ref_mask = blobs_image(0, n=10, radius=(8, 12))  # many objects: instances too
+    ref_img, ref_mask = blobs_image(0, n=10, radius=(8, 12))
     reference = fake_segmenter.prepare_reference([(ref_img, ref_mask)])
     cal = reference.calibration
-    assert cal.mode in ("map", "union", "instances")
-    assert {"mode_map_dice", "mode_union_dice", "mode_instances_dice"} <= set(cal.scores)
+    assert cal.mode in ("map", "union")
+    assert {"mode_map_dice", "mode_union_dice"} <= set(cal.scores)
     assert cal.scores[f"mode_{cal.mode}_dice"] == max(
-        cal.scores[f"mode_{m}_dice"] for m in ("map", "union", "instances"))
+        cal.scores[f"mode_{m}_dice"] for m in ("map", "union"))
 
 
-def test_a_reference_of_few_objects_is_never_decoded_as_instances(fake_segmenter):
-    """One region (an epidermis, a tumour) is never split into SAM's instances: the
-    instances mode is a candidate only for references of many objects."""
-    few = fake_segmenter.prepare_reference([blobs_image(0, n=2)]).calibration
-    assert few.mode != "instances" and "mode_instances_dice" not in few.scores
+def test_a_reference_of_few_or_large_objects_is_never_split(fake_segmenter):
+    """One region (an epidermis, a tumour) or a few glands are never split into instances:
+    the automatic mode counts objects only for references of many small ones."""
+    assert fake_segmenter.prepare_reference([blobs_image(0, n=2)]).calibration.mode != \
+        "instances"
+    large = fake_segmenter.prepare_reference([blobs_image(0, size=(200, 240), n=40,
+                                                          radius=(30, 40))])
+    assert large.calibration.mode != "instances"
+
+
+def test_many_small_objects_are_counted(fake_segmenter):
+    """A reference of many small objects (nuclei): the automatic mode splits the map's
+    foreground into one label per object, at the reference objects' size."""
+    img, mask = blobs_image(0, size=(200, 240), n=45, radius=(4, 6))
+    ref = fake_segmenter.prepare_reference([(img, mask)])
+    assert ref.calibration.mode == "instances" and ref.objects.count > 20
+    target, truth = blobs_image(7, size=(200, 240), n=45, radius=(4, 6))
+    res = fake_segmenter.segment([target], ref)[0]
+    assert res.labels is not None and res.labels.max() > 10
+    _, n_true = ndimage.label(truth)
+    assert abs(int(res.labels.max()) - n_true) / n_true < 0.5
 
 
 def test_target_without_the_structure_gives_an_empty_mask(fake_segmenter):

@@ -2,6 +2,7 @@
 
 from wsi_sat.config.load import config_to_dict, config_to_yaml, default_config, load_config
 from wsi_sat.config.sat import (
+    INSTANCE_MODES,
     CalibrationConfig,
     DecodeConfig,
     DecodeMode,
@@ -18,7 +19,8 @@ from wsi_sat.config.system import FeatureModelConfig, ModelsConfig, RuntimeConfi
 from wsi_sat.config.wsi import WsiConfig
 
 __all__ = [
-    "CalibrationConfig", "Config", "DecodeConfig", "DecodeMode", "FeatureModelConfig",
+    "INSTANCE_MODES", "CalibrationConfig", "Config", "DecodeConfig", "DecodeMode",
+    "FeatureModelConfig",
     "MatchingConfig", "ModelsConfig", "OpenSetConfig", "PixelConfig", "PostprocessConfig", "PromptConfig",
     "ReferenceConfig", "RuntimeConfig", "SamModelConfig", "SatConfig", "WsiConfig",
     "config_to_dict", "config_to_yaml", "default_config", "load_config",

@@ -13,7 +13,8 @@ from pydantic import Field
 
 from wsi_sat.config.base import Section
 
-DecodeMode = Literal["union", "instances", "map"]
+DecodeMode = Literal["union", "instances", "sam_instances", "map"]
+INSTANCE_MODES = ("instances", "sam_instances")
 
 
 class ReferenceConfig(Section):
@@ -138,11 +139,15 @@ class PromptConfig(Section):
 
 
 class DecodeConfig(Section):
-    mode: Literal["auto", "union", "instances", "map"] = Field(
+    mode: Literal["auto", "union", "instances", "sam_instances", "map"] = Field(
         "auto",
-        description="union: all points in one SAM call; instances: one call per positive "
-        "cluster, merged by mask NMS; map: the matching map alone, no SAM decode; auto: "
-        "self-calibration on the reference chooses.",
+        description="map: the matching map alone, no SAM decode; union: all points in one SAM "
+        "call; instances: the map's foreground split into one object each (a watershed from "
+        "the distance peaks, at the reference objects' size: thousands per tile); "
+        "sam_instances: one SAM call per positive point, merged by mask NMS; auto: "
+        "self-calibration chooses map or union by the reference, then instances when the "
+        "reference holds many small objects (sat.calibration.instances_min_objects, "
+        "instances_max_object_fraction).",
     )
     refine: bool = Field(
         True, description="Second SAM pass fed with the first pass's mask logits."
@@ -160,15 +165,20 @@ class DecodeConfig(Section):
         "temperature.",
     )
     nms_iou: float = Field(
-        0.5, ge=0.0, le=1.0, description="Instances mode: mask NMS IoU threshold."
+        0.5, ge=0.0, le=1.0, description="sam_instances mode: mask NMS IoU threshold."
     )
     instance_min_agreement: float = Field(
         0.5, ge=0.0, le=1.0,
-        description="Instances mode: a SAM mask is kept when at least this fraction of it is "
-        "foreground in the matching map.",
+        description="sam_instances mode: a SAM mask is kept when at least this fraction of it "
+        "is foreground in the matching map.",
     )
     instance_batch: int = Field(
-        16, ge=1, le=256, description="Instances mode: prompts per batched decoder call."
+        16, ge=1, le=256, description="sam_instances mode: prompts per batched decoder call."
+    )
+    object_quantiles: list[float] = Field(
+        default_factory=lambda: [0.02, 0.98],
+        description="Instances: the reference objects' area range is taken between these "
+        "quantiles; objects far outside it are flagged (wsi.object_size_flag).",
     )
 
 
@@ -219,11 +229,15 @@ class CalibrationConfig(Section):
         "tissue is called target (docs/benchmarks.md).",
     )
     instances_min_objects: int = Field(
-        8, ge=1, le=100000,
-        description="The instances decoding mode (one object per positive point) is a "
-        "candidate of the automatic mode only when the references hold at least this many "
-        "objects each on average (nuclei, cells): a region (an epidermis, a tumour) judged on "
-        "one example is never split into SAM's instances.",
+        20, ge=1, le=100000,
+        description="The automatic mode counts objects (instances) when the references hold "
+        "at least this many objects each on average (nuclei, cells) and they are small "
+        "(instances_max_object_fraction): a region (an epidermis, glands) is never split.",
+    )
+    instances_max_object_fraction: float = Field(
+        0.005, gt=0.0, le=1.0,
+        description="... and their median area is at most this fraction of the reference "
+        "image's (encoder-input) area.",
     )
     max_judged_references: int = Field(
         1, ge=1, le=1000,

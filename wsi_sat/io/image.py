@@ -107,18 +107,37 @@ def read_mask(path: Path) -> np.ndarray:
     return binary_mask(_read_raw(Path(path)))
 
 
-def binary_mask(arr: np.ndarray) -> np.ndarray:
-    """See `read_mask`. A label image is told from a soft-edged binary mask by where its values
-    between 0 and the maximum lie: on most of the foreground (labels), or only on edges."""
+def read_labels(path: Path) -> np.ndarray | None:
+    """The instance labels (int32, 0 = background) of a mask file that is a label image
+    (MoNuSeg's instance masks, QuPath's labelled exports), else None (a binary mask)."""
+    arr = _single_channel(_read_raw(Path(path)))
+    return arr.astype(np.int32) if _is_label_image(arr) else None
+
+
+def _single_channel(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=-1) if arr.shape[-1] >= 3 else arr[..., 0]
+        return arr[..., :3].max(axis=-1) if arr.shape[-1] >= 3 else arr[..., 0]
+    return arr
+
+
+def _is_label_image(arr: np.ndarray) -> bool:
+    """A label image is told from a soft-edged binary mask by where its values between 0 and
+    the maximum lie: on most of the foreground (labels), or only on edges."""
+    peak = float(arr.max())
+    nonzero = arr > 0
+    middle = nonzero & (arr < peak)
+    return bool(peak > 0 and np.issubdtype(arr.dtype, np.integer)
+                and middle.sum() > 0.2 * nonzero.sum())
+
+
+def binary_mask(arr: np.ndarray) -> np.ndarray:
+    """See `read_mask`."""
+    arr = _single_channel(arr)
     peak = float(arr.max())
     if peak <= 0:
         return np.zeros(arr.shape, dtype=bool)
-    nonzero = arr > 0
-    middle = nonzero & (arr < peak)
-    if np.issubdtype(arr.dtype, np.integer) and middle.sum() > 0.2 * nonzero.sum():
-        return nonzero  # an instance label image
+    if _is_label_image(arr):
+        return arr > 0  # an instance label image
     return arr > (peak / 2.0 if peak > 1 else 0)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from wsi_sat.config import Config, config_to_dict
+from wsi_sat.config import INSTANCE_MODES, Config, config_to_dict
 from wsi_sat.encodings import TileEncodings, encodings_root, tiles_key
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.batch import BatchTask, segment_batch
@@ -101,7 +101,7 @@ def _segment_slide(slide: Slide, working: float, key: str, paths: OutputPaths,
                           threads if client is None else 0, keep_encodings=client is None,
                           lanes=lanes if client is None else 1)
     timings["survey"] = time.perf_counter() - t
-    instances = reference.embedding.calibration.mode == "instances"
+    instances = reference.embedding.calibration.mode in INSTANCE_MODES
     prepare(paths, key, options.resume)
     tasks = _tasks(slide.path, plan, tiles, paths, instances, config, threads, key, store)
     t = time.perf_counter()

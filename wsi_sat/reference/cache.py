@@ -25,7 +25,7 @@ from wsi_sat import __version__
 from wsi_sat.config import Config
 from wsi_sat.errors import ReferenceError
 from wsi_sat.reference.prepare import SlideReference
-from wsi_sat.sat import Calibration, ReferenceEmbedding
+from wsi_sat.sat import Calibration, ObjectSizes, ReferenceEmbedding
 from wsi_sat.signature import model_digests, reference_identity, result_config, sha256_json
 from wsi_sat.writers.atomic import write_atomic
 
@@ -74,6 +74,7 @@ def _plain(obj: Any) -> Any:
 def _embedding_meta(emb: ReferenceEmbedding) -> dict[str, Any]:
     return {"colour_weight": float(emb.colour_weight), "fg_fraction": float(emb.fg_fraction),
             "calibration": _plain(asdict(emb.calibration)),
+            "objects": _plain(asdict(emb.objects)) if emb.objects is not None else None,
             "pixel_model": emb.pixel_model is not None}
 
 
@@ -164,7 +165,8 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
                 embeddings[name] = ReferenceEmbedding(
                     **{f: arrays[f"{name}.{f}"] for f in ARRAYS},
                     colour_weight=float(m["colour_weight"]), fg_fraction=float(m["fg_fraction"]),
-                    calibration=_calibration(m["calibration"]), pixel_model=pixel)
+                    calibration=_calibration(m["calibration"]), pixel_model=pixel,
+                    objects=ObjectSizes(**m["objects"]) if m.get("objects") else None)
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
         raise ReferenceError(f"reference cache '{path}' is damaged ({exc.__class__.__name__});"
                              " write it again with `wsi-sat reference prepare`") from None

@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from wsi_sat.errors import ReferenceError
-from wsi_sat.io.image import read_image, read_mask
+from wsi_sat.io.image import read_image, read_labels, read_mask
 from wsi_sat.raster import resize_mask
 from wsi_sat.sat import validate_negative_mask, validate_reference_mask
 
@@ -22,6 +23,13 @@ class Reference:
     image: np.ndarray  # RGB uint8
     mask: np.ndarray  # bool, same size
     mask_source: str
+    objects: np.ndarray | None = None  # instance labels when the mask file holds them
+
+    @property
+    def example(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask) for the method: the instance labels when there are any (they tell
+        the objects' size), else the mask."""
+        return self.image, self.objects if self.objects is not None else self.mask
 
 
 def find_mask_path(image_path: Path) -> Path | None:
@@ -37,8 +45,10 @@ def load_reference(image_path: Path, mask_path: Path | None = None) -> Reference
     image, alpha = read_image(image_path)
     if mask_path is None:
         mask_path = find_mask_path(image_path)
+    objects = None
     if mask_path is not None:
         mask, source = read_mask(Path(mask_path)), str(mask_path)
+        objects = read_labels(Path(mask_path))
     elif alpha is not None:
         mask, source = alpha, "alpha channel"
     else:
@@ -47,7 +57,7 @@ def load_reference(image_path: Path, mask_path: Path | None = None) -> Reference
             f"{image_path.stem}_mask.png beside it, or give the image an alpha channel"
         )
     validate_reference_mask(mask, image.shape[:2], str(image_path))
-    return Reference(image_path.stem, image, mask, source)
+    return Reference(image_path.stem, image, mask, source, objects)
 
 
 def load_negative(image_path: Path, mask_path: Path | None = None) -> Reference:
@@ -78,7 +88,10 @@ def rescale_reference(ref: Reference, factor: float, negative: bool = False) -> 
     mask = resize_mask(ref.mask, size)
     (validate_negative_mask if negative else validate_reference_mask)(mask, image.shape[:2],
                                                                       ref.name)
-    return Reference(ref.name, image, mask, ref.mask_source)
+    objects = None
+    if ref.objects is not None:
+        objects = cv2.resize(ref.objects, size, interpolation=cv2.INTER_NEAREST) * mask
+    return Reference(ref.name, image, mask, ref.mask_source, objects)
 
 
 ReferenceInput = Reference | tuple[np.ndarray, np.ndarray] | str | Path

@@ -70,8 +70,8 @@ def reference_windows(image: np.ndarray, mask: np.ndarray, tile_px: int,
     for y in ys:
         for x in xs:
             win = np.s_[y : y + tile_px, x : x + tile_px]
-            m = mask[win]
-            if (m.any() if negative else 0.0 < m.mean() < 1.0):
+            m = mask[win]  # a mask, or instance labels
+            if (m.any() if negative else 0.0 < (m > 0).mean() < 1.0):
                 out.append((image[win], m))
     return out or [(image, mask)]
 
@@ -81,7 +81,8 @@ def reference_info(references: list[Reference], mpp: float | None) -> dict[str, 
     return {
         "names": [r.name for r in references],
         "mask_sources": [r.mask_source for r in references],
-        "sha256": array_hash(*[a for r in references for a in (r.image, r.mask)]),
+        "sha256": array_hash(*[a for r in references for a in (r.image, r.mask, r.objects)
+                               if a is not None]),
         "mpp": mpp,
     }
 
@@ -96,7 +97,7 @@ def prepare_slide_reference(segmenter: Segmenter, refs: ReferenceSet,
     views = view_encodings(segmenter, views_dir)
     scale = segmenter.tile_scale(wcfg.tile_px)
     pairs = [(ex, r.name) for r in refs.references
-             for ex in reference_windows(r.image, r.mask, wcfg.tile_px)]
+             for ex in reference_windows(*r.example, wcfg.tile_px)]
     negative_pairs = [ex for n in refs.negatives
                       for ex in reference_windows(n.image, n.mask, wcfg.tile_px, negative=True)]
     embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],

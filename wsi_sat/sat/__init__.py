@@ -12,6 +12,7 @@ it. The steps, in order:
 
 from wsi_sat.sat.engine import ONE_THREAD, Backbone, Encoding, Engine, PatchGrid, Workers
 from wsi_sat.sat.glass import keep_on_tissue
+from wsi_sat.sat.instances import ObjectSizes
 from wsi_sat.sat.metrics import dice, iou
 from wsi_sat.sat.prepare import Example, prepare_embedding
 from wsi_sat.sat.reference import (
@@ -30,7 +31,7 @@ from wsi_sat.sat.segment import (
 from wsi_sat.sat.survey import SurveyPatches, decide_slide, survey_patches
 
 __all__ = ["ONE_THREAD", "Backbone", "Calibration", "Encoding", "Engine", "Example", "PatchGrid",
-           "ReferenceEmbedding", "SegmentResult", "SurveyPatches", "Workers", "decide_slide",
+           "ObjectSizes", "ReferenceEmbedding", "SegmentResult", "SurveyPatches", "Workers", "decide_slide",
            "decided_maps", "decided_maps_fit", "decided_result", "dice", "iou",
            "keep_on_tissue", "prepare_embedding", "segment_image", "survey_patches",
            "validate_negative_mask", "validate_reference_mask"]

@@ -5,7 +5,8 @@ neighbourhood left out (the bank never sees the patch it is asked about), then:
 1. threshold: the margin threshold with the best mean Dice over the views;
 2. pixel refinement: fitted on one half of each reference and judged on the other half (and
    vice versa), kept only if it beats the plain map there;
-3. mode: map, union or instances, whichever reproduces the reference views best.
+3. mode: map or union, whichever reproduces the reference views best; instances (the map's
+   foreground split into objects) when the reference holds many small objects.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import logging
 import numpy as np
 
 from wsi_sat.config import DecodeMode, SatConfig
-from wsi_sat.morphology import label_components
 from wsi_sat.sat.decode import map_probability
 from wsi_sat.sat.engine import ONE_THREAD, Engine, Workers
+from wsi_sat.sat.instances import ObjectSizes
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.metrics import dice
@@ -146,7 +147,7 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
             pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
                                           cfg.pixel, cfg.seed)
     mode = _choose_mode(views, matched, margins, judged, thr, engine, cfg, scores,
-                        pixel_model is not None)
+                        pixel_model is not None, ref.objects)
     log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
              pixel_model is not None, {k: round(v, 3) for k, v in scores.items()})
     return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores,
@@ -155,22 +156,17 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
 
 def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, MatchResult]],
                  margins: list[np.ndarray], originals: list[int], thr: float, engine: Engine,
-                 cfg: SatConfig, scores: dict[str, float], pixel: bool) -> DecodeMode:
-    """The decoding mode that reproduces the reference views best (`sat.decode.mode` auto),
-    its Dice per mode added to `scores`."""
-    modes: list[DecodeMode] = (["map", "union", "instances"] if cfg.decode.mode == "auto"
-                               else [cfg.decode.mode])
-    objects = np.mean([label_components(views[i].mask.view(np.uint8), 8)[0] - 1
-                       for i in originals]) if originals else 0.0
-    if len(modes) > 1 and objects < cfg.calibration.instances_min_objects:
-        modes.remove("instances")
-    if len(modes) == 1:
-        return modes[0]
+                 cfg: SatConfig, scores: dict[str, float], pixel: bool,
+                 objects: ObjectSizes | None) -> DecodeMode:
+    """The decoding mode (`sat.decode.mode` auto): map or union, whichever reproduces the
+    reference views best (its Dice per mode added to `scores`), then instances when the
+    reference holds many small objects."""
+    if cfg.decode.mode != "auto":
+        return cfg.decode.mode
     judged = originals + [i for i in range(len(views)) if i not in originals][:1]
-    for mode in modes:
+    for mode in ("map", "union"):
         vals = []
-        # instances mode decodes once per point: judge it on the originals only (cost)
-        for i in originals if mode == "instances" else judged:
+        for i in judged:
             v = views[i]
             feats, res = matched[i]
             prob = map_probability(margins[i], thr, cfg.decode.map_temperature).astype(np.float32)
@@ -180,4 +176,13 @@ def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, Mat
         scores[f"mode_{mode}_dice"] = float(np.mean(vals))
     if pixel:  # judged on held-out halves, not on its own training pixels
         scores["mode_map_dice"] += scores["pixel_halves_dice"] - scores["map_halves_dice"]
-    return max(modes, key=lambda m: scores[f"mode_{m}_dice"])
+    if objects is not None and many_small_objects(objects, views[originals[0]], cfg):
+        return "instances"
+    return max(("map", "union"), key=lambda m: scores[f"mode_{m}_dice"])
+
+
+def many_small_objects(objects: ObjectSizes, view: ReferenceView, cfg: SatConfig) -> bool:
+    """Whether the reference's objects are many and small enough to be counted."""
+    h, w = view.encoded.input_hw
+    return (objects.count >= cfg.calibration.instances_min_objects
+            and objects.area_median <= cfg.calibration.instances_max_object_fraction * h * w)

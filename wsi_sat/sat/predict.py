@@ -10,6 +10,7 @@ import numpy as np
 from wsi_sat.config import DecodeMode, SatConfig
 from wsi_sat.sat.decode import decode_instances, decode_union, map_probability
 from wsi_sat.sat.engine import Encoding, Engine, PatchGrid
+from wsi_sat.sat.instances import ObjectSizes, split_instances
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult
 from wsi_sat.sat.pixel import pixel_features, predict_pixels
@@ -66,16 +67,24 @@ def predict(
     pixel_model: object | None,
     cfg: SatConfig,
     prob: np.ndarray | None = None,
+    objects: ObjectSizes | None = None,
 ) -> Prediction:
-    """One image's mask in `mode` (map, union or instances)."""
+    """One image's mask in `mode` (map, union, instances or sam_instances); `objects`: the
+    reference's objects (instances: their size)."""
     if prob is None:
         _, prob = map_prob(image, grid, result, threshold, pixel_model, cfg)
-    if mode not in ("map", "union", "instances"):
-        raise ValueError(f"unknown decoding mode {mode!r}: map, union or instances")
+    if mode not in ("map", "union", "instances", "sam_instances"):
+        raise ValueError(f"unknown decoding mode {mode!r}: map, union, instances or "
+                         "sam_instances")
     fg = prob > 0.5
     if mode == "map":
         return Prediction(fg, None, None, prob)
-    prompts = make_prompts(grid, feats, result, threshold, enc, cfg, mode == "instances")
+    if mode == "instances":
+        if objects is None:
+            raise ValueError("the instances mode needs the reference's objects")
+        labels = split_instances(fg, objects.radius / enc.scale, cfg.postprocess.min_area_px)
+        return Prediction(labels > 0, labels, None, prob)
+    prompts = make_prompts(grid, feats, result, threshold, enc, cfg, mode == "sam_instances")
     if prompts.empty:
         return Prediction(np.zeros_like(fg), None, prompts, prob)
     if mode == "union":

@@ -3,12 +3,15 @@ self-calibrates on them. The caller passes the loaded models (no I/O here)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from wsi_sat.config import SatConfig
 from wsi_sat.errors import ReferenceError
 from wsi_sat.sat.calibrate import calibrate
 from wsi_sat.sat.engine import ONE_THREAD, Backbone, Engine, Workers
+from wsi_sat.sat.instances import reference_objects
 from wsi_sat.sat.reference import (
     ReferenceEmbedding,
     ReferenceView,
@@ -34,6 +37,7 @@ def encode_views(engine: Engine, backbone: Backbone, references: list[Example],
     items += [(ex, f"negative {j}", True) for j, ex in enumerate(negatives)]
     for ref_id, (example, name, negative) in enumerate(items):
         image, mask = example
+        mask = mask if mask.dtype == bool else mask > 0  # instance labels: their objects
         (validate_negative_mask if negative else validate_reference_mask)(
             mask, image.shape[:2], name)
         specs = standard_views(mask.shape, cfg.reference.augment, cfg.reference.view_scale)
@@ -58,6 +62,10 @@ def prepare_embedding(engine: Engine, backbone: Backbone, references: list[Examp
     views = encode_views(engine, backbone, references, names, cfg, encode_scale, negatives)
     bank = build_bank(views, cfg.reference, cfg.matching.colour_weight,
                       cfg.calibration.default_threshold, cfg.seed)
+    originals = [v for v in views if v.view.is_identity and not v.negative]
+    bank = replace(bank, objects=reference_objects(
+        [np.asarray(references[v.ref_id][1]) for v in originals],
+        [v.encoded.scale for v in originals], tuple(cfg.decode.object_quantiles)))
     if not (bank.labels == 1).any() or not (bank.labels == 0).any():
         raise ReferenceError(
             "the reference mask leaves no whole patch of foreground or of background; "

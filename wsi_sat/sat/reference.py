@@ -14,6 +14,7 @@ import numpy as np
 from wsi_sat.config import DecodeMode, ReferenceConfig
 from wsi_sat.errors import ReferenceError
 from wsi_sat.sat.engine import PatchGrid
+from wsi_sat.sat.instances import ObjectSizes
 from wsi_sat.sat.matching import fuse
 from wsi_sat.sat.patches import mask_fraction, patch_colour
 from wsi_sat.sat.transduce import LinearDecision
@@ -62,6 +63,7 @@ class ReferenceEmbedding:
     fg_fraction: float  # mean mask coverage of the references
     calibration: Calibration
     pixel_model: object | None = None
+    objects: ObjectSizes | None = None  # the references' objects (instances: their size)
     # a whole slide's decision, fitted once on its survey and this bank (sat.open_set): used
     # for every tile instead of refitting the self-training tile by tile
     decision: LinearDecision | None = None

@@ -49,7 +49,7 @@ def segment_image(engine: Engine, enc: Encoding, image: np.ndarray, grid: PatchG
     timings["match"] = time.perf_counter() - t
     t = time.perf_counter()
     pred: Prediction = predict(engine, enc, image, grid, feats, result, cal.threshold, cal.mode,
-                               reference.pixel_model, cfg)
+                               reference.pixel_model, cfg, objects=reference.objects)
     timings["decode"] = time.perf_counter() - t
     t = time.perf_counter()
     mask = clean_mask(pred.mask, cfg.postprocess, mpp)
