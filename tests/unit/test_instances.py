@@ -52,3 +52,38 @@ def test_instance_label_masks_are_read_as_labels(tmp_path):
     assert np.array_equal(read_labels(tmp_path / "labels.png"), labels)
     assert np.array_equal(read_mask(tmp_path / "labels.png"), labels > 0)
     assert read_labels(tmp_path / "binary.png") is None
+
+
+def test_shape_measures_equal_regionprops_and_one_label_is_one_object():
+    """Area, perimeter, axes, eccentricity and solidity of polygons (µm) as scikit-image's
+    regionprops measures the same objects; a label of two pieces is one MultiPolygon row."""
+    from skimage.measure import regionprops
+
+    from wsi_sat.geometry import Scale
+    from wsi_sat.stitch.measures import shape_measures
+    from wsi_sat.stitch.polygons import tile_objects
+    from wsi_sat.writers.tables import objects_table
+
+    yy, xx = np.mgrid[:200, :300]
+    labels = np.zeros((200, 300), np.int32)
+    labels[((yy - 60) / 30.0) ** 2 + ((xx - 80) / 18.0) ** 2 < 1] = 7  # an ellipse
+    labels[120:160, 150:230] = 9  # a rectangle ...
+    labels[130:150, 240:260] = 9  # ... and a second piece of the same object
+    objs = tile_objects(labels > 0, labels, np.ones(labels.shape, np.float32), 0, (0, 0),
+                        Scale(0.5, 0.5), 0.0)
+    assert sorted(o.label for o in objs) == [7, 9]  # one object per label
+    nine = next(o for o in objs if o.label == 9)
+    assert nine.polygon.geom_type == "MultiPolygon" and nine.area_px == 40 * 80 + 20 * 20
+    got = shape_measures([o.polygon for o in objs], Scale(0.5, 0.5))
+    props = {p.label: p for p in regionprops(labels)}
+    for i, o in enumerate(objs):
+        p = props[o.label]
+        assert abs(got["area_um2"][i] - p.area * 0.25) / (p.area * 0.25) < 0.02
+        assert abs(got["major_axis_um"][i] - p.axis_major_length * 0.5) < 1.0
+        assert abs(got["minor_axis_um"][i] - p.axis_minor_length * 0.5) < 1.0
+        assert abs(got["eccentricity"][i] - p.eccentricity) < 0.03
+    seven = next(i for i, o in enumerate(objs) if o.label == 7)
+    assert got["solidity"][seven] > 0.97  # an ellipse is convex
+    assert 0.8 < got["solidity"][objs.index(nine)] < 0.95  # the gap between its pieces
+    table = objects_table(objs, "Nucleus", Scale(0.5, 0.5), instances=True)
+    assert len(table) == 2 and sorted(table["label"]) == [7, 9]

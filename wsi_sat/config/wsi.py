@@ -112,6 +112,12 @@ class WsiConfig(Section):
         "lanes, without Dask (on one machine the fastest: no worker start, the models loaded "
         "once). N starts N local Dask workers (one per GPU on a multi-GPU machine).",
     )
+    object_size_flag: float = Field(
+        10.0, gt=1.0, le=1000.0,
+        description="Instances: an object more than this many times larger than the reference's "
+        "large objects (or smaller than its small ones) is flagged (objects.csv size_flag, a "
+        "warning), never silently counted as one of them.",
+    )
     keep_encodings: bool = Field(
         True,
         description="Keep each slide's tile encodings and the reference views' (in "

@@ -36,6 +36,12 @@ def slide_warnings(record: dict[str, Any]) -> list[str]:
     if self_dice is not None and self_dice < POOR_SELF_DICE:
         out.append(f"the reference reproduces its own mask poorly (Dice {self_dice:.2f} on "
                    "its held-out views): check the mask, or give a larger or second example")
+    flagged = record.get("objects_flagged", {})
+    if flagged.get("large") or flagged.get("small"):
+        out.append(f"{flagged.get('large', 0)} objects far larger and {flagged.get('small', 0)} "
+                   "far smaller than the reference's (objects.csv size_flag): merged or split "
+                   "objects, or another structure; check them before counting, or give a "
+                   "reference at this slide's scale (--reference-mpp)")
     if survey.get("decision", {}).get("fitted") is False:
         out.append("the slide's decision could not be fitted (too few confident patches): "
                    "tiles were judged one by one; add an example from this slide")

@@ -30,9 +30,9 @@ from wsi_sat.runtime.heap import frozen_heap
 from wsi_sat.runtime.lanes import lane_threads, worker_lanes
 from wsi_sat.runtime.models import worker_segmenter
 from wsi_sat.runtime.threads import torch_threads
-from wsi_sat.sat import ReferenceEmbedding, SegmentResult, keep_on_tissue
+from wsi_sat.sat import ReferenceEmbedding, SegmentResult, keep_on_tissue, stains
 from wsi_sat.segmenter import Segmenter
-from wsi_sat.stitch.labels import slide_instance_ids, write_tile_core
+from wsi_sat.stitch.labels import object_sums, slide_instance_ids, write_tile_core
 from wsi_sat.stitch.polygons import tile_objects
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.tiling.tissue import TissueMasks, tile_mask
@@ -166,12 +166,14 @@ class _TileWork:
                               tile_mask(self.masks.keep, tile, task.working_size),
                               self.masks.glass_rgb, res.patch_hw, task.config.wsi,
                               task.scale)[core]
-        ids = None
+        ids, sums = None, None
         if task.instances and res.labels is not None:
             ids = slide_instance_ids(mask, res.labels[core], tile)
+            pixels = self.read[i][core]
+            sums = object_sums(ids, np.concatenate([pixels, stains(pixels)], axis=-1))
         prob = res.prob[core] if res.prob is not None else mask.astype(np.float32)
         objs = tile_objects(mask, ids, prob, tile.index, (tile.core.x0, tile.core.y0),
-                            task.scale, task.config.wsi.simplify_px)
+                            task.scale, task.config.wsi.simplify_px, sums)
         spent["polygons"] = time.perf_counter() - t
         t = time.perf_counter()
         write_tile_core(self.level0, tile, mask, ids, task.label_dtype)
@@ -181,4 +183,6 @@ class _TileWork:
         wkb = shapely.to_wkb(np.asarray([o.polygon for o in objs], dtype=object),
                              hex=True).tolist()
         return [{"label": o.label, "tile": o.tile, "wkb": w, "score": o.score,
-                 "area_px": o.area_px} for o, w in zip(objs, wkb)], spent
+                 "area_px": o.area_px,
+                 **({"sums": o.sums.tolist()} if o.sums is not None else {})}
+                for o, w in zip(objs, wkb)], spent

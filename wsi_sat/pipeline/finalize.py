@@ -63,18 +63,21 @@ def load_shards(shard_dir: Path) -> tuple[list[TileObject], dict[str, float], di
     parsed = iter(shapely.from_wkb(np.asarray(wkb, dtype=object)))
     objs = [TileObject(o["label"], o["tile"],
                        next(parsed) if "wkb" in o else shapely.from_wkt(o["wkt"]), o["score"],
-                       o["area_px"]) for o in records]
+                       o["area_px"], np.asarray(o["sums"]) if "sums" in o else None)
+            for o in records]
     return objs, dict(timings), encodings
 
 
 def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented: list[Tile],
                    instances: bool, wcfg: WsiConfig, record: dict[str, Any],
                    timings: dict[str, float], t_start: float,
-                   cpu: tuple[CpuAccount, int] | None = None) -> SlideSummary:
+                   cpu: tuple[CpuAccount, int] | None = None,
+                   expected_um2: tuple[float, float] | None = None) -> SlideSummary:
     """Write the final outputs of a slide whose batches are all done; `record` is run.json
     so far (this adds objects, the Zarr levels and the timings). `cpu`: the run's CPU account
     and the tiles this process segmented (run.json `cpu_s`; None: `cpu_s` is null, the tiles
-    ran in other processes)."""
+    ran in other processes). `expected_um2`: the reference objects' area range (instances:
+    objects far outside it are flagged)."""
     t = time.perf_counter()
     objs, stage_sums, encodings = load_shards(paths.shards)
     survey = record["tiles"].pop("survey_encodings", {})
@@ -85,7 +88,8 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     levels = _label_pyramid(paths, plan, segmented, objs, mapping, instances, wcfg)
     timings["pyramid"] = time.perf_counter() - t
     t = time.perf_counter()
-    table, tables, tissue = _write_outputs(slide, plan, paths, objs, instances, wcfg, levels)
+    table, tables, tissue = _write_outputs(slide, plan, paths, objs, instances, wcfg, levels,
+                                           expected_um2)
     timings["write_outputs"] = time.perf_counter() - t
     for stage, sec in stage_sums.items():
         timings[f"tiles_{stage}"] = sec
@@ -125,7 +129,8 @@ class _Tissue:
 
 
 def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list[TileObject],
-                   instances: bool, wcfg: WsiConfig, levels: int
+                   instances: bool, wcfg: WsiConfig, levels: int,
+                   expected_um2: tuple[float, float] | None
                    ) -> tuple[Any, list[Path], _Tissue]:
     """The transaction: the previous run.json goes first (its outputs no longer look complete),
     then the store, GeoJSON, tables and overview are replaced (run.json comes last, after
@@ -133,11 +138,12 @@ def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list
     object_type = "detection" if instances else "annotation"
     bounds = slide.bounds_xy  # GeoJSON and tables in QuPath's frame
     objs_qp = [replace(o, polygon=level0_to_qupath(o.polygon, bounds)) for o in objs]
+    table = objects_table(objs_qp, wcfg.class_name, plan.scale.level0, instances, expected_um2,
+                          wcfg.object_size_flag)
     collection = feature_collection(objs_qp, object_type, wcfg.class_name, wcfg.class_color,
-                                    plan.scale.level0)
+                                    table)
     thumb, _ = slide.thumbnail(wcfg.overview_px)
     tissue = _tissue(slide, plan)
-    table = objects_table(objs_qp, wcfg.class_name, plan.scale.level0, instances)
     paths.run_json.unlink(missing_ok=True)
     shutil.rmtree(paths.zarr, ignore_errors=True)
     paths.partial.rename(paths.zarr)
@@ -164,7 +170,9 @@ def _results(table: Any, tables: list[Path], tissue: _Tissue, paths: OutputPaths
              instances: bool) -> dict[str, Any]:
     """run.json's result fields: objects, their area and score, tissue, tables, store."""
     area_um2 = table["area_um2"]
+    flagged = {f: int((table["size_flag"] == f).sum()) for f in ("large", "small")}
     return {"objects": len(table), "object_type": "detection" if instances else "annotation",
+            **({"objects_flagged": flagged} if instances else {}),
             "target_area_mm2": float(area_um2.sum()) / 1e6,
             "mean_score": float((table["score"] * area_um2).sum() / max(area_um2.sum(), 1e-9)),
             "tissue": {"area_mm2": tissue.area_mm2, "pieces": len(tissue.polygons),

@@ -120,7 +120,19 @@ def _segment_slide(slide: Slide, working: float, key: str, paths: OutputPaths,
     record.update(run_key=key, started_utc=clock.started_utc)
     # CPU time is this process's: with Dask workers the tiles ran elsewhere
     return finalize_slide(slide, plan, paths, tiles, instances, config.wsi, record, timings,
-                          clock.t_start, (clock.cpu, ran) if client is None else None)
+                          clock.t_start, (clock.cpu, ran) if client is None else None,
+                          _expected_um2(reference, segmenter, plan))
+
+
+def _expected_um2(reference: SlideReference, segmenter: Segmenter, plan: SlidePlan
+                  ) -> tuple[float, float] | None:
+    """The reference objects' area range in µm² (their size is kept in encoder-input px)."""
+    objects = reference.embedding.objects
+    if objects is None:
+        return None
+    per_px = segmenter.tile_scale(segmenter.config.wsi.tile_px) ** 2  # input px² per working px²
+    return (plan.scale.area_um2(objects.area_low / per_px),
+            plan.scale.area_um2(objects.area_high / per_px))
 
 
 def _select(slide: Slide, plan: SlidePlan, reference: SlideReference, segmenter: Segmenter,

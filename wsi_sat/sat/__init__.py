@@ -14,6 +14,7 @@ from wsi_sat.sat.engine import ONE_THREAD, Backbone, Encoding, Engine, PatchGrid
 from wsi_sat.sat.glass import keep_on_tissue
 from wsi_sat.sat.instances import ObjectSizes
 from wsi_sat.sat.metrics import dice, iou
+from wsi_sat.sat.patches import stains
 from wsi_sat.sat.prepare import Example, prepare_embedding
 from wsi_sat.sat.reference import (
     Calibration,
@@ -33,5 +34,5 @@ from wsi_sat.sat.survey import SurveyPatches, decide_slide, survey_patches
 __all__ = ["ONE_THREAD", "Backbone", "Calibration", "Encoding", "Engine", "Example", "PatchGrid",
            "ObjectSizes", "ReferenceEmbedding", "SegmentResult", "SurveyPatches", "Workers", "decide_slide",
            "decided_maps", "decided_maps_fit", "decided_result", "dice", "iou",
-           "keep_on_tissue", "prepare_embedding", "segment_image", "survey_patches",
+           "keep_on_tissue", "prepare_embedding", "segment_image", "stains", "survey_patches",
            "validate_negative_mask", "validate_reference_mask"]

@@ -101,6 +101,12 @@ def _lab_hed(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lab, hed
 
 
+def stains(image: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 haematoxylin and eosin densities of an RGB image, as scikit-image's
+    `rgb2hed` computes them (Ruifrok-Johnston colour deconvolution of the optical density)."""
+    return _lab_hed(image)[1][..., :2] / 10.0
+
+
 def pixel_colour(image: np.ndarray) -> np.ndarray:
     """Per-pixel colour/stain channels (H, W, 5): L, a, b scaled to ~[-1, 1], H and E stains."""
     lab, hed = _lab_hed(image)

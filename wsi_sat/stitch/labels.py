@@ -55,3 +55,14 @@ def relabel(level0: zarr.Array, mapping: dict[int, int], chunks: set[Chunk]) -> 
         hit = keys[idx] == flat
         flat[hit] = values[idx[hit]]
         level0[y : y + ch, x : x + cw] = flat.reshape(block.shape).astype(block.dtype)
+
+
+def object_sums(ids: np.ndarray, channels: np.ndarray) -> dict[int, np.ndarray]:
+    """Per object id (0 = none), the sums of each of `channels`' (H, W, C) values over its
+    pixels: merged objects add them up, so their means are exact across tile borders."""
+    values, inverse = np.unique(ids, return_inverse=True)
+    inverse = inverse.ravel()
+    flat = channels.reshape(-1, channels.shape[-1]).astype(np.float64)
+    sums = np.stack([np.bincount(inverse, weights=flat[:, c], minlength=len(values))
+                     for c in range(flat.shape[1])], axis=1)
+    return {int(v): sums[i] for i, v in enumerate(values) if v > 0}

@@ -9,7 +9,7 @@ inside one tile stay separate. Both find their groups with an STRtree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -27,9 +27,11 @@ from wsi_sat.morphology import label_components
 class TileObject:
     label: int  # unique across the slide (instances) or 0 (regions)
     tile: int
-    polygon: Polygon  # level-0 pixels
+    polygon: Polygon | MultiPolygon  # level-0 pixels; an instance of several pieces: Multi
     score: float
     area_px: int  # working pixels (for score weighting)
+    # instances: sums over the object's pixels of R, G, B and the H and E stains (means later)
+    sums: np.ndarray | None = None
 
 
 def _polys_from_binary(mask: np.ndarray, prob: np.ndarray, simplify_px: float
@@ -135,11 +137,12 @@ def _polygons_of(geom) -> list[Polygon]:
 
 def tile_objects(core_mask: np.ndarray, core_labels: np.ndarray | None, prob: np.ndarray,
                  tile: int, origin_working: tuple[int, int], scale: Scale,
-                 simplify_px: float) -> list[TileObject]:
+                 simplify_px: float, sums: dict[int, np.ndarray] | None = None
+                 ) -> list[TileObject]:
     """Objects of one tile's core (whose corner is at `origin_working`): polygons in level-0
     pixels, each with its pixel count and score (mean probability of its pixels). Regions: one
-    object per connected component; instances: per label (cropped to the label's bounding
-    box)."""
+    object per connected component; instances: one object per label (cropped to the label's
+    bounding box; a MultiPolygon when the label has pieces), with its pixel `sums`."""
     ox, oy = origin_working
     groups: list[tuple[int, tuple[slice, slice]]]
     if core_labels is not None:
@@ -157,8 +160,14 @@ def tile_objects(core_mask: np.ndarray, core_labels: np.ndarray | None, prob: np
         dy, dx = box[0].start or 0, box[1].start or 0
         found = _polys_from_binary(m, prob[box], simplify_px)
         moved = scale.geometries_to_level0([poly for poly, _, _ in found], (ox + dx, oy + dy))
-        out += [TileObject(label, tile, poly, score, area)
-                for poly, (_, area, score) in zip(moved, found)]
+        pieces = [TileObject(label, tile, poly, score, area)
+                  for poly, (_, area, score) in zip(moved, found)]
+        if core_labels is None or len(pieces) <= 1:
+            out += [replace(p, sums=(sums or {}).get(label)) for p in pieces]
+        else:  # one label, one object
+            out.append(TileObject(label, tile, MultiPolygon([p.polygon for p in pieces]),
+                                  _weighted_score(pieces), sum(p.area_px for p in pieces),
+                                  (sums or {}).get(label)))
     return out
 
 
@@ -217,8 +226,10 @@ def merge_regions(objs: list[TileObject]) -> list[TileObject]:
 
 
 def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int, int]]:
-    """Merge instance polygons of different tiles that touch; returns the objects and the
-    label mapping (old label → kept label) to apply to the label image."""
+    """Merge instance polygons of different tiles that touch (one object cut by a tile border);
+    returns the objects (a MultiPolygon where an object has pieces: one label, one object) and
+    the label mapping (old label → kept label, 0 for an object without area) to apply to the
+    label image."""
     if not objs:
         return [], {}
     groups, _ = _touching_groups(objs, across_tiles_only=True)
@@ -226,15 +237,17 @@ def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int,
     for members in groups:
         group = [objs[i] for i in members]
         geom = shapely.make_valid(shapely.union_all([g.polygon for g in group]))
-        parts = _polygons_of(geom)
-        if not parts:
-            continue
-        poly = max(parts, key=lambda p: p.area) if len(parts) > 1 else parts[0]
-        keep = min(g.label for g in group)
+        parts = [orient(p, 1.0) for p in _polygons_of(geom)]
+        keep = min(g.label for g in group) if parts else 0
         for g in group:
             mapping[g.label] = keep
-        out.append(TileObject(keep, objs[members[0]].tile, orient(poly, 1.0),
-                              _weighted_score(group), sum(g.area_px for g in group)))
+        if not parts:
+            continue
+        sums = [g.sums for g in group if g.sums is not None]
+        out.append(TileObject(keep, objs[members[0]].tile,
+                              parts[0] if len(parts) == 1 else MultiPolygon(parts),
+                              _weighted_score(group), sum(g.area_px for g in group),
+                              np.sum(sums, axis=0) if sums else None))
     return out, mapping
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pandas as pd
 import shapely
 from shapely.geometry.polygon import orient
 
-from wsi_sat.geometry import Scale
 from wsi_sat.stitch.polygons import TileObject
 from wsi_sat.writers.atomic import write_atomic
 
@@ -54,36 +54,50 @@ def _ring_coordinates(polys: list) -> list[list[np.ndarray]]:
 
 
 def feature_collection(objs: list[TileObject], object_type: str, class_name: str,
-                       class_color: list[int], level0: Scale) -> dict:
-    """The objects (level-0 polygons, measured at `level0`'s pixel size) as a QuPath
-    FeatureCollection."""
+                       class_color: list[int], table: pd.DataFrame) -> dict:
+    """The objects (level-0 polygons; an instance of several pieces a MultiPolygon) as a QuPath
+    FeatureCollection, with the measurements of their rows of `objects_table`."""
     features = []
     namespace = uuid.UUID("6f1c0ad2-6e1d-4c43-9bd4-4a2b5c0c7a51")
-    polys = [orient(obj.polygon, 1.0) for obj in objs]
-    # each measure for every polygon in one call (the same numbers as the per-polygon
-    # properties); the ids hash the start of each polygon's WKT, as `poly.wkt` writes it
-    geoms = np.asarray(polys, dtype=object)
+    geoms = np.asarray([_oriented(obj.polygon) for obj in objs], dtype=object)
+    # the ids hash the start of each polygon's WKT, as `poly.wkt` writes it
     wkt = shapely.to_wkt(geoms, rounding_precision=-1).tolist()
-    areas_um2 = level0.area_um2(shapely.area(geoms)).tolist()
-    perimeters_um = level0.um(shapely.length(geoms)).tolist()
-    for i, (obj, rings, text, area_um2, perimeter_um) in enumerate(zip(
-            objs, _ring_coordinates(polys), wkt, areas_um2, perimeters_um)):
-        features.append({
-            "type": "Feature",
-            "id": str(uuid.uuid5(namespace, f"{i}:{text[:200]}")),
-            "geometry": {"type": "Polygon", "coordinates": rings},
-            "properties": {
-                "objectType": object_type,
-                "classification": {"name": class_name, "color": list(class_color)},
-                "isLocked": False,
-                "measurements": {
-                    AREA: round(area_um2, 3),
-                    PERIMETER: round(perimeter_um, 3),
-                    SCORE: round(obj.score, 4),
-                },
-            },
-        })
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    part_rings = _ring_coordinates(list(parts))
+    rings_of: list[list] = [[] for _ in objs]
+    for o, rings in zip(owner.tolist(), part_rings):
+        rings_of[o].append(rings)
+    measures = _measurements(table)
+    for i, (obj, text, pieces) in enumerate(zip(objs, wkt, rings_of)):
+        geometry = ({"type": "Polygon", "coordinates": pieces[0]} if len(pieces) == 1 else
+                    {"type": "MultiPolygon", "coordinates": pieces})
+        properties = {"objectType": object_type,
+                      "classification": {"name": class_name, "color": list(class_color)},
+                      "isLocked": False, "measurements": measures[i]}
+        if "size_flag" in table and table["size_flag"].iat[i]:
+            properties["wsi-sat size flag"] = table["size_flag"].iat[i]
+        features.append({"type": "Feature", "id": str(uuid.uuid5(namespace, f"{i}:{text[:200]}")),
+                         "geometry": geometry, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
+
+
+def _oriented(geom):  # type: ignore[no-untyped-def]
+    if geom.geom_type == "MultiPolygon":
+        return shapely.MultiPolygon([orient(p, 1.0) for p in geom.geoms])
+    return orient(geom, 1.0)
+
+
+def _measurements(table: pd.DataFrame) -> list[dict[str, float]]:
+    """Each row's numbers under QuPath measurement names (NaN left out: a region has no pixel
+    means)."""
+    names = {"area_um2": (AREA, 3), "perimeter_um": (PERIMETER, 3), "score": (SCORE, 4),
+             **{c: (f"wsi-sat {c.replace('_', ' ')}", 4) for c in
+                ("major_axis_um", "minor_axis_um", "eccentricity", "solidity", "mean_r",
+                 "mean_g", "mean_b", "mean_hematoxylin", "mean_eosin")}}
+    cols = [(c, name, digits) for c, (name, digits) in names.items() if c in table]
+    values = {c: table[c].to_numpy(dtype=float) for c, _, _ in cols}
+    return [{name: round(float(values[c][i]), digits) for c, name, digits in cols
+             if np.isfinite(values[c][i])} for i in range(len(table))]
 
 
 def write_geojson(path: Path, collection: dict) -> None:

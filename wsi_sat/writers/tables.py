@@ -8,28 +8,50 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import shapely
 
 from wsi_sat.geometry import Scale
+from wsi_sat.stitch.measures import (
+    PIXEL_COLUMNS,
+    SHAPE_COLUMNS,
+    pixel_measures,
+    shape_measures,
+    size_flags,
+)
 from wsi_sat.stitch.polygons import TileObject
 from wsi_sat.writers.atomic import write_atomic
 
-OBJECT_COLUMNS = ["id", "class", "label", "centroid_x_px", "centroid_y_px", "area_um2",
-                  "perimeter_um", "score", "bbox_x0_px", "bbox_y0_px", "bbox_x1_px", "bbox_y1_px"]
+OBJECT_COLUMNS = ["id", "class", "label", "centroid_x_px", "centroid_y_px", *SHAPE_COLUMNS,
+                  "score", *PIXEL_COLUMNS, "size_flag", "bbox_x0_px", "bbox_y0_px",
+                  "bbox_x1_px", "bbox_y1_px"]
 
 
 def objects_table(objs: list[TileObject], class_name: str, level0: Scale,
-                  instances: bool = False) -> pd.DataFrame:
+                  instances: bool = False, expected_um2: tuple[float, float] | None = None,
+                  flag_factor: float = 10.0) -> pd.DataFrame:
     """One row per object, in the GeoJSON's order (ids are the feature order); coordinates in
     level-0 slide pixels, measured at `level0`'s pixel size; `label` is the object's value in
-    the label store (1 in region mode)."""
-    rows = []
-    for i, obj in enumerate(objs):
-        c, (x0, y0, x1, y1) = obj.polygon.centroid, obj.polygon.bounds
-        rows.append([i, class_name, obj.label if instances else 1, c.x, c.y,
-                     level0.area_um2(obj.polygon.area), level0.um(obj.polygon.length), obj.score,
-                     x0, y0, x1, y1])
-    return pd.DataFrame(rows, columns=OBJECT_COLUMNS)
+    the label store (1 in region mode, one row per label in instances mode). Instances also get
+    their pixels' mean colour and stains, and `size_flag` where their area is more than
+    `flag_factor` x outside the reference objects' (`expected_um2`)."""
+    geoms = [o.polygon for o in objs]
+    arr = np.asarray(geoms, dtype=object)
+    centroids = shapely.get_coordinates(shapely.centroid(arr)) if geoms else np.zeros((0, 2))
+    bounds = shapely.bounds(arr) if geoms else np.zeros((0, 4))
+    shape = shape_measures(geoms, level0)
+    table = pd.DataFrame({
+        "id": np.arange(len(objs)), "class": class_name,
+        "label": [o.label if instances else 1 for o in objs],
+        "centroid_x_px": centroids[:, 0], "centroid_y_px": centroids[:, 1], **shape,
+        "score": [o.score for o in objs],
+        **pixel_measures([o.sums for o in objs], [o.area_px for o in objs]),
+        "size_flag": size_flags(shape["area_um2"], expected_um2 if instances else None,
+                                flag_factor),
+        "bbox_x0_px": bounds[:, 0], "bbox_y0_px": bounds[:, 1], "bbox_x1_px": bounds[:, 2],
+        "bbox_y1_px": bounds[:, 3]})
+    return table[OBJECT_COLUMNS]
 
 
 def write_objects(csv_path: Path, table: pd.DataFrame) -> list[Path]:
