@@ -92,10 +92,37 @@ def object_scores(pred: np.ndarray, truth_labels: np.ndarray, min_iou: float = 0
     area_p = np.bincount(labels.ravel())
     area_t = np.bincount(truth_labels.ravel().astype(np.int64))
     ious = inter / (area_p[pairs[0]] + area_t[pairs[1]] - inter)
-    tp = int((ious >= min_iou).sum())
+    matched = ious >= min_iou
+    tp = int(matched.sum())
+    fp, fn = n_pred - tp, n_true - tp
+    pq = float(ious[matched].sum()) / max(1e-9, tp + fp / 2 + fn / 2)
     return {"object_f1": 2 * tp / max(1, n_pred + n_true),
             "count_error": abs(n_pred - n_true) / max(1, n_true),
-            "objects_pred": n_pred, "objects_true": n_true}
+            "aji": _aji(labels, truth_labels, pairs, inter, area_p, area_t, true_ids),
+            "pq": pq, "objects_pred": n_pred, "objects_true": n_true}
+
+
+def _aji(labels: np.ndarray, truth: np.ndarray, pairs: np.ndarray, inter: np.ndarray,
+         area_p: np.ndarray, area_t: np.ndarray, true_ids: np.ndarray) -> float:
+    """Aggregated Jaccard Index (Kumar et al. 2017): each true object with the predicted
+    object of highest IoU (intersection over union summed), every unused prediction added to
+    the union."""
+    union_pair = area_p[pairs[0]] + area_t[pairs[1]] - inter
+    iou = inter / union_pair
+    c = u = 0.0
+    used = set()
+    for t in true_ids:
+        here = np.nonzero(pairs[1] == t)[0]
+        if not len(here):
+            u += area_t[t]
+            continue
+        best = here[np.argmax(iou[here])]
+        c += inter[best]
+        u += union_pair[best]
+        used.add(int(pairs[0][best]))
+    pred_ids = np.unique(labels[labels > 0])
+    u += float(sum(area_p[p] for p in pred_ids if int(p) not in used))
+    return c / max(u, 1e-9)
 
 
 def shot_references(dataset: Path, k_max: int) -> list[str]:
@@ -155,6 +182,9 @@ def run(args: argparse.Namespace) -> dict:
             ref_name = f"ref{ref_name}"
             ref_stem, targets = prot[ref_name]
             ref_pair = load_pair(ds, ref_stem)
+            ref_inst = ds / "instance_masks" / f"{ref_stem}.png"
+            if ref_inst.is_file():  # its instance labels: they tell the objects' size
+                ref_pair = (ref_pair[0], np.asarray(Image.open(ref_inst)).astype(np.int32))
             t0 = time.perf_counter()
             reference = seg.prepare_reference([ref_pair], [ref_stem])
             t_ref = time.perf_counter() - t0
@@ -190,10 +220,14 @@ def run(args: argparse.Namespace) -> dict:
                 "calibration_scores": cal.scores, "targets": rows,
             }
             d = [r["dice"] for r in rows]
+            objects = [r for r in rows if "object_f1" in r]
+            counted = "" if not objects else "  " + "  ".join(
+                f"{k} {np.mean([r[k] for r in objects]):.3f}"
+                for k in ("object_f1", "aji", "pq", "count_error")) + f" ({len(objects)} targets)"
             print(f"{ds_name} {ref_name} ({ref_stem}): mean Dice {np.mean(d):.3f} median "
                   f"{np.median(d):.3f}  mode={cal.mode} thr={cal.threshold:+.2f} "
                   f"pixel={cal.use_pixel}  ref {t_ref:.0f}s  "
-                  f"{np.median([r['seconds'] for r in rows]):.2f}s/img", flush=True)
+                  f"{np.median([r['seconds'] for r in rows]):.2f}s/img{counted}", flush=True)
         report["datasets"][ds_name] = ds_report
         (out_dir / "accuracy.json").write_text(json.dumps(report, indent=1))
     return report

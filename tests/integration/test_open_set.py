@@ -96,20 +96,31 @@ def test_held_out_similarity_splits_each_reference_into_halves():
     assert np.allclose(two[1][: a.sum()], want, atol=1e-6)  # never against reference 0
 
 
-def test_an_added_example_never_makes_other_tissue_look_shown(fake_segmenter):
-    """Each example speaks for itself: a patch is 'shown' when it reaches the open threshold
-    of the example most like it, so adding an example of another kind changes nothing for
-    tissue unlike it (a threshold pooled across unlike references would fall)."""
-    from wsi_sat.sat.open_set import shown_margin
+def test_the_open_threshold_pools_each_examples_halves_never_across_examples(fake_segmenter):
+    """The open threshold comes from each example's halves against each other: adding an
+    unlike example does not pull it down (across examples it would fall, and with it the
+    tissue called never shown)."""
+    from wsi_sat.config import OpenSetConfig
+    from wsi_sat.sat.open_set import open_threshold
 
     one = fake_segmenter.prepare_reference([blobs_image(0)])
-    two = fake_segmenter.prepare_reference([blobs_image(0), blobs_image(5, n=3)])
-    rng = np.random.default_rng(2)
-    probe = rng.normal(size=(50, one.bank.shape[1])).astype(np.float32)
-    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
-    s1, s2 = shown_margin(one, probe, 5), shown_margin(two, probe, 5)
-    assert len(two.calibration.open_by_reference) == 2
-    assert (s2 >= s1 - 0.05).all()  # the first example's view of the probes is (nearly) kept
+    unlike = _variant_blobs(5)
+    two = fake_segmenter.prepare_reference([blobs_image(0), unlike])
+    cfg = OpenSetConfig()
+    sims = held_out_fg_similarity(two.bank, two.labels, two.pos_xy, two.ref_ids, 10)
+    pooled = np.quantile(np.concatenate(list(sims.values())), cfg.quantile)
+    assert open_threshold(two, cfg, 10) == pytest.approx(pooled)
+    across = (two.bank[(two.labels == 1) & (two.ref_ids == 0)]
+              @ two.bank[(two.labels == 1) & (two.ref_ids == 1)].T).max(axis=1)
+    assert open_threshold(two, cfg, 10) > np.quantile(across, cfg.quantile)
+    assert open_threshold(one, cfg, 10) is not None
+
+
+def _variant_blobs(seed):
+    img, m = blobs_image(seed, n=3)
+    img = img.astype(np.float32)
+    img[m] = (40, 110, 100)
+    return img.astype(np.uint8), m
 
 
 def test_slide_background_takes_novel_clusters_only():

@@ -16,7 +16,6 @@ from wsi_sat.models.features import SamEncoderFeatures
 from wsi_sat.reference import Reference
 from wsi_sat.segmenter import Segmenter
 
-
 # every window judged, so the pixel model's path is exercised
 SETTINGS = ("sat.pixel.enabled=true", "sat.decode.mode=map", "wsi.coarse_downsample=2",
             "sat.calibration.max_judged_references=8")

@@ -1,8 +1,8 @@
 """The whole method on synthetic images where the right answer is known (fast fake SAM)."""
 
 import numpy as np
-from scipy import ndimage
 import pytest
+from scipy import ndimage
 
 from tests.conftest import blobs_image
 from wsi_sat.errors import ReferenceError

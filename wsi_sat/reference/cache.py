@@ -29,7 +29,7 @@ from wsi_sat.sat import Calibration, ObjectSizes, ReferenceEmbedding
 from wsi_sat.signature import model_digests, reference_identity, result_config, sha256_json
 from wsi_sat.writers.atomic import write_atomic
 
-SCHEMA = 2  # 2: per-example open thresholds (caches of 1 are refused: prepare again)
+SCHEMA = 2  # 2: negative examples marked in the bank, object sizes (1 is refused)
 ARRAYS = ("bank", "labels", "pos_xy", "ref_ids", "negative", "colour_mean", "colour_std")
 TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' default trusted scikit-learn types
 # keys that name the output objects, never change what the reference is
@@ -47,11 +47,6 @@ def cache_key_parts(info: dict[str, Any], mpp: float | None, config: Config,
     return {"reference": sha256_json({**reference_identity(info), "working_mpp": mpp}),
             "config": sha256_json(cfg), "weights": sha256_json(model_digests(models)),
             "version": __version__}
-
-
-def _calibration(meta: dict[str, Any]) -> Calibration:
-    """The calibration as written by `asdict` (JSON lists back to tuples)."""
-    return Calibration(**{**meta, "open_by_reference": tuple(meta.get("open_by_reference", ()))})
 
 
 def cache_key(parts: dict[str, str]) -> str:
@@ -165,7 +160,7 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
                 embeddings[name] = ReferenceEmbedding(
                     **{f: arrays[f"{name}.{f}"] for f in ARRAYS},
                     colour_weight=float(m["colour_weight"]), fg_fraction=float(m["fg_fraction"]),
-                    calibration=_calibration(m["calibration"]), pixel_model=pixel,
+                    calibration=Calibration(**m["calibration"]), pixel_model=pixel,
                     objects=ObjectSizes(**m["objects"]) if m.get("objects") else None)
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
         raise ReferenceError(f"reference cache '{path}' is damaged ({exc.__class__.__name__});"

@@ -22,7 +22,7 @@ from wsi_sat.sat.instances import ObjectSizes
 from wsi_sat.sat.maps import upsample
 from wsi_sat.sat.matching import MatchResult, match
 from wsi_sat.sat.metrics import dice
-from wsi_sat.sat.open_set import open_thresholds
+from wsi_sat.sat.open_set import open_threshold
 from wsi_sat.sat.pixel import fit_pixel_model, pixel_features, predict_pixels
 from wsi_sat.sat.predict import predict, refine_match
 from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView
@@ -109,7 +109,7 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
     """Return `ref` with the calibrated threshold, mode, open threshold and (optional) pixel
     model. Negative-example views count against the threshold (their pixels called target);
     the rest is judged on the reference views. `workers`: the caller's threads."""
-    open_thr, open_by_ref = open_thresholds(ref, cfg.open_set, cfg.matching.top_k)
+    open_thr = open_threshold(ref, cfg.open_set, cfg.matching.top_k)
     negative_views = [v for v in views if v.negative]
     views = [v for v in views if not v.negative]
     across = cfg.calibration.across_references and len({v.ref_id for v in views}) >= 2
@@ -118,8 +118,7 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
     if not cfg.calibration.enabled:
         thr = cfg.calibration.default_threshold
         mode = "union" if cfg.decode.mode == "auto" else cfg.decode.mode
-        return ref.with_calibration(Calibration(thr, mode, False, {}, open_thr, open_by_ref),
-                                    None)
+        return ref.with_calibration(Calibration(thr, mode, False, {}, open_thr), None)
 
     negative_margins = _pixel_margins(
         negative_views, [leave_out_match(v, ref, cfg, workers=workers) for v in negative_views])
@@ -151,7 +150,7 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
     log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
              pixel_model is not None, {k: round(v, 3) for k, v in scores.items()})
     return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores,
-                                            open_thr, open_by_ref), pixel_model)
+                                            open_thr), pixel_model)
 
 
 def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, MatchResult]],

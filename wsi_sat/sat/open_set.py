@@ -4,11 +4,10 @@ The matching margin only says "closer to the reference's foreground than to its 
 a reference's background is a thin sample (a GlaS image is mostly gland), so tissue it never
 showed — dermis, epidermis, fat, muscle — lands on either side by chance. Two pieces fix that:
 
-1. `open_thresholds`: how similar a target patch is to an example's foreground when the
+1. `open_threshold`: how similar a target patch is to an example's foreground when the
    patch is NOT part of the bank — measured on each example itself, held out: each half of it
-   against the other half. Its low quantile is the least foreground similarity a real target
-   patch of that kind shows; a patch is of a kind some example showed when it reaches the
-   threshold of the example most like it (`shown_margin`).
+   against the other half, pooled over the examples. Its low quantile is the least foreground
+   similarity a real target patch shows (`shown_margin`).
 2. `slide_background`: over a sample of a slide's tissue patches (the survey), clusters in
    feature space whose typical patch is below that similarity AND below the margin threshold
    are tissue the reference never showed; their patches join the bank as background. Every
@@ -62,43 +61,25 @@ def held_out_fg_similarity(bank: np.ndarray, labels: np.ndarray, pos_xy: np.ndar
     return out
 
 
-def open_thresholds(ref: ReferenceEmbedding, cfg: OpenSetConfig, top_k: int
-                    ) -> tuple[float | None, tuple[float | None, ...]]:
-    """The least foreground similarity of a real target patch (`cfg.quantile` of the held-out
-    foreground similarity): over all references pooled (None when they cannot be split), and
-    per reference (indexed by reference id; the pooled value where one cannot be split, None
-    for negative examples)."""
-    per = held_out_fg_similarity(ref.bank, ref.labels, ref.pos_xy, ref.ref_ids, top_k)
-    values = [s for s in per.values() if len(s)]
-    pooled_sims = np.concatenate(values) if values else np.zeros(0)
-    pooled = float(np.quantile(pooled_sims, cfg.quantile)) if len(pooled_sims) >= 10 else None
-    n_refs = int(ref.ref_ids.max()) + 1 if len(ref.ref_ids) else 0
-    by_ref = tuple(float(np.quantile(per[i], cfg.quantile)) if len(per.get(i, ())) >= 10
-                   else (pooled if i in per else None) for i in range(n_refs))
-    return pooled, by_ref
+def open_threshold(ref: ReferenceEmbedding, cfg: OpenSetConfig, top_k: int) -> float | None:
+    """The least foreground similarity of a real target patch: `cfg.quantile` of the held-out
+    similarity of every example's halves to each other, pooled (None when no example can be
+    split). Within examples, never across them: examples that differ (a reference image and a
+    gland outlined on the slide) would make the threshold fall with every one added, and with
+    it the tissue called never shown."""
+    sims = [s for s in held_out_fg_similarity(ref.bank, ref.labels, ref.pos_xy, ref.ref_ids,
+                                              top_k).values() if len(s)]
+    pooled = np.concatenate(sims) if sims else np.zeros(0)
+    return float(np.quantile(pooled, cfg.quantile)) if len(pooled) >= 10 else None
 
 
-def shown_margin(ref: ReferenceEmbedding, feats: np.ndarray, top_k: int,
-                 thresholds: tuple[float | None, ...] | None = None) -> np.ndarray | None:
-    """How far each patch's foreground similarity to the example most like it lies above that
-    example's open threshold (`thresholds` by reference id; default: the calibration's): >= 0
-    for a patch of a kind some example showed. Each example speaks for itself, so an example
-    added never makes another kind of tissue look shown (an open threshold pooled over
-    references that differ would fall, and with it the never-shown tissue). None when no
-    example has an open threshold."""
+def shown_margin(ref: ReferenceEmbedding, feats: np.ndarray, top_k: int) -> np.ndarray | None:
+    """How far each patch's top-k foreground similarity lies above the open threshold: >= 0
+    for a patch of a kind the examples showed; None without an open threshold."""
     fg = ref.labels == 1
-    best: np.ndarray | None = None
-    by_ref = ref.calibration.open_by_reference if thresholds is None else thresholds
-    for i, q in enumerate(by_ref):
-        own = fg & (ref.ref_ids == i)
-        if q is None or not own.any():
-            continue
-        s = _topk_mean(feats @ ref.bank[own].T, top_k) - q
-        best = s if best is None else np.maximum(best, s)
-    if best is None and thresholds is None and ref.calibration.open_threshold is not None \
-            and fg.any():
-        best = _topk_mean(feats @ ref.bank[fg].T, top_k) - ref.calibration.open_threshold
-    return best
+    if ref.calibration.open_threshold is None or not fg.any():
+        return None
+    return _topk_mean(feats @ ref.bank[fg].T, top_k) - ref.calibration.open_threshold
 
 
 def slide_background(feats: np.ndarray, shown: np.ndarray, margin: np.ndarray,

@@ -46,8 +46,6 @@ class Calibration:
     use_pixel: bool
     scores: dict[str, float] = field(default_factory=dict)
     open_threshold: float | None = None  # least fg similarity of a real target patch
-    # the same, per reference id (None: a negative example), each example speaking for itself
-    open_by_reference: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
