@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from wsi_sat.config import load_config  # noqa: E402
 from wsi_sat.io.image import read_image, read_mask  # noqa: E402
 from wsi_sat.raster import resize_mask  # noqa: E402
-from wsi_sat.sat.metrics import dice, iou  # noqa: E402
+from wsi_sat.sat.metrics import dice, iou, match_objects  # noqa: E402
 from wsi_sat.segmenter import Segmenter  # noqa: E402
 
 TILES = ROOT.parent / "shared" / "data" / "tiles"
@@ -86,12 +86,7 @@ def object_scores(pred: np.ndarray, truth_labels: np.ndarray, min_iou: float = 0
     n_pred = int(len(np.unique(labels[labels > 0])))
     true_ids = np.unique(truth_labels[truth_labels > 0])
     n_true = len(true_ids)
-    both = (labels > 0) & (truth_labels > 0)
-    pairs, inter = np.unique(np.stack([labels[both], truth_labels[both]]), axis=1,
-                             return_counts=True)
-    area_p = np.bincount(labels.ravel())
-    area_t = np.bincount(truth_labels.ravel().astype(np.int64))
-    ious = inter / (area_p[pairs[0]] + area_t[pairs[1]] - inter)
+    pairs, inter, ious, area_p, area_t = match_objects(labels, truth_labels)
     matched = ious >= min_iou
     tp = int(matched.sum())
     fp, fn = n_pred - tp, n_true - tp

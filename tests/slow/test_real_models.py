@@ -151,3 +151,25 @@ def test_failed_compile_falls_back_to_the_eager_encoder(monkeypatch, caplog):
         out = engine.encode([image], 1.0)
     assert not engine.compiled and out[0].embedding.shape[0] == 256
     assert "no C++ compiler found" in caplog.text and "eagerly" in caplog.text
+
+
+def test_nuclei_are_counted_from_one_monuseg_tile(tmp_path):
+    """One MoNuSeg tile with its instance mask as the reference: the calibration counts
+    objects, `segment` writes 16-bit instance ids beside the mask, and the count on another
+    tile is of the right order (a region mode's merged blobs give a fraction of it)."""
+    tiles = shared_or_skip("data", "tiles", "monuseg_nuclei")
+    ref, target = "train_TCGA-21-5784-01Z-00-DX1", "train_TCGA-21-5786-01Z-00-DX1"
+    out = tmp_path / "masks"
+    result = CliRunner().invoke(app, [
+        "segment", str(tiles / "images" / f"{target}.png"),
+        "--reference", str(tiles / "images" / f"{ref}.png"),
+        "--reference-mask", str(tiles / "instance_masks" / f"{ref}.png"),
+        "--out", str(out), "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    labels = np.asarray(Image.open(out / f"{target}.labels.png"))
+    assert labels.dtype == np.uint16
+    assert ((labels > 0) == (np.asarray(Image.open(out / f"{target}.png")) > 0)).all()
+    truth = np.asarray(Image.open(tiles / "instance_masks" / f"{target}.png"))
+    n_true, n_found = len(np.unique(truth[truth > 0])), len(np.unique(labels[labels > 0]))
+    assert 0.6 * n_true < n_found < 1.5 * n_true, (n_found, n_true)
