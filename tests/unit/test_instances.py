@@ -4,8 +4,12 @@ reference masks read as labels."""
 import numpy as np
 from PIL import Image
 
+from wsi_sat.config import default_config
 from wsi_sat.io.image import read_labels, read_mask
 from wsi_sat.sat.instances import object_areas, reference_objects, split_instances
+
+_DECODE = default_config().sat.decode
+SPLIT = {"seed_distance_radii": _DECODE.seed_distance_radii, "smooth_radii": _DECODE.smooth_radii}
 
 
 def _discs(centres, radius=15, shape=(200, 300)):
@@ -19,7 +23,7 @@ def _discs(centres, radius=15, shape=(200, 300)):
 def test_touching_discs_are_split_at_the_neck_and_found_once():
     centres = [(50, 50), (50, 76), (120, 200), (148, 228), (100, 120), (170, 40)]
     truth = _discs(centres)
-    labels = split_instances(truth > 0, 15, 20)
+    labels = split_instances(truth > 0, 15, 20, **SPLIT)
     assert labels.max() == len(centres)
     found = [labels[cy, cx] for cy, cx in centres]
     assert len(set(found)) == len(centres) and 0 not in found  # one label per disc
@@ -32,7 +36,7 @@ def test_a_small_lonely_object_is_kept_and_specks_are_dropped():
     fg = np.zeros((60, 60), bool)
     fg[10:14, 10:14] = True  # 16 px: no room for a peak at radius 15, still an object
     fg[40, 40] = True  # a speck
-    labels = split_instances(fg, 15, 5)
+    labels = split_instances(fg, 15, 5, **SPLIT)
     assert labels.max() == 1 and labels[12, 12] == 1 and labels[40, 40] == 0
 
 

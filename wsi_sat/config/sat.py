@@ -175,6 +175,16 @@ class DecodeConfig(Section):
     instance_batch: int = Field(
         16, ge=1, le=256, description="sam_instances mode: prompts per batched decoder call."
     )
+    seed_distance_radii: float = Field(
+        0.6, gt=0.0, le=10.0,
+        description="Instances: two objects' seeds (peaks of the foreground's distance to the "
+        "background) are at least this many reference-object median radii apart.",
+    )
+    smooth_radii: float = Field(
+        0.25, ge=0.0, le=10.0,
+        description="Instances: the distance map is smoothed (Gaussian sigma) by this many "
+        "median radii before its peaks are taken, so a ragged outline gives one seed.",
+    )
     object_quantiles: list[float] = Field(
         default_factory=lambda: [0.02, 0.98],
         description="Instances: the reference objects' area range is taken between these "

@@ -62,19 +62,21 @@ def reference_objects(masks: list[np.ndarray], scales: list[float], quantiles: t
                        float(np.median(pooled)), float(high))
 
 
-def split_instances(fg: np.ndarray, radius_px: float, min_area_px: int) -> np.ndarray:
+def split_instances(fg: np.ndarray, radius_px: float, min_area_px: int, *,
+                    seed_distance_radii: float, smooth_radii: float) -> np.ndarray:
     """(H, W) int32 labels of `fg` (bool), one per object: seeds at the maxima of the distance
-    to the background at least ~radius apart, a watershed of the distance from them within the
-    foreground; objects under `min_area_px` dropped."""
+    to the background (smoothed by `smooth_radii` x the radius) at least `seed_distance_radii`
+    x the radius apart, a watershed of the distance from them within the foreground; objects
+    under `min_area_px` dropped."""
     out = np.zeros(fg.shape, np.int32)
     if not fg.any():
         return out
     mask = np.ascontiguousarray(fg, dtype=np.uint8)
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
-    sigma = max(0.5, radius_px / 4)
+    sigma = max(0.5, smooth_radii * radius_px)
     smooth = cv2.GaussianBlur(dist, (0, 0), sigma)
     _, comp = label_components(mask, 8)
-    peaks = peak_local_max(smooth, min_distance=max(1, int(round(0.6 * radius_px))),
+    peaks = peak_local_max(smooth, min_distance=max(1, int(round(seed_distance_radii * radius_px))),
                            labels=comp.astype(np.int32), exclude_border=False)
     markers = np.zeros(fg.shape, np.int32)
     markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)

@@ -82,7 +82,9 @@ def predict(
     if mode == "instances":
         if objects is None:
             raise ValueError("the instances mode needs the reference's objects")
-        labels = split_instances(fg, objects.radius / enc.scale, cfg.postprocess.min_area_px)
+        labels = split_instances(fg, objects.radius / enc.scale, cfg.postprocess.min_area_px,
+                                 seed_distance_radii=cfg.decode.seed_distance_radii,
+                                 smooth_radii=cfg.decode.smooth_radii)
         return Prediction(labels > 0, labels, None, prob)
     prompts = make_prompts(grid, feats, result, threshold, enc, cfg, mode == "sam_instances")
     if prompts.empty:
