@@ -12,7 +12,6 @@ neighbourhood left out (the bank never sees the patch it is asked about), then:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from wsi_sat.sat.metrics import dice
 from wsi_sat.sat.open_set import open_threshold
 from wsi_sat.sat.pixel import fit_pixel_model, pixel_features, predict_pixels
 from wsi_sat.sat.predict import predict, refine_match
-from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView, build_bank
+from wsi_sat.sat.reference import Calibration, ReferenceEmbedding, ReferenceView
 
 log = logging.getLogger(__name__)
 
@@ -130,71 +129,28 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
     if cfg.matching.self_train:  # judge the rest on the refined margins targets will get
         matched = [(f, refine_match(r, f, thr, cfg)) for f, r in matched]
         margins = _pixel_margins(views, matched)
+
     originals = [i for i, v in enumerate(views) if v.view.is_identity]
     judged_refs = sorted({views[i].ref_id for i in originals})[
         : cfg.calibration.max_judged_references]
-    if len(judged_refs) < len({v.ref_id for v in views}) or negative_views:
-        evidence = _first_references(views, judged_refs, cfg, workers)
-    else:
-        evidence = _Evidence(views, matched, margins, thr)
-    use_pixel = _pixel_wins(evidence, cfg, scores)
-    mode = _choose_mode(evidence.views, evidence.matched, evidence.margins,
-                        evidence.originals, evidence.thr, engine, cfg, scores, use_pixel,
-                        ref.objects)
+    judged = [i for i in originals if views[i].ref_id in judged_refs]
     pixel_model = None
-    if use_pixel:
+    if cfg.pixel.enabled:
         feats = [pixel_features(views[i].image, margins[i] - thr, cfg.pixel.sigmas_px)
-                 for i in originals]
-        pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals], cfg.pixel,
-                                      cfg.seed)
+                 for i in originals]  # computed once: cross-check, then the final fit
+        pix_dice, plain_dice = _pixel_cross_check(
+            [views[i] for i in judged], [margins[i] for i in judged],
+            [feats[originals.index(i)] for i in judged], thr, cfg)
+        scores.update(pixel_halves_dice=pix_dice, map_halves_dice=plain_dice)
+        if pix_dice >= plain_dice + cfg.calibration.pixel_min_gain:
+            pixel_model = fit_pixel_model(feats, [views[i].mask for i in originals],
+                                          cfg.pixel, cfg.seed)
+    mode = _choose_mode(views, matched, margins, judged, thr, engine, cfg, scores,
+                        pixel_model is not None, ref.objects)
     log.info("self-calibration: threshold %.3f, mode %s, pixel %s, %s", thr, mode,
              pixel_model is not None, {k: round(v, 3) for k, v in scores.items()})
     return ref.with_calibration(Calibration(thr, mode, pixel_model is not None, scores,
                                             open_thr), pixel_model)
-
-
-@dataclass(frozen=True)
-class _Evidence:
-    """The reference views the pixel refinement and the mode are judged on, matched."""
-
-    views: list[ReferenceView]
-    matched: list[tuple[np.ndarray, MatchResult]]
-    margins: list[np.ndarray]
-    thr: float
-
-    @property
-    def originals(self) -> list[int]:
-        return [i for i, v in enumerate(self.views) if v.view.is_identity]
-
-
-def _first_references(views: list[ReferenceView], judged_refs: list[int], cfg: SatConfig,
-                      workers: Workers) -> _Evidence:
-    """The judged references as if they had been given alone (their own bank and threshold):
-    examples added later, positive or negative, refine the bank and the threshold but never
-    flip the pixel refinement or the mode."""
-    sub = [v for v in views if v.ref_id in judged_refs]
-    bank = build_bank(sub, cfg.reference, cfg.matching.colour_weight,
-                      cfg.calibration.default_threshold, cfg.seed)
-    matched = [leave_out_match(v, bank, cfg, workers=workers) for v in sub]
-    margins = _pixel_margins(sub, matched)
-    thr, _ = choose_threshold(margins, sub, cfg.calibration.thresholds)
-    if cfg.matching.self_train:
-        matched = [(f, refine_match(r, f, thr, cfg)) for f, r in matched]
-        margins = _pixel_margins(sub, matched)
-    return _Evidence(sub, matched, margins, thr)
-
-
-def _pixel_wins(ev: _Evidence, cfg: SatConfig, scores: dict[str, float]) -> bool:
-    """Whether the pixel model beats the plain map on the judged views' held-out halves."""
-    if not cfg.pixel.enabled:
-        return False
-    judged = ev.originals
-    feats = [pixel_features(ev.views[i].image, ev.margins[i] - ev.thr, cfg.pixel.sigmas_px)
-             for i in judged]
-    pix_dice, plain_dice = _pixel_cross_check(
-        [ev.views[i] for i in judged], [ev.margins[i] for i in judged], feats, ev.thr, cfg)
-    scores.update(pixel_halves_dice=pix_dice, map_halves_dice=plain_dice)
-    return pix_dice >= plain_dice + cfg.calibration.pixel_min_gain
 
 
 def _choose_mode(views: list[ReferenceView], matched: list[tuple[np.ndarray, MatchResult]],
