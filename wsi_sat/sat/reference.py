@@ -122,6 +122,29 @@ def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid
     )
 
 
+def _fair_share(idx: np.ndarray, owners: np.ndarray, cap: int, rng: np.random.Generator
+                ) -> np.ndarray:
+    """At most `cap` of `idx`, shared out evenly between their examples (`owners`): an
+    example with fewer patches than its share keeps them all, the rest is sampled from the
+    larger ones; so adding an example never takes a small one's patches away."""
+    if len(idx) <= cap:
+        return idx
+    ids, counts = np.unique(owners, return_counts=True)
+    quota = np.zeros(len(ids), dtype=np.int64)
+    left = cap
+    while left > 0:
+        open_ = np.nonzero(quota < counts)[0]
+        share = left // len(open_)
+        if share == 0:  # fewer units left than examples: one each to the first ones
+            quota[open_[:left]] += 1
+            break
+        take = np.minimum(counts[open_] - quota[open_], share)
+        quota[open_] += take
+        left -= int(take.sum())
+    out = [rng.choice(idx[owners == i], q, replace=False) for i, q in zip(ids, quota) if q]
+    return np.sort(np.concatenate(out))
+
+
 def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: float,
                default_threshold: float, seed: int) -> ReferenceEmbedding:
     """Pool the labelled patches of every view into one bank (capped per class, seeded)."""
@@ -160,9 +183,7 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
     # background out of the bank)
     for cls, negative in ((0, False), (1, False), (0, True)):
         idx = np.nonzero((lab_all == cls) & (neg_all == negative))[0]
-        if len(idx) > cfg.max_bank_patches:
-            idx = np.sort(rng.choice(idx, cfg.max_bank_patches, replace=False))
-        keep_idx.append(idx)
+        keep_idx.append(_fair_share(idx, ref_all[idx], cfg.max_bank_patches, rng))
     sel = np.concatenate(keep_idx)
     originals = [v for v in views if v.view.is_identity and not v.negative]
     fg_fraction = float(np.mean([v.mask.mean() for v in originals or views]))
