@@ -120,21 +120,20 @@ def calibrate(views: list[ReferenceView], ref: ReferenceEmbedding, engine: Engin
         mode = "union" if cfg.decode.mode == "auto" else cfg.decode.mode
         return ref.with_calibration(Calibration(thr, mode, False, {}, open_thr), None)
 
-    originals = [i for i, v in enumerate(views) if v.view.is_identity]
-    judged_refs = sorted({views[i].ref_id for i in originals})[
-        : cfg.calibration.max_judged_references]
-    judged = [i for i in originals if views[i].ref_id in judged_refs]
-    first = [i for i, v in enumerate(views) if v.ref_id in judged_refs]
     negative_margins = _pixel_margins(
         negative_views, [leave_out_match(v, ref, cfg, workers=workers) for v in negative_views])
-    thr, thr_dice = choose_threshold([margins[i] for i in first], [views[i] for i in first],
-                                     cfg.calibration.thresholds, negative_margins,
-                                     [v.mask for v in negative_views],
+    thr, thr_dice = choose_threshold(margins, views, cfg.calibration.thresholds,
+                                     negative_margins, [v.mask for v in negative_views],
                                      cfg.calibration.negative_weight)
     scores: dict[str, float] = {"threshold_dice": thr_dice}
     if cfg.matching.self_train:  # judge the rest on the refined margins targets will get
         matched = [(f, refine_match(r, f, thr, cfg)) for f, r in matched]
         margins = _pixel_margins(views, matched)
+
+    originals = [i for i, v in enumerate(views) if v.view.is_identity]
+    judged_refs = sorted({views[i].ref_id for i in originals})[
+        : cfg.calibration.max_judged_references]
+    judged = [i for i in originals if views[i].ref_id in judged_refs]
     pixel_model = None
     if cfg.pixel.enabled:
         feats = [pixel_features(views[i].image, margins[i] - thr, cfg.pixel.sigmas_px)
