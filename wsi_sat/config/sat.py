@@ -30,8 +30,10 @@ class ReferenceConfig(Section):
     )
     max_bank_patches: int = Field(
         2000, ge=16,
-        description="Cap on reference patches per class in the matching bank (random, "
-        "seeded subsample).",
+        description="Cap on reference patches per class in the matching bank, shared out "
+        "evenly between the examples (one with fewer patches than its share keeps them all; "
+        "the larger ones are subsampled, seeded), so adding an example never takes a small "
+        "one's patches away.",
     )
     augment: bool = Field(
         True,
