@@ -51,7 +51,7 @@ def main() -> None:
     image, ref = inputs()
     print("| mode | s per 1024² image | encoder s | outside encoder |")
     print("|---|---|---|---|")
-    for mode in ("map", "union", "instances"):
+    for mode in ("map", "union", "instances", "sam_instances"):
         cfg = load_config(None, [f"sat.decode.mode={mode}", "sat.pixel.enabled=false"])
         seg = Segmenter.from_config(cfg)
         reference = seg.prepare_reference([ref])
