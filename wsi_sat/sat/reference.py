@@ -183,12 +183,7 @@ def build_bank(views: list[ReferenceView], cfg: ReferenceConfig, colour_weight: 
     # background out of the bank)
     for cls, negative in ((0, False), (1, False), (0, True)):
         idx = np.nonzero((lab_all == cls) & (neg_all == negative))[0]
-        if cls == 1:
-            keep_idx.append(_fair_share(idx, ref_all[idx], cfg.max_bank_patches, rng))
-        elif len(idx) > cfg.max_bank_patches:
-            keep_idx.append(np.sort(rng.choice(idx, cfg.max_bank_patches, replace=False)))
-        else:
-            keep_idx.append(idx)
+        keep_idx.append(_fair_share(idx, ref_all[idx], cfg.max_bank_patches, rng))
     sel = np.concatenate(keep_idx)
     originals = [v for v in views if v.view.is_identity and not v.negative]
     fg_fraction = float(np.mean([v.mask.mean() for v in originals or views]))
