@@ -1,4 +1,4 @@
-"""The reference bank's cap: shared out evenly between the examples."""
+"""The reference bank's cap: a floor for every example, the rest in proportion."""
 
 import numpy as np
 
@@ -14,7 +14,7 @@ def _share(counts, cap):
 
 
 def test_a_small_example_keeps_every_patch_and_the_large_ones_share_the_rest():
-    assert _share([1000, 30, 500], 600).tolist() == [285, 30, 285]
+    assert _share([1000, 30, 500], 600).tolist() == [357, 30, 213]  # floor 100, then 900 : 400
     assert _share([1000, 30, 500], 5000).tolist() == [1000, 30, 500]  # under the cap: all
     assert _share([10, 10, 10], 2).sum() == 2  # fewer places than examples
 

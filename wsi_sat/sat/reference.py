@@ -124,23 +124,19 @@ def make_view(ref_id: int, view: View, image: np.ndarray, mask: np.ndarray, grid
 
 def _fair_share(idx: np.ndarray, owners: np.ndarray, cap: int, rng: np.random.Generator
                 ) -> np.ndarray:
-    """At most `cap` of `idx`, shared out evenly between their examples (`owners`): an
-    example with fewer patches than its share keeps them all, the rest is sampled from the
-    larger ones; so adding an example never takes a small one's patches away."""
+    """At most `cap` of `idx`: every example (`owners`) first keeps up to a floor of
+    cap / (2 x examples) of its patches, the rest of the cap goes to the larger ones in
+    proportion to what they have left (seeded): a small example (a correction) keeps all its
+    patches, and large examples are not evened out (an even share gave a second, unlike
+    reference the weight of the first)."""
     if len(idx) <= cap:
         return idx
     ids, counts = np.unique(owners, return_counts=True)
-    quota = np.zeros(len(ids), dtype=np.int64)
-    left = cap
-    while left > 0:
-        open_ = np.nonzero(quota < counts)[0]
-        share = left // len(open_)
-        if share == 0:  # fewer units left than examples: one each to the first ones
-            quota[open_[:left]] += 1
-            break
-        take = np.minimum(counts[open_] - quota[open_], share)
-        quota[open_] += take
-        left -= int(take.sum())
+    quota = np.minimum(counts, cap // (2 * len(ids)))
+    rest = counts - quota
+    extra = np.floor((cap - quota.sum()) * rest / max(1, rest.sum())).astype(np.int64)
+    extra[np.argsort(-rest)[: cap - quota.sum() - extra.sum()]] += 1  # the rounding remainder
+    quota = np.minimum(counts, quota + extra)
     out = [rng.choice(idx[owners == i], q, replace=False) for i, q in zip(ids, quota) if q]
     return np.sort(np.concatenate(out))
 
