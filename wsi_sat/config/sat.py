@@ -30,10 +30,10 @@ class ReferenceConfig(Section):
     )
     max_bank_patches: int = Field(
         2000, ge=16,
-        description="Cap on reference patches per class in the matching bank, shared out "
-        "evenly between the examples (one with fewer patches than its share keeps them all; "
-        "the larger ones are subsampled, seeded), so adding an example never takes a small "
-        "one's patches away.",
+        description="Cap on reference patches per class in the matching bank: every example "
+        "keeps up to cap / (2 x examples) of its patches, the rest of the cap goes to the "
+        "larger ones in proportion (seeded subsample), so a small example (a correction) "
+        "keeps all its patches.",
     )
     augment: bool = Field(
         True,
