@@ -474,6 +474,10 @@ def _run_read_only(argv: list[str], d: Path, out: Path) -> tuple[int, str]:
         setpriv = shutil.which("setpriv")
         if not setpriv:
             pytest.skip("running as root without setpriv: cannot make a folder read-only")
+        repo = Path(__file__).resolve().parents[2]
+        if any(not os.stat(p).st_mode & 0o001 for p in (repo, *repo.parents)):
+            pytest.skip(f"the checkout {repo} is not reachable by another user (a private "
+                        "parent folder): cannot run as one")
         cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     try:
