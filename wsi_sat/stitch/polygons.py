@@ -250,6 +250,3 @@ def merge_instances(objs: list[TileObject]) -> tuple[list[TileObject], dict[int,
                               np.sum(sums, axis=0) if sums else None))
     return out, mapping
 
-
-def as_multipolygon(objs: list[TileObject]) -> MultiPolygon:
-    return MultiPolygon([o.polygon for o in objs])
