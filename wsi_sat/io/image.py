@@ -110,8 +110,14 @@ def read_mask(path: Path) -> np.ndarray:
 def read_labels(path: Path) -> np.ndarray | None:
     """The instance labels (int32, 0 = background) of a mask file that is a label image
     (MoNuSeg's instance masks, QuPath's labelled exports), else None (a binary mask)."""
-    arr = _single_channel(_read_raw(Path(path)))
-    return arr.astype(np.int32) if _is_label_image(arr) else None
+    return read_mask_and_labels(path)[1]
+
+
+def read_mask_and_labels(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read_mask` and `read_labels` of one file, decoded once."""
+    arr = _read_raw(Path(path))
+    single = _single_channel(arr)
+    return binary_mask(arr), single.astype(np.int32) if _is_label_image(single) else None
 
 
 def _single_channel(arr: np.ndarray) -> np.ndarray:

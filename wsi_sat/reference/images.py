@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from wsi_sat.errors import ReferenceError
-from wsi_sat.io.image import read_image, read_labels, read_mask
+from wsi_sat.io.image import read_image, read_mask, read_mask_and_labels
 from wsi_sat.raster import resize_mask
 from wsi_sat.sat import validate_negative_mask, validate_reference_mask
 
@@ -47,8 +47,7 @@ def load_reference(image_path: Path, mask_path: Path | None = None) -> Reference
         mask_path = find_mask_path(image_path)
     objects = None
     if mask_path is not None:
-        mask, source = read_mask(Path(mask_path)), str(mask_path)
-        objects = read_labels(Path(mask_path))
+        (mask, objects), source = read_mask_and_labels(Path(mask_path)), str(mask_path)
     elif alpha is not None:
         mask, source = alpha, "alpha channel"
     else:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 from skimage.feature import peak_local_max
-from skimage.segmentation import watershed
+from skimage.segmentation import relabel_sequential, watershed
 
 from wsi_sat.morphology import label_components
 
@@ -91,12 +91,4 @@ def split_instances(fg: np.ndarray, radius_px: float, min_area_px: int, *,
     small[0] = False
     if small.any():
         labels[small[labels]] = 0
-    return _dense(labels)
-
-
-def _dense(labels: np.ndarray) -> np.ndarray:
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[ids] = np.arange(1, len(ids) + 1)
-    return lut[labels]
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)

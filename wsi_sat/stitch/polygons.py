@@ -162,12 +162,13 @@ def tile_objects(core_mask: np.ndarray, core_labels: np.ndarray | None, prob: np
         moved = scale.geometries_to_level0([poly for poly, _, _ in found], (ox + dx, oy + dy))
         pieces = [TileObject(label, tile, poly, score, area)
                   for poly, (_, area, score) in zip(moved, found)]
+        label_sums = (sums or {}).get(label)
         if core_labels is None or len(pieces) <= 1:
-            out += [replace(p, sums=(sums or {}).get(label)) for p in pieces]
+            out += [replace(p, sums=label_sums) for p in pieces]
         else:  # one label, one object
             out.append(TileObject(label, tile, MultiPolygon([p.polygon for p in pieces]),
                                   _weighted_score(pieces), sum(p.area_px for p in pieces),
-                                  (sums or {}).get(label)))
+                                  label_sums))
     return out
 
 
