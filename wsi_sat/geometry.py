@@ -116,6 +116,14 @@ class Scale:
                                   lambda xy: (xy + shift) * self.downsample)
         return list(moved)
 
+    def level0_to_pyramid_centres(self, xy_level0: np.ndarray, level: int) -> np.ndarray:
+        """Level-0 coordinates → coordinates on pyramid level `level` of the label store (2^level
+        working px per pixel) in which pixel (x, y) is centred on (x, y): a label at that level
+        samples the working pixel (x·2^level, y·2^level), whose centre is half a pixel past its
+        edge."""
+        xy_working = np.asarray(xy_level0, dtype=np.float64) / self.downsample
+        return (xy_working - 0.5) / 2**level
+
 
 @dataclass(frozen=True)
 class CropTransform:

@@ -41,6 +41,19 @@ def slide_sha256(slide_path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of one file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bytes_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def encoder_identity(models: dict[str, Any], input_px: int, precision: str) -> dict[str, Any]:
     """What an encoding depends on besides its pixels: the weights, the input size and the
     precision the encoder ran at."""

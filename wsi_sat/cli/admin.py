@@ -103,14 +103,16 @@ def demo(out_dir: Path, device: str | None) -> None:
 
 @click.command()
 @click.argument("out_dir", type=click.Path(path_type=Path))
-def check(out_dir: Path) -> None:
-    """Check that a results folder is complete and each slide's outputs belong to one run."""
+@click.option("--quick", is_flag=True,
+              help="Presence and sizes only (no file read whole, no cross-checks).")
+def check(out_dir: Path, quick: bool) -> None:
+    """Check that a results folder is complete and every output is what its run wrote."""
     from wsi_sat.errors import RunStateError
     from wsi_sat.pipeline.verify import check_output
 
     if not out_dir.is_dir():
         raise RunStateError(f"'{out_dir}' is not a folder; pass the --out of a run")
-    checks = check_output(out_dir)
+    checks = check_output(out_dir, quick)
     if not checks:
         raise RunStateError(f"'{out_dir}' holds no wsi-sat outputs")
     for c in checks:

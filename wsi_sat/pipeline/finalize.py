@@ -28,6 +28,7 @@ from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.geojson import feature_collection, tissue_collection, write_geojson
 from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, open_level0, read_level
 from wsi_sat.writers.overview import write_overview
+from wsi_sat.writers.manifest import build_manifest, sign_record, write_manifest
 from wsi_sat.writers.provenance import utc_now, write_run_json
 from wsi_sat.writers.tables import objects_table, write_objects
 
@@ -95,13 +96,18 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
         timings[f"tiles_{stage}"] = sec
     timings["total"] = time.perf_counter() - t_start
     record = {**record, **_results(table, tables, tissue, paths, levels, instances),
+              "target_in_tissue_mm2": _inside_tissue_mm2(objs, tissue, plan.scale.level0),
               "timings_s": timings,
               "cpu_s": cpu[0].record(cpu[1]) if cpu is not None else None}
     record["warnings"] = slide_warnings(record)
     for line in record["warnings"]:
         log.warning("%s: %s", paths.stem, line)
     record["finished_utc"] = utc_now()
-    write_run_json(paths.run_json, _ordered(record))
+    manifest = build_manifest(paths.out_dir, [paths.geojson, paths.tissue_geojson,
+                                              paths.overview, *tables], paths.zarr)
+    record["manifest"] = {"file": paths.manifest.name,
+                          "sha256": write_manifest(paths.manifest, manifest)}
+    write_run_json(paths.run_json, sign_record(_ordered(record)))
     shutil.rmtree(paths.shards, ignore_errors=True)
     grid = plan.grid
     return SlideSummary(paths.stem, grid.n_grid, len(grid.tiles), len(segmented), len(objs),
@@ -145,6 +151,7 @@ def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list
     thumb, _ = slide.thumbnail(wcfg.overview_px)
     tissue = _tissue(slide, plan)
     paths.run_json.unlink(missing_ok=True)
+    paths.manifest.unlink(missing_ok=True)
     shutil.rmtree(paths.zarr, ignore_errors=True)
     paths.partial.rename(paths.zarr)
     write_geojson(paths.geojson, collection)
@@ -166,6 +173,18 @@ def _tissue(slide: Slide, plan: SlidePlan) -> _Tissue:
                    thumb_scale.area_um2(float(mask.sum())) / 1e6)
 
 
+def _inside_tissue_mm2(objs: list[TileObject], tissue: _Tissue, level0: Scale) -> float:
+    """The target's area inside the detected tissue (the tissue is found on a thumbnail and
+    the target in tiles, so a little target can lie outside it; a fraction of the tissue is
+    a fraction of this)."""
+    if not objs or not tissue.polygons:
+        return 0.0
+    inside = shapely.union_all(np.asarray(tissue.polygons, dtype=object))
+    shapely.prepare(inside)
+    parts = shapely.intersection(np.asarray([o.polygon for o in objs], dtype=object), inside)
+    return level0.area_um2(float(shapely.area(parts).sum())) / 1e6
+
+
 def _results(table: Any, tables: list[Path], tissue: _Tissue, paths: OutputPaths, levels: int,
              instances: bool) -> dict[str, Any]:
     """run.json's result fields: objects, their area and score, tissue, tables, store."""
@@ -185,7 +204,7 @@ def _results(table: Any, tables: list[Path], tissue: _Tissue, paths: OutputPaths
 _ORDER = ("schema_version", "run_key", "command", "started_utc", "finished_utc", "host",
           "device", "warnings", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects",
           "object_type",
-          "target_area_mm2", "mean_score", "tissue", "zarr", "tables", "timings_s", "cpu_s", "reference", "calibration", "open_set", "models", "config",
+          "target_area_mm2", "target_in_tissue_mm2", "mean_score", "tissue", "zarr", "tables", "manifest", "timings_s", "cpu_s", "reference", "calibration", "open_set", "models", "config",
           "versions")
 
 

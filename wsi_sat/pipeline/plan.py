@@ -67,13 +67,25 @@ class OutputPaths:
         return self.out_dir / f"{self.stem}.objects.csv"
 
     @property
+    def manifest(self) -> Path:
+        return self.out_dir / f"{self.stem}.manifest.json"
+
+    def leftover_parts(self) -> list[Path]:
+        """Temporary files of this slide's atomic writes that a killed run left behind."""
+        found = list(self.out_dir.glob(f".{self.stem}.*.part"))
+        if self.shards.is_dir():
+            found += list(self.shards.glob(".*.part"))
+        return found
+
+    @property
     def lock(self) -> Path:
         return self.out_dir / f"{self.stem}.lock"
 
     def outputs(self) -> dict[str, str]:
         return {"zarr": str(self.zarr), "geojson": str(self.geojson),
                 "run": str(self.run_json), "overview": str(self.overview),
-                "tissue": str(self.tissue_geojson), "objects": str(self.objects_csv)}
+                "tissue": str(self.tissue_geojson), "objects": str(self.objects_csv),
+                "manifest": str(self.manifest)}
 
 
 def output_stem(slide_path: Path) -> str:

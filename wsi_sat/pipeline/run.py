@@ -40,6 +40,7 @@ from wsi_sat.stitch.labels import instance_label_dtype
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.atomic import writable_dir
 from wsi_sat.writers.lock import output_lock
+from wsi_sat.writers.tables import update_summary
 from wsi_sat.writers.ome_zarr import create_level0
 from wsi_sat.writers.provenance import model_info, run_context, utc_now, versions
 
@@ -68,8 +69,16 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
             return SlideSummary(paths.stem, done["tiles"]["grid"], done["tiles"]["tissue"],
                                 done["tiles"]["segmented"], done["objects"], 0.0,
                                 paths.outputs(), skipped=True)
-        return _segment_slide(slide, working, key, paths, reference, segmenter, options,
-                              client, _Clock(t_start, started, cpu))
+        for part in paths.leftover_parts():  # temporary files of a killed run
+            part.unlink(missing_ok=True)
+        if paths.run_json.exists():  # an earlier run's "done" would outlive an interruption
+            update_summary(paths.out_dir, paths.stem, None, "unfinished")
+        summary = _segment_slide(slide, working, key, paths, reference, segmenter, options,
+                                 client, _Clock(t_start, started, cpu))
+        record = finished(paths, key)
+        if record is not None:
+            update_summary(paths.out_dir, paths.stem, record, "done")
+        return summary
 
 
 @dataclass(frozen=True)

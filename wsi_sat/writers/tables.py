@@ -69,11 +69,12 @@ def slide_row(stem: str, record: dict[str, Any], status: str) -> dict[str, Any]:
     """summary.csv's row of one slide from its run.json."""
     tissue_mm2 = record.get("tissue", {}).get("area_mm2", 0.0)
     target_mm2 = record.get("target_area_mm2", 0.0)
+    inside_mm2 = record.get("target_in_tissue_mm2", min(target_mm2, tissue_mm2))
     objects = record.get("objects", 0)
     return {"slide": stem, "status": status, "run_key": str(record.get("run_key", ""))[:12],
             "tissue_mm2": tissue_mm2, "objects": objects,
             "target_mm2": target_mm2,
-            "target_fraction_of_tissue": target_mm2 / tissue_mm2 if tissue_mm2 else 0.0,
+            "target_fraction_of_tissue": inside_mm2 / tissue_mm2 if tissue_mm2 else 0.0,
             "objects_per_mm2_tissue": objects / tissue_mm2 if tissue_mm2 else 0.0,
             "mean_score": record.get("mean_score", 0.0),
             "seconds": record.get("timings_s", {}).get("total", 0.0),
@@ -102,3 +103,10 @@ def folder_rows(out_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any
 def write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, lambda p: pd.DataFrame(rows).to_csv(p, index=False,
                                                           float_format="%.4f"))
+
+
+def update_summary(out_dir: Path, stem: str, record: dict[str, Any] | None, status: str) -> None:
+    """Rewrite `out_dir/summary.csv` with this slide's row (`status`: "unfinished" while it
+    runs, so an interrupted rerun never leaves an old "done") and every other finished slide's."""
+    write_summary(Path(out_dir) / "summary.csv",
+                  folder_rows(Path(out_dir), [slide_row(stem, record or {}, status)]))
