@@ -157,16 +157,18 @@ def load_prepared_reference(path: str | Path, segmenter: Segmenter
 def run_slide(slide: str | Path, reference: SlideReference, segmenter: Segmenter,
               config: Config | None = None, out_dir: str | Path = "results", *,
               slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
-              client: Any = None) -> SlideSummary:
+              client: Any = None, allow_upsampling: bool = False) -> SlideSummary:
     """Segment one slide into `out_dir` (OME-Zarr labels, GeoJSON, run.json, overview).
 
     `config` defaults to the segmenter's; `mpp` is the working resolution (default: the
-    reference's, else the slide's level-0 mpp); `client`: a Dask client, None = this process."""
+    reference's, else the slide's level-0 mpp); `client`: a Dask client, None = this process;
+    `allow_upsampling`: accept a working resolution finer than the slide's level 0."""
     if mpp is not None and reference.mpp is not None and not math.isclose(mpp, reference.mpp,
                                                                           rel_tol=1e-6):
         raise ConfigError(f"the reference was prepared at {reference.mpp:g} µm/px but the slide "
                           f"is to be segmented at {mpp:g}; prepare it with working_mpp={mpp:g}")
-    options = RunOptions(out_dir=Path(out_dir), slide_mpp=slide_mpp, mpp=mpp, resume=resume)
+    options = RunOptions(out_dir=Path(out_dir), slide_mpp=slide_mpp, mpp=mpp, resume=resume,
+                         allow_upsampling=allow_upsampling)
     return _run_slide(Path(slide), reference, segmenter, config or segmenter.config, options,
                       client)
 
@@ -174,7 +176,7 @@ def run_slide(slide: str | Path, reference: SlideReference, segmenter: Segmenter
 def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmenter: Segmenter,
                config: Config | None = None, out_dir: str | Path = "results", *,
                slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
-               client: Any = None) -> Iterator[SlideSummary]:
+               client: Any = None, allow_upsampling: bool = False) -> Iterator[SlideSummary]:
     """`run_slide` over a cohort, one slide after the other, yielding each summary; after
     every slide `out_dir/summary.csv` is rewritten with one row per slide of this run so far
     and per finished slide of other runs into `out_dir` (SLURM array tasks: each task's
@@ -183,7 +185,8 @@ def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmente
     rows = []
     for path in slides:
         summary = run_slide(path, reference, segmenter, config, out_dir, slide_mpp=slide_mpp,
-                            mpp=mpp, resume=resume, client=client)
+                            mpp=mpp, resume=resume, client=client,
+                            allow_upsampling=allow_upsampling)
         run_json = summary.outputs.get("run")
         if run_json and Path(run_json).is_file():
             status = "skipped (done)" if summary.skipped else "done"

@@ -134,7 +134,40 @@ def d(tmp_path_factory) -> Path:
            "good.geojson": [feat(box(20, 20, 220, 180))]}
     for name, features in geo.items():
         (d / name).write_text(json.dumps(features))
+    nan_ring = box(20, 20, 220, 180)
+    nan_ring[1] = [float("nan"), 20]
+    (d / "nan.geojson").write_text(json.dumps([feat(nan_ring)]))  # Python writes NaN
+    (d / "inf.geojson").write_text(json.dumps([feat(box(20, 20, 220, 180))]).replace(
+        "220", "1e999", 1))
+    (d / "deep.geojson").write_text("[" * 100_000 + "]" * 100_000)
+    inner = {"type": "GeometryCollection", "geometries": [
+        {"type": "Polygon", "coordinates": [box(20, 20, 220, 180)]},
+        {"type": "Polygon", "coordinates": [box(100, 60, 300, 200)]}]}  # overlapping parts
+    (d / "collection.geojson").write_text(json.dumps([{
+        "type": "Feature", "properties": {"classification": {"name": "Gland"}},
+        "geometry": {"type": "GeometryCollection", "geometries": [inner]}}]))
+    _scale_and_format_traps(d, image)
     return d
+
+
+def _scale_and_format_traps(d: Path, image: np.ndarray) -> None:
+    """Slides that lie about their pixel size, hold 16-bit or float samples, have a level
+    without pixels, or end before their first directory."""
+    import tifffile
+
+    write_pyramidal_tiff(d / "liar.tif", image, MPP * 100, tile_px=128, min_px=256)
+    for name, dtype, scale in (("u16.tif", np.uint16, 257), ("f32.tif", np.float32, 1 / 255)):
+        tifffile.imwrite(d / name, (image.astype(np.float64) * scale).astype(dtype),
+                         tile=(128, 128), photometric="rgb", resolution=(1e4 / MPP, 1e4 / MPP),
+                         resolutionunit="CENTIMETER")
+    data = bytearray((d / "case.1.tif").read_bytes())
+    with tifffile.TiffFile(d / "case.1.tif") as tif:
+        tag = tif.series[0].levels[0].keyframe.tags["ImageWidth"]
+        fmt = tif.byteorder + ("H" if int(tag.dtype) == 3 else "I")
+        struct.pack_into(fmt, data, tag.valueoffset, 0)
+    (d / "zero_width.tif").write_bytes(bytes(data))
+    # the first 100 kB of a slide whose first directory lies further on (as SVS files do)
+    (d / "head.svs").write_bytes(b"II*\x00" + struct.pack("<I", 1_275_950) + bytes(100_000))
 
 
 def _corrupt_one_tile(src: Path, dst: Path) -> None:
@@ -283,8 +316,8 @@ CASES = [
     Case("--slide-mpp -1", RUN + " --slide-mpp -1", 2, "plausible"),
     Case("--slide-mpp 1e9 (a hang before)", RUN + " --slide-mpp 1e9", 2, "plausible"),
     Case("--reference-mpp inf", RUN + " --reference-mpp inf", 2, "plausible"),
-    Case("a grid too large to plan", RUN + " --slide-mpp 50 --mpp 0.02", 2, "tiles",
-         origin="added"),
+    Case("a grid too large to plan", RUN + " --slide-mpp 50 --mpp 0.02 --allow-upsampling", 2,
+         "tiles", origin="added"),
     Case("--scheduler unreachable", RUN + " --scheduler tcp://127.0.0.1:9", 2, "scheduler",
          fault=lambda mp: _short_connect_timeout(mp)),
     Case("--scheduler malformed", RUN + " --scheduler ::nonsense::", 2, "scheduler"),
@@ -322,6 +355,37 @@ CASES = [
          "not a wsi-sat reference cache", origin="added"),
     Case("--reference-cache with --reference", CACHED + " --reference {d}/ref.png", 2,
          "not both", origin="added"),
+    # --- issue 31: an independent matrix's bad cases
+    Case("slide: says 50 µm/px, really 0.5 (would upsample 100x)",
+         MINE % "liar.tif" + " --reference-mpp 0.5", 2, "--slide-mpp", origin="issue 31"),
+    Case("slide: the lie corrected with --slide-mpp",
+         MINE % "liar.tif" + " --reference-mpp 0.5 --slide-mpp 0.5", 0, remains="complete",
+         origin="issue 31"),
+    Case("--mpp 0.1 on a 0.5 µm/px slide", RUN + " --mpp 0.1", 2, "--allow-upsampling",
+         origin="issue 31"),
+    Case("slide: a pyramid level 0 px wide", MINE % "zero_width.tif", 2, "truncated or corrupt",
+         origin="issue 31"),
+    Case("slide: the first 100 kB of an SVS", MINE % "head.svs", 2, "truncated or corrupt",
+         origin="issue 31"),
+    Case("slide: 16-bit samples", MINE % "u16.tif", 2, "8-bit", origin="issue 31"),
+    Case("slide: float32 samples", MINE % "f32.tif", 2, "8-bit", origin="issue 31"),
+    Case("GeoJSON: a NaN vertex", GEO % "nan.geojson", 2, "NaN", origin="issue 31"),
+    Case("GeoJSON: an Infinity vertex", GEO % "inf.geojson", 2, "no polygon",
+         origin="issue 31"),
+    Case("GeoJSON: arrays nested 100000 deep", GEO % "deep.geojson", 2, "nests",
+         origin="issue 31"),
+    Case("GeoJSON: a GeometryCollection of polygons", GEO % "collection.geojson", 0,
+         remains="complete", origin="issue 31"),
+    Case("reference cache: meta.json is []", CACHED.replace("ref.wsisat", "meta_list.wsisat"),
+         2, "malformed", origin="issue 31"),
+    Case("reference cache: another threshold, re-zipped",
+         CACHED.replace("ref.wsisat", "threshold.wsisat"), 2, "edited", origin="issue 31"),
+    Case("reference cache: the feature bank zeroed",
+         CACHED.replace("ref.wsisat", "zero_bank.wsisat"), 2, "edited", origin="issue 31"),
+    Case("a 0-byte lock left by a crash", RUN, 0, remains="complete", origin="issue 31"),
+    Case("a rerun killed in its tiles: summary.csv no longer says done", RUN, 137,
+         remains="any", origin="issue 31",
+         fault=_fault("wsi_sat.pipeline.batch:write_atomic", SystemExit(137))),
 ]
 
 
@@ -406,6 +470,13 @@ def _prepare(case: Case, d: Path, out: Path, clean_run: Path) -> None:
             assert CliRunner().invoke(app, argv).exit_code == 0
     finally:
         mp.undo()
+    if case.id.startswith("a 0-byte lock"):
+        out.mkdir()
+        (out / "case.1.lock").write_bytes(b"")
+    if case.id.startswith("a rerun killed"):
+        shutil.copytree(clean_run, out)
+    if case.id.startswith("reference cache:"):
+        _edited_caches(d)
     if case.id.startswith("a second run"):
         out.mkdir()
         (out / "case.1.lock").write_text(json.dumps(
@@ -436,6 +507,12 @@ def test_matrix(case: Case, d: Path, tmp_path: Path, cli, monkeypatch, clean_run
     _remains(out, case.remains)
     if case.id.startswith("cohort --resume"):
         assert output.count("already done") == 2, output
+    if case.id.startswith("a rerun killed"):
+        import pandas as pd
+
+        [row] = pd.read_csv(out / "summary.csv").to_dict("records")
+        assert row["status"] == "unfinished", row
+        assert not all(c.ok for c in check_output(out))
     for then in case.then:
         code, output = cli(then.format(d=d, o=out).split())
         assert code == 0, output
@@ -453,6 +530,28 @@ def _report(case: Case, code: int, output: str) -> None:
         with open(path, "a") as f:
             f.write(json.dumps({"case": case.id, "exit": code, "expected": case.exit,
                                 "message": errors[-1] if errors else ""}) + "\n")
+
+
+def _edited_caches(d: Path) -> None:
+    """Copies of the prepared reference with one member edited (and re-zipped)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(d / "ref.wsisat") as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(members["meta.json"])
+    meta["embeddings"]["tiles"]["calibration"]["threshold"] = 0.99
+    with np.load(io.BytesIO(members["arrays.npz"])) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["tiles.bank"] = np.zeros_like(arrays["tiles.bank"])
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    for name, edit in (("meta_list.wsisat", {"meta.json": b"[]"}),
+                       ("threshold.wsisat", {"meta.json": json.dumps(meta).encode()}),
+                       ("zero_bank.wsisat", {"arrays.npz": buf.getvalue()})):
+        with zipfile.ZipFile(d / name, "w") as zf:
+            for member, data in {**members, **edit}.items():
+                zf.writestr(member, data)
 
 
 def _run_read_only(argv: list[str], d: Path, out: Path) -> tuple[int, str]:

@@ -86,8 +86,65 @@ def _rewrite(src, dst, **members):
             zout.writestr(name, data)
 
 
+def _resigned(src, dst, **members):
+    """`src` with `members` replaced and meta.json's hashes made again to match, as a forger
+    would: what the signature cannot refuse, the loader still must."""
+    from wsi_sat.signature import bytes_sha256, sha256_json
+
+    with zipfile.ZipFile(src) as zin:
+        data = {n: zin.read(n) for n in zin.namelist()}
+    data.update(members)
+    meta = json.loads(data.pop("meta.json"))
+    meta["content"] = {n: bytes_sha256(b) for n, b in data.items()}
+    meta.pop("signature")
+    meta["signature"] = sha256_json(meta)
+    with zipfile.ZipFile(dst, "w") as zout:
+        for name, blob in {**data, "meta.json": json.dumps(meta).encode()}.items():
+            zout.writestr(name, blob)
+
+
+def _edited_meta(path, edit):
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("meta.json"))
+    edit(meta)
+    return json.dumps(meta).encode()
+
+
+def test_a_cache_with_edited_contents_is_refused(prepared, tmp_path):
+    """A re-zipped cache with another calibration threshold, with a zeroed feature bank, with
+    a meta.json that is not an object: each refused with one line, before any of it is used."""
+    seg, _, path, _ = prepared
+
+    def threshold(meta):
+        meta["embeddings"]["tiles"]["calibration"]["threshold"] = 0.99
+
+    edited = tmp_path / "threshold.wsisat"
+    _rewrite(path, edited, **{"meta.json": _edited_meta(path, threshold)})
+    with pytest.raises(ReferenceError, match="edited after it was written"):
+        api.load_prepared_reference(edited, seg)
+    with zipfile.ZipFile(path) as zf, np.load(io.BytesIO(zf.read("arrays.npz"))) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["tiles.bank"] = np.zeros_like(arrays["tiles.bank"])
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    zeroed = tmp_path / "zeroed.wsisat"
+    _rewrite(path, zeroed, **{"arrays.npz": buf.getvalue()})
+    with pytest.raises(ReferenceError, match="edited after it was written"):
+        api.load_prepared_reference(zeroed, seg)
+    for bad_meta in (b"[]", b"3", b'"x"', b"{}"):
+        malformed = tmp_path / "malformed.wsisat"
+        _rewrite(path, malformed, **{"meta.json": bad_meta})
+        with pytest.raises(ReferenceError, match="malformed|schema"):
+            api.load_prepared_reference(malformed, seg)
+    extra = tmp_path / "extra.wsisat"
+    _rewrite(path, extra, **{"other.npz": b"x"})
+    with pytest.raises(ReferenceError, match="edited after it was written"):
+        api.load_prepared_reference(extra, seg)
+
+
 def test_a_cache_that_would_run_code_is_refused(prepared, tmp_path):
-    """A skops file holding a function (os.system) instead of trees; a pickled npz."""
+    """A skops file holding a function (os.system) instead of trees; a pickled npz (each with
+    the cache's hashes made again to match)."""
     import os
 
     import skops.io as sio
@@ -95,12 +152,12 @@ def test_a_cache_that_would_run_code_is_refused(prepared, tmp_path):
 
     seg, _, path, _ = prepared
     evil = tmp_path / "evil.wsisat"
-    _rewrite(path, evil, **{"tiles.pixel_model.skops": sio.dumps(FunctionTransformer(os.system))})
+    _resigned(path, evil, **{"tiles.pixel_model.skops": sio.dumps(FunctionTransformer(os.system))})
     with pytest.raises(ReferenceError, match="untrusted"):
         api.load_prepared_reference(evil, seg)
     buf = io.BytesIO()
     np.savez(buf, **{"tiles.bank": np.array([object()], dtype=object)})
     pickled = tmp_path / "pickled.wsisat"
-    _rewrite(path, pickled, **{"arrays.npz": buf.getvalue()})
+    _resigned(path, pickled, **{"arrays.npz": buf.getvalue()})
     with pytest.raises(ReferenceError, match="damaged"):
         api.load_prepared_reference(pickled, seg)

@@ -43,12 +43,15 @@ if TYPE_CHECKING:
 @click.option("--cluster", "cluster_file", type=click.Path(path_type=Path), default=None,
               help="dask-jobqueue cluster YAML: SLURM, PBS or LSF (see examples/slurm.yaml).")
 @click.option("--resume", is_flag=True, help="Skip batches finished by an interrupted run.")
+@click.option("--allow-upsampling", is_flag=True,
+              help="Accept a working resolution finer than a slide's level 0 (refused "
+                   "otherwise: past 1.1x with --mpp, past 2x from the reference).")
 @config_option
 @set_option
 @device_option
 def run(slides: tuple[str, ...], request: ReferenceRequest, reference_cache: Path | None,
         out_dir: Path, tile_px: int | None, overlap_px: int | None, workers: int | None,
-        scheduler: str | None, cluster_file: Path | None, resume: bool,
+        scheduler: str | None, cluster_file: Path | None, resume: bool, allow_upsampling: bool,
         config_path: Path | None, overrides: tuple[str, ...], device: str | None) -> None:
     """Segment whole SLIDEs (files, folders or globs) like the reference."""
     from wsi_sat import api
@@ -63,7 +66,8 @@ def run(slides: tuple[str, ...], request: ReferenceRequest, reference_cache: Pat
     if reference_cache is not None and (request.images or request.geojson or request.negatives):
         raise ConfigError("give --reference-cache or the reference (--reference, "
                           "--reference-geojson, --negative), not both")
-    paths, refs, cfg = _check_inputs(slides, request, reference_cache, out_dir, cfg)
+    paths, refs, cfg = _check_inputs(slides, request, reference_cache, out_dir, cfg,
+                                     allow_upsampling)
     # the scheduler or cluster first: a wrong address fails before the models load, and
     # SLURM jobs queue while the reference is prepared
     with dask_client(cfg, scheduler, cluster_file) as client:
@@ -79,13 +83,14 @@ def run(slides: tuple[str, ...], request: ReferenceRequest, reference_cache: Pat
                    f"threshold {cal.threshold:+.3f}, pixel model {cal.use_pixel}", err=True)
         for summary in api.run_slides(paths, reference, seg, cfg, out_dir,
                                       slide_mpp=request.slide_mpp, mpp=request.working_mpp,
-                                      resume=resume, client=client):
+                                      resume=resume, client=client,
+                                      allow_upsampling=allow_upsampling):
             _report(summary)
 
 
 def _check_inputs(slides: tuple[str, ...], request: ReferenceRequest,
-                  reference_cache: Path | None, out_dir: Path, cfg: Config
-                  ) -> tuple[list[Path], ReferenceSet | None, Config]:
+                  reference_cache: Path | None, out_dir: Path, cfg: Config,
+                  allow_upsampling: bool) -> tuple[list[Path], ReferenceSet | None, Config]:
     """Everything a user can get wrong, before models load: the slides (readable, with a pixel
     size, distinct output names, a plannable grid), the output folder and the reference (read,
     or the cache's metadata). Returns the slides, the references (None: from the cache) and
@@ -109,7 +114,8 @@ def _check_inputs(slides: tuple[str, ...], request: ReferenceRequest,
     else:
         refs, cfg = read_request(cfg, request)
         reference_mpp = refs.mpp
-    options = RunOptions(out_dir=out_dir, slide_mpp=request.slide_mpp, mpp=request.working_mpp)
+    options = RunOptions(out_dir=out_dir, slide_mpp=request.slide_mpp, mpp=request.working_mpp,
+                         allow_upsampling=allow_upsampling)
     for path in paths:  # a grid too large (a typo in an mpp) or a slide thinner than a patch
         check_slide(path, cfg.wsi, options, reference_mpp)
     return paths, refs, cfg

@@ -142,20 +142,38 @@ def _ycbcr_to_rgb(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img[..., [0, 2, 1]]), cv2.COLOR_YCrCb2RGB)
 
 
+def _sample_dtype(handle: Any, backend: str) -> np.dtype | None:
+    """The sample type of level 0 as tiffslide reads it (None: openslide, always 8-bit RGBA,
+    or not known without reading pixels)."""
+    if backend != "tiffslide":
+        return None
+    try:
+        return np.dtype(handle.zarr_group["0"].dtype) if hasattr(handle, "zarr_group") \
+            else None
+    except Exception:  # noqa: BLE001 - a level that cannot be opened is reported on reading
+        return None
+
+
 class Slide:
     def __init__(self, path: Path, mpp_override: float | None = None) -> None:
         self.path = Path(path)
         self._slide, self.backend = _open(self.path)
         self._ycbcr = False
         self._tiled: dict[int, TiledLevel | None] = {}  # tiffslide levels read tile by tile
-        meta_mpp = _mpp(self._slide.properties, self.backend)
+        try:
+            meta_mpp = _mpp(self._slide.properties, self.backend)
+            self.bounds_xy = _bounds(self._slide.properties, self.backend)  # QuPath's origin
+            dims = tuple(tuple(int(v) for v in d) for d in self._slide.level_dimensions)
+            downsamples = tuple(float(d) for d in self._slide.level_downsamples)
+        except Exception as exc:  # noqa: BLE001 - readers fail on broken files in many ways
+            self._slide.close()
+            raise SlideReadError(f"cannot read the structure of '{self.path.name}' "
+                                 f"({exc.__class__.__name__}); the file may be truncated or "
+                                 "corrupt") from None
         self.mpp = mpp_override if mpp_override else meta_mpp
-        self.bounds_xy = _bounds(self._slide.properties, self.backend)  # QuPath's origin
-        self.info = SlideInfo(
-            str(self.path), self.backend, tuple(self._slide.dimensions), self.mpp,
-            tuple(float(d) for d in self._slide.level_downsamples),
-            tuple(tuple(d) for d in self._slide.level_dimensions),
-        )
+        self.info = SlideInfo(str(self.path), self.backend, dims[0] if dims else (0, 0),
+                              self.mpp, downsamples, dims)
+        self._check_levels()
         props = self._slide.properties
         if (props.get("openslide.vendor") == "dicom"
                 and props.get("dicom.PhotometricInterpretation") == "RGB"
@@ -166,6 +184,22 @@ class Slide:
             log.warning("'%s': the DICOM header says RGB but its JPEG frames hold YCbCr; "
                         "converting to RGB", self.path.name)
             self._ycbcr = True
+    def _check_levels(self) -> None:
+        """Every level has pixels and a finite downsample, and level 0 holds 8-bit samples."""
+        info = self.info
+        if not info.level_dimensions or any(w < 1 or h < 1 for w, h in info.level_dimensions) \
+                or not all(np.isfinite(d) and d > 0 for d in info.level_downsamples):
+            self._slide.close()
+            raise SlideReadError(f"'{self.path.name}' has a pyramid level without pixels "
+                                 f"(levels {list(info.level_dimensions)}); the file is damaged "
+                                 "or not a slide: export it again")
+        dtype = _sample_dtype(self._slide, self.backend)
+        if dtype is not None and dtype != np.uint8:
+            self._slide.close()
+            raise SlideReadError(f"'{self.path.name}' stores {dtype} samples; wsi-sat reads 8-bit "
+                                 "RGB brightfield slides: export it with 8 bits per channel "
+                                 "(e.g. from QuPath or with vips)")
+
     def require_mpp(self) -> float:
         if self.mpp is None:
             raise MissingMppError(

@@ -22,6 +22,7 @@ class RunOptions:
     mpp: float | None = None  # working resolution; default: the reference's, else the slide's
     resume: bool = False
     max_batches: int | None = None  # stop after this many batches (testing resume)
+    allow_upsampling: bool = False  # a working resolution finer than the slide's level 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,31 @@ def working_mpp(slide_mpp: float, options: RunOptions, reference_mpp: float | No
     return options.mpp or reference_mpp or slide_mpp
 
 
+# a working resolution finer than level 0 invents pixels; the two limits differ because an
+# explicit --mpp is the user's own choice (refused just past the slide's own pixels), while a
+# reference's resolution applied to a slide whose metadata lies could upsample it 100x
+MAX_UPSAMPLE_MPP = 1.1
+MAX_UPSAMPLE_REFERENCE = 2.0
+
+
+def check_upsampling(name: str, scale: Scale, options: RunOptions) -> None:
+    """Refuse a working resolution much finer than what the slide's level 0 holds, unless
+    `options.allow_upsampling`."""
+    factor = scale.factor  # working px per level-0 px
+    if options.allow_upsampling:
+        return
+    if options.mpp is not None and factor > MAX_UPSAMPLE_MPP:
+        raise ConfigError(
+            f"--mpp {options.mpp:g} is {factor:.1f}x finer than '{name}' holds "
+            f"({scale.slide_mpp:g} µm/px at level 0); use --mpp {scale.slide_mpp:g} or "
+            "coarser, or --allow-upsampling")
+    if options.mpp is None and factor > MAX_UPSAMPLE_REFERENCE:
+        raise ConfigError(
+            f"'{name}' says {scale.slide_mpp:g} µm/px, so matching the reference "
+            f"({scale.working_mpp:g} µm/px) would upsample it {factor:.1f}x; if its pixel size "
+            "is wrong pass --slide-mpp, else --mpp or --allow-upsampling")
+
+
 def check_extent(name: str, size_wh: tuple[int, int], scale: Scale, wcfg: WsiConfig) -> None:
     """A slide of `size_wh` level-0 px must give a plannable grid at the working resolution:
     no side under MIN_SLIDE_PX, no more than MAX_GRID_TILES tiles (a typo in an mpp would
@@ -158,6 +184,7 @@ def check_slide(path: Path, wcfg: WsiConfig, options: RunOptions,
     with Slide(Path(path), options.slide_mpp) as slide:
         slide_mpp = slide.require_mpp()
         scale = Scale(slide_mpp, working_mpp(slide_mpp, options, reference_mpp))
+        check_upsampling(slide.path.name, scale, options)
         check_extent(slide.path.name, slide.dimensions, scale, wcfg)
 
 

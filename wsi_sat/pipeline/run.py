@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from wsi_sat.config import INSTANCE_MODES, Config, config_to_dict
+from wsi_sat.geometry import Scale
 from wsi_sat.encodings import TileEncodings, encodings_root, tiles_key
 from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.batch import BatchTask, segment_batch
@@ -23,6 +24,7 @@ from wsi_sat.pipeline.plan import (
     OutputPaths,
     RunOptions,
     SlidePlan,
+    check_upsampling,
     output_stem,
     plan_batches,
     plan_slide,
@@ -62,6 +64,7 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
     with output_lock(paths.lock), Slide(Path(slide_path), options.slide_mpp) as slide, \
             segmenter.blas_one_thread(), frozen_heap():
         working = working_mpp(slide.require_mpp(), options, reference.mpp)
+        check_upsampling(slide.path.name, Scale(slide.require_mpp(), working), options)
         key = run_key(slide_path, reference.info, config, model_info(segmenter),
                       options.slide_mpp, working)
         done = finished(paths, key) if options.resume else None

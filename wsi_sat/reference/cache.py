@@ -5,7 +5,9 @@ one cohort that would otherwise each spend the reference's encoding and self-cal
 The file is a zip: `meta.json` (schema, key, what it was made from, calibration, class name),
 `arrays.npz` (read with allow_pickle=False) and, when the pixel model is on, `pixel_model.skops`
 (scikit-learn's random forest through skops, which loads only trusted types: no pickle, no code
-runs on loading). Its **key** is a sha256 of the reference pixels and masks (and negatives),
+runs on loading). `meta.json` records the sha256 of every other member and a sha256 of its own
+content (`signature`), so any edit of any member (a threshold in the calibration, a zeroed
+array, a swapped model) is refused, not only a damaged zip. Its **key** is a sha256 of the reference pixels and masks (and negatives),
 their pixel size, the resolved config's result-changing keys, the weights' sha256 and the
 package version; a run computes the key it expects and refuses a cache made from anything else.
 """
@@ -26,10 +28,16 @@ from wsi_sat.config import Config
 from wsi_sat.errors import ReferenceError
 from wsi_sat.reference.prepare import SlideReference
 from wsi_sat.sat import Calibration, ObjectSizes, ReferenceEmbedding
-from wsi_sat.signature import model_digests, reference_identity, result_config, sha256_json
+from wsi_sat.signature import (
+    bytes_sha256,
+    model_digests,
+    reference_identity,
+    result_config,
+    sha256_json,
+)
 from wsi_sat.writers.atomic import write_atomic
 
-SCHEMA = 2  # 2: negative examples marked in the bank, object sizes (1 is refused)
+SCHEMA = 3  # 3: signed over its whole content (2 and older are refused: prepare again)
 ARRAYS = ("bank", "labels", "pos_xy", "ref_ids", "negative", "colour_mean", "colour_std")
 TRUSTED = ["sklearn.tree._tree.Tree"]  # beyond skops' default trusted scikit-learn types
 # keys that name the output objects, never change what the reference is
@@ -97,7 +105,10 @@ def save_reference_cache(path: Path, reference: SlideReference, parts: dict[str,
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     members["arrays.npz"] = buf.getvalue()
-    members["meta.json"] = json.dumps(meta, indent=1, default=str).encode()
+    meta["content"] = {name: bytes_sha256(data) for name, data in members.items()}
+    meta = json.loads(json.dumps(meta, default=str))
+    meta["signature"] = sha256_json(meta)
+    members["meta.json"] = json.dumps(meta, indent=1).encode()
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
@@ -108,8 +119,14 @@ def save_reference_cache(path: Path, reference: SlideReference, parts: dict[str,
     return meta["key"]
 
 
+def _damaged(path: Path, why: str) -> ReferenceError:
+    return ReferenceError(f"reference cache '{path}' {why}; write it again with `wsi-sat "
+                          "reference prepare`")
+
+
 def read_cache_meta(path: Path) -> dict[str, Any]:
-    """The cache's meta.json (what it was made from); a missing or foreign file is a
+    """The cache's meta.json (what it was made from), after checking that neither it nor any
+    other member was changed since it was written; a missing, foreign or edited file is a
     ReferenceError."""
     path = Path(path)
     if not path.is_file():
@@ -118,12 +135,20 @@ def read_cache_meta(path: Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(zf.read("meta.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError):
+            members = {n: bytes_sha256(zf.read(n)) for n in zf.namelist() if n != "meta.json"}
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, ValueError):
         raise ReferenceError(f"'{path}' is not a wsi-sat reference cache (or is damaged); "
                              "write it again with `wsi-sat reference prepare`") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+    if not isinstance(meta, dict):
+        raise _damaged(path, "has a malformed meta.json")
+    if meta.get("schema") != SCHEMA:
         raise ReferenceError(f"reference cache '{path}' has schema {meta.get('schema')!r}, "
                              f"this wsi-sat reads {SCHEMA}; prepare it again")
+    body = {k: v for k, v in meta.items() if k != "signature"}
+    if meta.get("signature") != sha256_json(body):
+        raise _damaged(path, "was edited after it was written (meta.json)")
+    if meta.get("content") != members:
+        raise _damaged(path, "was edited after it was written (its arrays or models)")
     return meta
 
 
@@ -132,7 +157,10 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
     """The prepared reference in `path`, if it was made from this config, these weights and
     this version (else a ReferenceError naming what differs); returns it and its meta."""
     meta = read_cache_meta(path)
-    expected = cache_key_parts(meta["info"], meta["mpp"], config, models)
+    try:
+        expected = cache_key_parts(meta["info"], meta["mpp"], config, models)
+    except (KeyError, TypeError, AttributeError):
+        raise _damaged(path, "has a malformed meta.json") from None
     if cache_key(expected) != meta.get("key"):
         differ = [k for k in ("config", "weights", "version", "reference")
                   if expected.get(k) != (meta.get("parts") or {}).get(k)]
@@ -162,7 +190,7 @@ def load_reference_cache(path: Path, config: Config, models: dict[str, Any]
                     colour_weight=float(m["colour_weight"]), fg_fraction=float(m["fg_fraction"]),
                     calibration=Calibration(**m["calibration"]), pixel_model=pixel,
                     objects=ObjectSizes(**m["objects"]) if m.get("objects") else None)
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, OSError) as exc:
         raise ReferenceError(f"reference cache '{path}' is damaged ({exc.__class__.__name__});"
                              " write it again with `wsi-sat reference prepare`") from None
     if embeddings["tiles"] is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
@@ -58,15 +59,27 @@ def _class_name(feature: dict[str, Any]) -> str:
     return UNCLASSIFIED
 
 
+def _polygons(geom: BaseGeometry) -> list[Polygon]:
+    """Every polygon with an area in a geometry, collections of collections included."""
+    if isinstance(geom, Polygon):
+        return [geom] if geom.area > 0 else []
+    return [p for g in getattr(geom, "geoms", []) for p in _polygons(g)]
+
+
 def _polygonal(geom: BaseGeometry) -> Polygon | MultiPolygon | None:
-    """The polygonal part of a geometry (repaired when invalid), or None."""
+    """The polygonal part of a geometry (repaired when invalid; overlapping parts of a
+    collection merged), or None."""
     if not geom.is_valid:
         geom = shapely.make_valid(geom)
-    parts = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, (Polygon, MultiPolygon))]
-    polys = [p for g in parts for p in getattr(g, "geoms", [g]) if p.area > 0]
+    polys = _polygons(geom)
     if not polys:
         return None
-    return polys[0] if len(polys) == 1 else MultiPolygon(polys)
+    merged = polys[0] if len(polys) == 1 else shapely.union_all(polys)
+    return merged if isinstance(merged, (Polygon, MultiPolygon)) else _polygonal(merged)
+
+
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def read_annotations(path: Path) -> list[Annotation]:
@@ -78,8 +91,14 @@ def read_annotations(path: Path) -> list[Annotation]:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":  # QuPath's .geojson.gz
             raw = gzip.decompress(raw)
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError, gzip.BadGzipFile):
+        data = json.loads(raw, parse_constant=_not_json_constant)
+    except RecursionError:
+        raise ReferenceError(f"'{path}' nests its arrays too deeply to be GeoJSON; export "
+                             "annotations from QuPath") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN / Infinity
+        raise ReferenceError(f"'{path}' is not GeoJSON ({str(exc)[:80]}); export annotations "
+                             "from QuPath") from None
+    except (OSError, EOFError, gzip.BadGzipFile):
         raise ReferenceError(f"'{path}' is not GeoJSON; export annotations from QuPath") from None
     out: list[Annotation] = []
     for i, feature in enumerate(_features(data)):
@@ -92,6 +111,10 @@ def read_annotations(path: Path) -> list[Annotation]:
         except (ValueError, TypeError, AttributeError, IndexError, KeyError,
                 shapely.errors.GEOSException):
             log.warning("%s: feature %d has a malformed geometry; skipped", path.name, i)
+            continue
+        if not np.isfinite(shapely.get_coordinates(geom)).all():
+            log.warning("%s: feature %d has a vertex that is not a finite number; skipped",
+                        path.name, i)
             continue
         valid = _polygonal(geom)
         if valid is None:

@@ -1,9 +1,12 @@
-"""One writer per slide output: a lock file created atomically (O_EXCL) beside the outputs,
+"""One writer per slide output: a lock file created atomically (a hard link of a written file;
+O_EXCL where the file system has no hard links) beside the outputs,
 holding the writer's host, pid and start time. A lock whose process is gone (same host, pid not
-running) is stale and taken over with a warning; any other lock refuses the second run."""
+running), or one that names no owner, is stale and taken over with a warning; any other lock
+refuses the second run."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -29,14 +32,38 @@ def _alive(pid: int) -> bool:
 
 
 def _try_create(path: Path) -> bool:
+    """Create the lock with its owner already in it: written to a temporary file, then
+    hard-linked to the lock's name (atomic, and fails when the lock exists), so no reader ever
+    sees an empty lock of a live run. Where the file system has no hard links, O_EXCL."""
+    body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(body)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    finally:
+        tmp.unlink(missing_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as handle:
-        json.dump({"host": socket.gethostname(), "pid": os.getpid(),
-                   "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, handle)
+        handle.write(body)
     return True
+
+
+def _stale(owner: dict) -> bool:
+    """A lock nobody can hold: no owner in it (a crash while it was written, by hand, or an
+    older wsi-sat), or an owner on this host that is no longer running."""
+    if not isinstance(owner.get("pid"), int):
+        return True
+    return owner.get("host") == socket.gethostname() and not _alive(owner["pid"])
 
 
 @contextmanager
@@ -50,10 +77,11 @@ def output_lock(path: Path) -> Iterator[None]:
             owner = json.loads(path.read_text() or "{}")
         except (OSError, ValueError):
             owner = {}
-        same_host = owner.get("host") == socket.gethostname()
-        if same_host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
-            log.warning("removing the stale lock %s of pid %s (no longer running)", path,
-                        owner["pid"])
+        owner = owner if isinstance(owner, dict) else {}
+        if _stale(owner):
+            log.warning("removing the stale lock %s (%s)", path,
+                        f"pid {owner['pid']} is no longer running" if "pid" in owner
+                        else "it names no owner")
             path.unlink(missing_ok=True)
             continue
         raise RunStateError(

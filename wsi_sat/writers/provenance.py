@@ -18,7 +18,7 @@ import numpy as np
 from wsi_sat import __version__
 from wsi_sat.writers.atomic import write_atomic
 
-SCHEMA_VERSION = 2  # of run.json: 2 adds run_key, command, times, host, device, tissue, tables
+SCHEMA_VERSION = 3  # of run.json: 3 adds manifest, record_sha256, target_in_tissue_mm2
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image",
              "opencv-python-headless", "pillow", "zarr", "ome-zarr", "tiffslide",
