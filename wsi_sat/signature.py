@@ -15,6 +15,7 @@ from wsi_sat.config import Config, config_to_dict
 
 # keys that decide where and how fast work runs, never what it computes
 _SCHEDULING = {("runtime", "threads"), ("runtime", "lanes"), ("runtime", "keep_freed_memory"),
+               ("runtime", "stall_timeout_s"), ("runtime", "worker_losses"),
                ("wsi", "workers"), ("wsi", "keep_encodings"), ("wsi", "encodings_dir")}
 
 

@@ -1,7 +1,8 @@
 """Faults with the real model (MobileSAM), through the real command line in a subprocess:
 SIGKILL in every phase, then `--resume`, gives the outputs of an uninterrupted run byte for byte;
 Ctrl-C exits 130 saying how to resume; a Dask worker killed mid-run is replaced and its batches
-rerun elsewhere, with the same result.
+rerun elsewhere, with the same result (both workers at once too, and one killed while the cluster
+starts); workers that freeze end the run in bounded time, resumable.
 
 The kill is a real SIGKILL the process sends itself when it reaches the phase (a wrapper
 around one function of that phase: `module:attribute`, after `after` calls), so it lands at the
@@ -168,16 +169,11 @@ def test_ctrl_c_exits_130_with_where_to_resume(files, clean, tmp_path):
     _same(clean, _snapshot(out))
 
 
-def test_a_dask_worker_killed_mid_run_is_replaced_with_the_same_result(files, clean, tmp_path):
+def _worker_processes(proc: subprocess.Popen) -> list:
+    """The Dask worker processes of a run (the nannies start them with multiprocessing's
+    spawn)."""
     import psutil
 
-    out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "wsi_sat.cli", *_argv(files, out),
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    _wait_for_shard(out, proc)
-    # the worker processes (the nannies start them with multiprocessing's spawn); kill one
-    # of them outright
     def is_worker(child: psutil.Process) -> bool:
         try:
             line = " ".join(child.cmdline())
@@ -185,9 +181,67 @@ def test_a_dask_worker_killed_mid_run_is_replaced_with_the_same_result(files, cl
             return False
         return "spawn_main" in line and "resource_tracker" not in line
 
-    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if is_worker(c)]
-    assert workers, [" ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(True)]
+    return [c for c in psutil.Process(proc.pid).children(recursive=True) if is_worker(c)]
+
+
+def _dask_run(files: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wsi_sat.cli", *_argv(files, out, *extra),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.parametrize("which", ["one", "both"])
+def test_dask_workers_killed_mid_run_are_replaced_with_the_same_result(files, clean, tmp_path,
+                                                                       which):
+    """A real SIGKILL of one worker, or of both at once (the reference each held dies with
+    them: the run sends it again and resubmits the lost batches)."""
+    out = tmp_path / "o"
+    proc = _dask_run(files, out)
+    _wait_for_shard(out, proc)
+    workers = _worker_processes(proc)
+    assert workers
+    for worker in workers[: 1 if which == "one" else None]:
+        worker.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    _same(clean, _snapshot(out))
+
+
+def test_a_worker_killed_while_the_cluster_starts_is_replaced(files, clean, tmp_path):
+    out = tmp_path / "o"
+    proc = _dask_run(files, out)
+    t0 = time.monotonic()
+    while not (workers := _worker_processes(proc)) and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+    assert workers, "no worker started"
     workers[0].send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
+    _same(clean, _snapshot(out))
+
+
+def test_frozen_workers_end_the_run_in_bounded_time_and_it_resumes(files, clean, tmp_path):
+    """Workers that stop answering without dying (SIGSTOP: a hung node or file system): the
+    run stops with exit 2 and one line once no batch has finished for the stall timeout; the
+    same command with --resume finishes it."""
+    out = tmp_path / "o"
+    proc = _dask_run(files, out, "--set", "runtime.stall_timeout_s=10")
+    _wait_for_shard(out, proc)
+    workers = _worker_processes(proc)
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        for worker in workers:  # never leave stopped processes behind
+            try:
+                worker.send_signal(signal.SIGKILL)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+    assert proc.returncode == 2, err
+    assert time.monotonic() - t0 < 120
+    assert "no batch finished in 10s" in err and "--resume" in err and "Traceback" not in err
+    resumed = _cli(_argv(files, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
     _same(clean, _snapshot(out))

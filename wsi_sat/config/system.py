@@ -104,6 +104,18 @@ class RuntimeConfig(Section):
         description="Image-encoder precision: auto = bf16 autocast on CUDA GPUs that support "
         "it, fp32 elsewhere; bf16/fp16 force autocast on CUDA (ignored on CPU).",
     )
+    stall_timeout_s: float = Field(
+        900.0, ge=10.0, le=86400.0,
+        description="Dask runs: fail (exit 2, resumable with --resume) when no batch finishes "
+        "for this long while workers are connected (a worker lost in a way Dask cannot see, "
+        "a hung file system); time with no worker at all (SLURM jobs still queued) does not "
+        "count. Longer than the slowest batch.",
+    )
+    worker_losses: int = Field(
+        3, ge=0, le=100,
+        description="Dask runs: times the run resubmits its batches after workers die with "
+        "them (each time re-sending the reference) before it stops with exit 2.",
+    )
     keep_freed_memory: bool = Field(
         True,
         description="Linux/glibc: keep freed memory in the process between encoder calls "

@@ -20,6 +20,7 @@ from wsi_sat.io.slide import Slide
 from wsi_sat.pipeline.batch import BatchTask, segment_batch
 from wsi_sat.pipeline.coarse import select_tiles
 from wsi_sat.pipeline.finalize import SlideSummary, finalize_slide
+from wsi_sat.pipeline.distributed import run_on_dask
 from wsi_sat.pipeline.plan import (
     OutputPaths,
     RunOptions,
@@ -212,14 +213,8 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
                 for shard in shards:
                     bar.update(len(shard["tiles"]))
             return ran
-        from dask.distributed import as_completed
-
-        ref_future = client.scatter(embedding, broadcast=True)
-        tissue_future = client.scatter(plan.tissue, broadcast=True)
-        futures = client.map(segment_batch, pending, reference=ref_future, tissue=tissue_future,
-                             pure=False)
-        for future in as_completed(futures):
-            bar.update(len(future.result()["tiles"]))
+        run_on_dask(client, pending, embedding, plan.tissue,
+                    lambda task: bar.update(len(task.tiles)), segmenter.config.runtime)
     return ran
 
 

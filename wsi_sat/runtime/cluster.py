@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from wsi_sat.config import Config
-from wsi_sat.errors import ConfigError
+from wsi_sat.errors import ConfigError, RunStateError
 from wsi_sat.runtime.allocator import worker_environ
 from wsi_sat.runtime.jobqueue import jobqueue_cluster, load_cluster_spec, start_jobs
 from wsi_sat.runtime.lanes import resolve_lanes
-from wsi_sat.runtime.threads import available_cores, set_cpu_share
+from wsi_sat.runtime.threads import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path
         yield None
         return
     import dask
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
+
+    from wsi_sat.runtime.worker_plugin import CpuShare
 
     quiet_distributed()
 
@@ -93,11 +95,30 @@ def dask_client(config: Config, scheduler: str | None = None, cluster_file: Path
     if shared_arena:
         environ.update(worker_environ(os.environ))
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-            LocalCluster(n_workers=workers, threads_per_worker=resolve_lanes(lanes, threads),
-                         processes=True, dashboard_address=None,
-                         silence_logs=worker_log_level()) as cluster, \
+            _local_cluster(workers, resolve_lanes(lanes, threads)) as cluster, \
             Client(cluster) as client:
         # the share itself too: the environment may hold an earlier cluster's (Dask's nanny
-        # copies its pre-spawn environment into this process, and existing variables win)
-        client.run(set_cpu_share, threads)
+        # copies its pre-spawn environment into this process, and existing variables win); as
+        # a plugin, so a worker the nanny restarts after a crash gets it as well
+        try:
+            client.register_plugin(CpuShare(threads), name="wsi-sat-cpu-share")
+        except OSError:  # CommClosedError: a worker died meanwhile; its restart gets the plugin
+            log.warning("a Dask worker was lost while starting; the nanny restarts it")
         yield client
+
+
+def _local_cluster(workers: int, threads_per_worker: int) -> Any:
+    """A LocalCluster of worker processes; started a second time when a worker process dies
+    while it starts (the nanny then gives up on the whole cluster), then a RunStateError."""
+    from dask.distributed import LocalCluster
+
+    for attempt in range(2):
+        try:
+            return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                processes=True, dashboard_address=None,
+                                silence_logs=worker_log_level())
+        except RuntimeError as exc:  # "Nanny failed to start worker process"
+            log.warning("the local Dask workers failed to start (%s)%s", exc,
+                        "; trying once more" if attempt == 0 else "")
+    raise RunStateError(f"the {workers} local Dask workers failed to start twice (out of "
+                        "memory?); run with --workers 0 (in this process) or fewer --workers")
