@@ -248,6 +248,10 @@ def test_instances_are_unique_and_merged_across_tiles(slide, fake_engine, tmp_pa
     polys = [shape(f["geometry"]) for f in geo["features"]]
     union = shapely.union_all(polys)
     assert union.area == pytest.approx(sum(p.area for p in polys), rel=0.02)  # no overlaps
+    # `wsi-sat check`'s cross-checks hold on instances: labels = table, polygons = labels
+    from wsi_sat.pipeline.verify import check_output
+
+    assert [c.problems for c in check_output(tmp_path)] == [[]]
 
 
 def _ngff_label(store: Path):
@@ -392,6 +396,9 @@ def test_qupath_coordinates_follow_the_slide_bounds(slide, fake_engine, tmp_path
     assert pb == pytest.approx((pa[0] - 100, pa[1] - 40, pa[2] - 100, pa[3] - 40))
     run = json.loads((tmp_path / "shifted" / "blobs.run.json").read_text())
     assert run["slide"]["qupath_origin_level0"] == [100, 40]
+    from wsi_sat.pipeline.verify import check_output  # polygons compared in the right frame
+
+    assert [c.problems for c in check_output(tmp_path / "shifted")] == [[]]
     # an annotation drawn in QuPath at (x, y) is the level-0 region (x + 100, y + 40)
     ann = tmp_path / "ann.geojson"
     ann.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {

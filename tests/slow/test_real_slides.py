@@ -30,6 +30,10 @@ def _check_outputs(out, stem, backend):
     for suffix in (".geojson", ".overview.png"):
         assert (out / f"{stem}{suffix}").is_file()
     assert (out / f"{stem}.ome.zarr" / "0").is_dir()
+    from wsi_sat.pipeline.plan import OutputPaths
+    from wsi_sat.pipeline.verify import check_slide
+
+    assert check_slide(OutputPaths(stem, out)).problems == []  # the manifest and cross-checks
     return run
 
 
