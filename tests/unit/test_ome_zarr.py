@@ -26,7 +26,7 @@ def test_levels_are_numpy_subsampling(tmp_path: Path) -> None:
     path, data = _level0(tmp_path)
     written = {(y, x) for y in range(1, 3) for x in range(2, 5)} | {(10, 14), (10, 15)}
     levels = build_pyramid(path, 64, 0.5, "s", written)
-    assert levels == 4  # 1000 → 500 → 250 → 125 (< 128 stops)
+    assert levels == 5  # 1000 → 500 → 250 → 125 → 63: the coarsest is at most min_px (64)
     expect = data
     for level in range(1, levels):
         expect = expect[::2, ::2]
@@ -63,7 +63,7 @@ def test_region_store_is_valid_ngff_with_the_class_colour_and_nested_chunks(
     assert [(c.label_value, c.rgba) for c in label.colors] == [(1, (200, 10, 30, 255))]
     assert label.properties[0].model_dump(by_alias=True) == {"label-value": 1, "class": "Gland"}
     multiscale = model.attributes.multiscales[0]
-    assert multiscale.type == "nearest" and len(multiscale.datasets) == 4
+    assert multiscale.type == "nearest" and len(multiscale.datasets) == 5
     for level in range(4):
         meta = (path / str(level) / ".zarray").read_text()
         assert '"dimension_separator": "/"' in meta

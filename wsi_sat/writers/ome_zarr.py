@@ -118,7 +118,7 @@ def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
             del root[key]
     levels = 1
     source, chunks = level0, written
-    while max(source.shape) >= 2 * min_px:
+    while max(source.shape) > min_px:  # the coarsest level fits min_px: a viewer's overview
         shape = (-(-source.shape[0] // 2), -(-source.shape[1] // 2))
         target = root.create_array(str(levels), shape=shape, chunks=(ch, cw),
                                    dtype=level0.dtype, fill_value=0,
