@@ -33,7 +33,7 @@ def test_levels_are_numpy_subsampling(tmp_path: Path) -> None:
         assert np.array_equal(read_level(path, level), expect)
     ms = zarr.open_group(str(path), mode="r").attrs["multiscales"][0]
     assert [d["coordinateTransformations"][0]["scale"][0] for d in ms["datasets"]] == \
-        [0.5, 1.0, 2.0, 4.0]
+        [0.5, 1.0, 2.0, 4.0, 8.0]
 
 
 def test_only_written_chunks_are_computed_and_relabelled(tmp_path: Path) -> None:
