@@ -29,6 +29,7 @@ from wsi_sat.config import Config, load_config
 from wsi_sat.encodings import encodings_root
 from wsi_sat.errors import ConfigError, InputImageError
 from wsi_sat.io.image import read_image
+from wsi_sat.io.slide import SlideSource
 from wsi_sat.pipeline import RunOptions, SlideSummary
 from wsi_sat.pipeline import run_slide as _run_slide
 from wsi_sat.reference import (
@@ -45,7 +46,8 @@ from wsi_sat.writers.mask_png import write_labels_png, write_mask_png
 from wsi_sat.writers.tables import folder_rows, slide_row, write_summary
 
 __all__ = ["Config", "ImageResult", "Reference", "ReferenceRequest", "ReferenceSet",
-           "SegmentResult", "Segmenter", "SlideReference", "SlideSummary", "load_config",
+           "SegmentResult", "Segmenter", "SlideReference", "SlideSource", "SlideSummary",
+           "load_config",
            "load_prepared_reference", "load_segmenter", "prepare_image_reference",
            "prepare_reference", "read_reference_set", "run_slide", "run_slides",
            "save_prepared_reference", "segment_images"]
@@ -154,26 +156,30 @@ def load_prepared_reference(path: str | Path, segmenter: Segmenter
     return reference, meta.get("class_name")
 
 
-def run_slide(slide: str | Path, reference: SlideReference, segmenter: Segmenter,
+def run_slide(slide: str | Path | SlideSource, reference: SlideReference, segmenter: Segmenter,
               config: Config | None = None, out_dir: str | Path = "results", *,
               slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
               client: Any = None, allow_upsampling: bool = False) -> SlideSummary:
     """Segment one slide into `out_dir` (OME-Zarr labels, GeoJSON, run.json, overview).
 
     `config` defaults to the segmenter's; `mpp` is the working resolution (default: the
-    reference's, else the slide's level-0 mpp); `client`: a Dask client, None = this process;
-    `allow_upsampling`: accept a working resolution finer than the slide's level 0."""
+    reference's, else the slide's level-0 mpp); `slide_mpp` overrides (or stands in for) the
+    slide's own pixel size, and a `SlideSource`'s `mpp` (a slide list's) overrides both;
+    `client`: a Dask client, None = this process; `allow_upsampling`: accept a working
+    resolution finer than the slide's level 0."""
     if mpp is not None and reference.mpp is not None and not math.isclose(mpp, reference.mpp,
                                                                           rel_tol=1e-6):
         raise ConfigError(f"the reference was prepared at {reference.mpp:g} µm/px but the slide "
                           f"is to be segmented at {mpp:g}; prepare it with working_mpp={mpp:g}")
-    options = RunOptions(out_dir=Path(out_dir), slide_mpp=slide_mpp, mpp=mpp, resume=resume,
-                         allow_upsampling=allow_upsampling)
-    return _run_slide(Path(slide), reference, segmenter, config or segmenter.config, options,
+    source = slide if isinstance(slide, SlideSource) else SlideSource(Path(slide))
+    options = RunOptions(out_dir=Path(out_dir), slide_mpp=source.mpp or slide_mpp, mpp=mpp,
+                         resume=resume, allow_upsampling=allow_upsampling,
+                         slide_mpp_source="slide list" if source.mpp else "--slide-mpp")
+    return _run_slide(source.path, reference, segmenter, config or segmenter.config, options,
                       client)
 
 
-def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmenter: Segmenter,
+def run_slides(slides: Sequence[str | Path | SlideSource], reference: SlideReference, segmenter: Segmenter,
                config: Config | None = None, out_dir: str | Path = "results", *,
                slide_mpp: float | None = None, mpp: float | None = None, resume: bool = False,
                client: Any = None, allow_upsampling: bool = False) -> Iterator[SlideSummary]:
@@ -181,7 +187,8 @@ def run_slides(slides: Sequence[str | Path], reference: SlideReference, segmente
     every slide `out_dir/summary.csv` is rewritten with one row per slide of this run so far
     and per finished slide of other runs into `out_dir` (SLURM array tasks: each task's
     summary holds every slide finished before it; a cohort's log). With `resume`, a slide
-    whose outputs are complete for these inputs is skipped."""
+    whose outputs are complete for these inputs is skipped. `slides` may carry their own
+    pixel size (`SlideSource`, from `wsi_sat.io.slide.list_slides` of a slide list)."""
     rows = []
     for path in slides:
         summary = run_slide(path, reference, segmenter, config, out_dir, slide_mpp=slide_mpp,

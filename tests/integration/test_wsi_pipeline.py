@@ -283,7 +283,7 @@ def _from_geojson(geojson, slide_path, working_mpp, slide_mpp, margin, class_nam
     from wsi_sat.reference.annotations import read_annotated_slides, reference_from_geojson
 
     sets = read_annotated_slides([geojson], [slide_path])
-    return reference_from_geojson(sets, working_mpp, slide_mpp, margin, class_name)
+    return reference_from_geojson(sets, working_mpp, margin, class_name, slide_mpp=slide_mpp)
 
 
 def test_reference_from_a_qupath_annotation(slide, tmp_path):
@@ -434,3 +434,31 @@ def test_tiles_finished_on_the_lanes_threads_equal_the_cpu_path(slide, fake_engi
     objects = [pd.read_csv(tmp_path / d / "blobs.objects.csv") for d in ("cpu", "acc")]
     assert len(objects[0]) == len(objects[1]) > 0
     assert objects[0]["area_um2"].sum() == pytest.approx(objects[1]["area_um2"].sum(), rel=1e-2)
+
+
+def test_the_reference_slide_keeps_its_own_pixel_size(slide, tmp_path):
+    """--slide-mpp is for the slides to segment: it stands in for the annotated slide's pixel
+    size only where that slide has none; --reference-slide-mpp overrides it."""
+    from PIL import Image
+
+    from wsi_sat.errors import MissingMppError
+    from wsi_sat.reference import ReferenceRequest
+    from wsi_sat.reference.request import read_references
+
+    path, _ = slide
+    ann = tmp_path / "ann.geojson"
+    ann.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[20, 20], [220, 20], [220, 180], [20, 180],
+                                            [20, 20]]]}}))
+
+    def mpp(slide_path, **kw):
+        request = ReferenceRequest(geojson=[ann], slides=[slide_path], **kw)
+        return read_references(request, 0.25).mpp
+
+    assert mpp(path, slide_mpp=0.25) == pytest.approx(MPP)  # its metadata wins
+    assert mpp(path, reference_slide_mpp=0.25) == pytest.approx(0.25)
+    plain = tmp_path / "nompp.tif"
+    Image.fromarray(np.asarray(Image.open(path))).save(plain)  # no resolution tags
+    assert mpp(plain, slide_mpp=0.4) == pytest.approx(0.4)  # stands in where there is none
+    with pytest.raises(MissingMppError, match="--reference-slide-mpp"):
+        mpp(plain)

@@ -147,6 +147,10 @@ def d(tmp_path_factory) -> Path:
         "type": "Feature", "properties": {"classification": {"name": "Gland"}},
         "geometry": {"type": "GeometryCollection", "geometries": [inner]}}]))
     _scale_and_format_traps(d, image)
+    (d / "cohort.csv").write_text("path,mpp\n# nompp.tif has no pixel size of its own\n"
+                                  "nompp.tif,0.5\ncase.2.tif\n")
+    (d / "bad_mpp.tsv").write_text("nompp.tif\t50000\n")
+    (d / "missing.txt").write_text("case.1.tif\nnot_there.svs\n")
     return d
 
 
@@ -383,6 +387,15 @@ CASES = [
     Case("reference cache: the feature bank zeroed",
          CACHED.replace("ref.wsisat", "zero_bank.wsisat"), 2, "edited", origin="issue 31"),
     Case("a 0-byte lock left by a crash", RUN, 0, remains="complete", origin="issue 31"),
+    # --- issue 32: scale traps
+    Case("a slide list: one slide's pixel size in its second column", MINE % "cohort.csv", 0,
+         remains="complete", origin="issue 32"),
+    Case("a slide list: an implausible pixel size", MINE % "bad_mpp.tsv", 2, "line 1",
+         origin="issue 32"),
+    Case("a slide list: a slide that is not there", MINE % "missing.txt", 2, "line 2",
+         origin="issue 32"),
+    Case("--mpp 4.6x finer than level 0 (--mpp 0.108)", RUN + " --mpp 0.108", 2,
+         "4.6x finer", origin="issue 32"),
     Case("a rerun killed in its tiles: summary.csv no longer says done", RUN, 137,
          remains="any", origin="issue 31",
          fault=_fault("wsi_sat.pipeline.batch:write_atomic", SystemExit(137))),
@@ -507,6 +520,10 @@ def test_matrix(case: Case, d: Path, tmp_path: Path, cli, monkeypatch, clean_run
     _remains(out, case.remains)
     if case.id.startswith("cohort --resume"):
         assert output.count("already done") == 2, output
+    if case.id.startswith("a slide list: one"):
+        runs = {p.name: json.loads(p.read_text()) for p in out.glob("*.run.json")}
+        assert runs["nompp.run.json"]["slide"]["mpp_source"] == "slide list"
+        assert runs["case.2.run.json"]["slide"]["mpp_source"] == "metadata"
     if case.id.startswith("a rerun killed"):
         import pandas as pd
 

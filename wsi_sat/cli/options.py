@@ -20,7 +20,9 @@ class Mpp(click.ParamType):
             mpp = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number (µm/px)", param, ctx)
-        if not (0.01 <= mpp <= 100.0):  # also NaN and inf
+        from wsi_sat.io.slide import MPP_RANGE
+
+        if not (MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):  # also NaN and inf
             self.fail(f"{value} µm/px is not a plausible pixel size (0.01-100; 0.25 = 40x, "
                       "0.5 = 20x)", param, ctx)
         return mpp
@@ -82,8 +84,12 @@ def reference_options(command):  # type: ignore[no-untyped-def]
                      help="Working resolution in µm/px (default: --reference-mpp, else each "
                           "slide's level-0 mpp)."),
         click.option("--slide-mpp", type=MPP, default=None,
-                     help="Level-0 pixel size in µm/px, overriding (or standing in for missing)"
-                          " metadata."),
+                     help="Level-0 pixel size in µm/px of the slides to segment, overriding (or "
+                          "standing in for missing) metadata; per slide: a slide list "
+                          "(`path,mpp` lines in a .csv/.tsv/.txt given as SLIDE)."),
+        click.option("--reference-slide-mpp", type=MPP, default=None,
+                     help="Level-0 pixel size of the --reference-slide(s), overriding their "
+                          "metadata (default: their metadata, else --slide-mpp)."),
         click.option("--class-name", default=None,
                      help="QuPath class of the objects [wsi.class_name]; with "
                           "--reference-geojson the target class (default: its most frequent "
@@ -99,7 +105,9 @@ def reference_options(command):  # type: ignore[no-untyped-def]
             images=kwargs.pop("references"), masks=kwargs.pop("reference_masks"),
             reference_mpp=kwargs.pop("reference_mpp"), working_mpp=kwargs.pop("mpp"),
             geojson=kwargs.pop("reference_geojson"), slides=kwargs.pop("reference_slide"),
-            slide_mpp=kwargs.pop("slide_mpp"), negatives=kwargs.pop("negatives"),
+            slide_mpp=kwargs.pop("slide_mpp"),
+            reference_slide_mpp=kwargs.pop("reference_slide_mpp"),
+            negatives=kwargs.pop("negatives"),
             negative_masks=kwargs.pop("negative_masks"), class_name=kwargs.pop("class_name"))
         return command(request=request, **kwargs)
 

@@ -20,12 +20,13 @@ from wsi_sat.config import Config
 from wsi_sat.errors import ConfigError
 
 if TYPE_CHECKING:
+    from wsi_sat.io.slide import SlideSource
     from wsi_sat.pipeline import SlideSummary
     from wsi_sat.reference import ReferenceRequest, ReferenceSet
 
 
 @click.command()
-@click.argument("slides", nargs=-1, required=True)
+@click.argument("slides", nargs=-1, required=True)  # files, folders, globs, slide lists
 @reference_options
 @click.option("--reference-cache", type=click.Path(path_type=Path), default=None,
               help="A reference prepared by `wsi-sat reference prepare` (instead of "
@@ -90,22 +91,23 @@ def run(slides: tuple[str, ...], request: ReferenceRequest, reference_cache: Pat
 
 def _check_inputs(slides: tuple[str, ...], request: ReferenceRequest,
                   reference_cache: Path | None, out_dir: Path, cfg: Config,
-                  allow_upsampling: bool) -> tuple[list[Path], ReferenceSet | None, Config]:
+                  allow_upsampling: bool
+                  ) -> tuple[list[SlideSource], ReferenceSet | None, Config]:
     """Everything a user can get wrong, before models load: the slides (readable, with a pixel
     size, distinct output names, a plannable grid), the output folder and the reference (read,
-    or the cache's metadata). Returns the slides, the references (None: from the cache) and
-    the config with the reference's class."""
+    or the cache's metadata). Returns the slides (each with the pixel size a slide list gave
+    it), the references (None: from the cache) and the config with the reference's class."""
     from wsi_sat.cli.references import read_request, with_class_name
     from wsi_sat.io.slide import list_slides, probe_slide
     from wsi_sat.pipeline.plan import RunOptions, check_output_names, check_slide
     from wsi_sat.reference.cache import read_cache_meta
     from wsi_sat.writers.atomic import writable_dir
 
-    paths = list_slides(slides)
-    check_output_names(paths)
+    sources = list_slides(slides)
+    check_output_names([s.path for s in sources])
     writable_dir(out_dir)
-    for path in paths:  # unreadable slides and missing pixel sizes fail before model loading
-        probe_slide(path, request.slide_mpp)
+    for source in sources:  # unreadable slides and missing pixel sizes fail before the models
+        probe_slide(source.path, source.mpp or request.slide_mpp)
     refs = None
     if reference_cache is not None:
         meta = read_cache_meta(reference_cache)
@@ -114,11 +116,11 @@ def _check_inputs(slides: tuple[str, ...], request: ReferenceRequest,
     else:
         refs, cfg = read_request(cfg, request)
         reference_mpp = refs.mpp
-    options = RunOptions(out_dir=out_dir, slide_mpp=request.slide_mpp, mpp=request.working_mpp,
-                         allow_upsampling=allow_upsampling)
-    for path in paths:  # a grid too large (a typo in an mpp) or a slide thinner than a patch
-        check_slide(path, cfg.wsi, options, reference_mpp)
-    return paths, refs, cfg
+    for source in sources:  # a grid too large (a typo in an mpp), a slide thinner than a patch
+        options = RunOptions(out_dir=out_dir, slide_mpp=source.mpp or request.slide_mpp,
+                             mpp=request.working_mpp, allow_upsampling=allow_upsampling)
+        check_slide(source.path, cfg.wsi, options, reference_mpp)
+    return sources, refs, cfg
 
 
 def _report(summary: SlideSummary) -> None:

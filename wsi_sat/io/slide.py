@@ -155,7 +155,10 @@ def _sample_dtype(handle: Any, backend: str) -> np.dtype | None:
 
 
 class Slide:
-    def __init__(self, path: Path, mpp_override: float | None = None) -> None:
+    def __init__(self, path: Path, mpp_override: float | None = None, *,
+                 mpp_fallback: float | None = None, mpp_flag: str = "--slide-mpp") -> None:
+        """`mpp_override` replaces the metadata's pixel size; `mpp_fallback` stands in only
+        where the metadata has none; `mpp_flag` is the option a missing one asks for."""
         self.path = Path(path)
         self._slide, self.backend = _open(self.path)
         self._ycbcr = False
@@ -170,7 +173,8 @@ class Slide:
             raise SlideReadError(f"cannot read the structure of '{self.path.name}' "
                                  f"({exc.__class__.__name__}); the file may be truncated or "
                                  "corrupt") from None
-        self.mpp = mpp_override if mpp_override else meta_mpp
+        self.mpp = mpp_override or meta_mpp or mpp_fallback
+        self._mpp_flag = mpp_flag
         self.info = SlideInfo(str(self.path), self.backend, dims[0] if dims else (0, 0),
                               self.mpp, downsamples, dims)
         self._check_levels()
@@ -204,7 +208,7 @@ class Slide:
         if self.mpp is None:
             raise MissingMppError(
                 f"slide '{self.path.name}' has no pixel size (µm/px) in its metadata; pass "
-                "--slide-mpp (e.g. 0.25 for 40x, 0.5 for 20x)"
+                f"{self._mpp_flag} (e.g. 0.25 for 40x, 0.5 for 20x)"
             )
         return self.mpp
 
@@ -304,23 +308,76 @@ def probe_slide(path: Path, mpp_override: float | None = None) -> None:
         slide.require_mpp()
 
 
-def list_slides(items: tuple[str, ...] | list[str]) -> list[Path]:
-    """Slides from files, folders (slides inside; a folder of .dcm files is one DICOM slide)
-    and glob patterns (a cohort)."""
-    out: list[Path] = []
+@dataclass(frozen=True)
+class SlideSource:
+    """A slide to segment and the pixel size given for it (a slide list's second column;
+    None: its metadata, or --slide-mpp)."""
+
+    path: Path
+    mpp: float | None = None
+
+
+LIST_SUFFIXES = (".csv", ".tsv", ".txt")
+MPP_RANGE = (0.01, 100.0)  # a plausible level-0 pixel size, µm/px
+
+
+def read_slide_list(path: Path) -> list[SlideSource]:
+    """A slide list: one slide per line, `path[,mpp]` (a tab in .tsv; a header row starting
+    `path` and lines starting `#` are skipped); relative paths are relative to the list."""
+    import csv
+
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SlideReadError(f"cannot read the slide list '{path}' ({exc.__class__.__name__})"
+                             ) from None
+    rows = csv.reader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv"
+                      else ",")
+    out = []
+    for n, row in enumerate(rows, start=1):
+        cells = [c.strip() for c in row]
+        if not cells or not cells[0] or cells[0].startswith("#") or \
+                (n == 1 and cells[0].lower() == "path"):
+            continue
+        slide = Path(cells[0]) if Path(cells[0]).is_absolute() else path.parent / cells[0]
+        where = f"line {n} of '{path}'"
+        if not slide.exists():
+            raise SlideReadError(f"slide '{slide}' ({where}) not found; check the path")
+        mpp = None
+        if len(cells) > 1 and cells[1]:
+            try:
+                mpp = float(cells[1])
+            except ValueError:
+                mpp = float("nan")
+            if not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
+                raise SlideReadError(f"'{cells[1]}' ({where}) is not a plausible pixel size "
+                                     "(µm/px, 0.01-100; 0.25 = 40x, 0.5 = 20x)")
+        out.append(SlideSource(slide, mpp))
+    if not out:
+        raise SlideReadError(f"the slide list '{path}' names no slide")
+    return out
+
+
+def list_slides(items: tuple[str, ...] | list[str]) -> list[SlideSource]:
+    """Slides from files, folders (slides inside; a folder of .dcm files is one DICOM slide),
+    glob patterns (a cohort) and slide lists (.csv / .tsv / .txt: `path[,mpp]` per line, a
+    cohort whose slides each need their own pixel size)."""
+    out: list[SlideSource] = []
     for item in items:
         matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
         if not matches:
             raise SlideReadError(f"no slide matches '{item}'")
         for m in map(Path, matches):
-            if m.is_dir() and not any(m.glob("*.dcm")):
+            if m.is_file() and m.suffix.lower() in LIST_SUFFIXES:
+                out += read_slide_list(m)
+            elif m.is_dir() and not any(m.glob("*.dcm")):
                 found = sorted(p for p in m.iterdir() if p.name.lower().endswith(SLIDE_SUFFIXES)
                                or (p.is_dir() and any(p.glob("*.dcm"))))
                 if not found:
                     raise SlideReadError(f"folder '{m}' holds no slides")
-                out += found
+                out += [SlideSource(p) for p in found]
             elif m.exists():
-                out.append(m)
+                out.append(SlideSource(m))
             else:
                 raise SlideReadError(f"slide '{m}' not found; check the path")
     return out

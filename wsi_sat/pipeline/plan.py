@@ -23,6 +23,7 @@ class RunOptions:
     resume: bool = False
     max_batches: int | None = None  # stop after this many batches (testing resume)
     allow_upsampling: bool = False  # a working resolution finer than the slide's level 0
+    slide_mpp_source: str = "--slide-mpp"  # where slide_mpp came from (run.json)
 
 
 @dataclass(frozen=True)

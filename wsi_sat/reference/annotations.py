@@ -110,13 +110,16 @@ def read_annotated_slides(geojson: Sequence[Path], slides: Sequence[Path]
 
 
 def reference_from_geojson(sets: list[AnnotatedSlide], working_mpp: float | None,
-                           slide_mpp: float | None, margin: float,
-                           class_name: str | None = None) -> GeojsonReference:
+                           margin: float, class_name: str | None = None, *,
+                           slide_mpp: float | None = None,
+                           fallback_mpp: float | None = None) -> GeojsonReference:
     """Crop the target annotations (nearby ones together) with `margin` x their size around
     them from their slides and rasterise them as the mask (holes kept); every annotation of
     another class becomes a negative example (its own bounding box, its polygon as the mask).
     The target class is `class_name`, else the most frequent class over all exports. Crops are
-    at `working_mpp` (else the first slide's own resolution)."""
+    at `working_mpp` (else the first slide's own resolution). A slide's pixel size is
+    `slide_mpp` where given (--reference-slide-mpp), else its metadata's, else `fallback_mpp`
+    (--slide-mpp, which stands in for missing metadata only)."""
     chosen = choose_class([a for s in sets for a in s.annotations], class_name,
                           ", ".join(str(s.geojson) for s in sets))
     targets: list[Reference] = []
@@ -125,7 +128,8 @@ def reference_from_geojson(sets: list[AnnotatedSlide], working_mpp: float | None
     for aset in sets:
         tgt, neg, _ = split_by_class(aset.annotations, chosen, str(aset.geojson),
                                      require_target=False)
-        with Slide(aset.slide, slide_mpp) as slide:  # QuPath's coordinates → level-0
+        with Slide(aset.slide, slide_mpp, mpp_fallback=fallback_mpp,
+                   mpp_flag="--reference-slide-mpp") as slide:  # QuPath's frame → level-0
             mpp = slide.require_mpp()
             target_mpp = target_mpp or mpp
             factor = Scale(mpp, target_mpp).factor  # crop px per level-0 px

@@ -27,8 +27,9 @@ class ReferenceRequest:
 
     `images` + `masks` (one per image, or none: `<stem>_mask.png` beside it, else the alpha
     channel) at `reference_mpp` µm/px; and/or QuPath exports `geojson` drawn on `slides` (the
-    n-th export on the n-th slide, or all on the one slide given; `slide_mpp` when a slide has
-    no pixel size): annotations of `class_name` (else the most frequent class) are the target,
+    n-th export on the n-th slide, or all on the one slide given; their own pixel size, else
+    `reference_slide_mpp` where given (overriding it), else `slide_mpp` where they have none):
+    annotations of `class_name` (else the most frequent class) are the target,
     every other class a negative example — corrections drawn on a result slide are such
     exports. `negatives` (+ `negative_masks`) are images of tissue that is not the target, at
     `reference_mpp` like the references. `working_mpp` is the resolution slides are segmented
@@ -43,6 +44,7 @@ class ReferenceRequest:
     geojson: Sequence[str | Path] = ()
     slides: Sequence[str | Path] = ()
     slide_mpp: float | None = None
+    reference_slide_mpp: float | None = None
     negatives: Sequence[ReferenceInput] = ()
     negative_masks: Sequence[str | Path] = ()
     class_name: str | None = None
@@ -75,8 +77,9 @@ def read_references(request: ReferenceRequest, margin: float) -> ReferenceSet:
     if request.geojson:
         sets = read_annotated_slides([Path(g) for g in request.geojson],
                                      [Path(s) for s in request.slides])
-        got = reference_from_geojson(sets, working, request.slide_mpp, margin,
-                                     request.class_name)
+        got = reference_from_geojson(sets, working, margin, request.class_name,
+                                     slide_mpp=request.reference_slide_mpp,
+                                     fallback_mpp=request.slide_mpp)
         working, class_name = got.mpp, got.class_name
     factor = (Scale(request.reference_mpp, working).factor
               if request.reference_mpp and working else 1.0)
