@@ -27,7 +27,7 @@ from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, 
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.geojson import feature_collection, tissue_collection, write_geojson
 from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, open_level0, read_level
-from wsi_sat.writers.overview import write_overview
+from wsi_sat.writers.overview import Legend, write_overview
 from wsi_sat.writers.manifest import build_manifest, sign_record, write_manifest
 from wsi_sat.writers.provenance import utc_now, write_run_json
 from wsi_sat.writers.tables import objects_table, write_objects
@@ -96,7 +96,7 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
         timings[f"tiles_{stage}"] = sec
     timings["total"] = time.perf_counter() - t_start
     record = {**record, **_results(table, tables, tissue, paths, levels, instances),
-              "target_in_tissue_mm2": _inside_tissue_mm2(objs, tissue, plan.scale.level0),
+              "target_in_tissue_mm2": tissue.target_inside_mm2,
               "timings_s": timings,
               "cpu_s": cpu[0].record(cpu[1]) if cpu is not None else None}
     record["warnings"] = slide_warnings(record)
@@ -132,6 +132,7 @@ def _label_pyramid(paths: OutputPaths, plan: SlidePlan, segmented: list[Tile],
 class _Tissue:
     polygons: list[Any]  # level-0 pixels
     area_mm2: float
+    target_inside_mm2: float  # of the objects' area
 
 
 def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list[TileObject],
@@ -148,8 +149,8 @@ def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list
                           wcfg.object_size_flag)
     collection = feature_collection(objs_qp, object_type, wcfg.class_name, wcfg.class_color,
                                     table)
-    thumb, _ = slide.thumbnail(wcfg.overview_px)
-    tissue = _tissue(slide, plan)
+    thumb, thumb_downsample = slide.thumbnail(wcfg.overview_px)
+    tissue = _tissue(slide, plan, objs)
     paths.run_json.unlink(missing_ok=True)
     paths.manifest.unlink(missing_ok=True)
     shutil.rmtree(paths.zarr, ignore_errors=True)
@@ -158,28 +159,34 @@ def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list
     write_geojson(paths.tissue_geojson, tissue_collection(
         [level0_to_qupath(poly, bounds) for poly in tissue.polygons], [30, 90, 255]))
     tables = write_objects(paths.objects_csv, table)
+    legend = Legend(class_name=wcfg.class_name, color_rgb=wcfg.class_color, objects=len(objs),
+                    target_mm2=float(table["area_um2"].sum()) / 1e6,
+                    tissue_mm2=tissue.area_mm2, target_in_tissue_mm2=tissue.target_inside_mm2,
+                    um_per_px=thumb_downsample * plan.scale.slide_mpp, instances=instances)
     write_overview(paths.overview, thumb, plan.tissue.tissue,
-                   read_level(paths.zarr, levels - 1) > 0)
+                   read_level(paths.zarr, levels - 1) > 0, legend)
     return table, tables, tissue
 
 
-def _tissue(slide: Slide, plan: SlidePlan) -> _Tissue:
-    """The detected tissue as level-0 polygons, and its area."""
+def _tissue(slide: Slide, plan: SlidePlan, objs: list[TileObject]) -> _Tissue:
+    """The detected tissue as level-0 polygons, its area and the objects' area inside it."""
     mask = plan.tissue.tissue
     thumb_scale = Scale(plan.scale.slide_mpp, plan.scale.slide_mpp * slide.dimensions[0]
                         / mask.shape[1])
-    polys = tile_objects(mask, None, mask.astype(np.float32), 0, (0, 0), thumb_scale, 1.0)
-    return _Tissue([o.polygon for o in polys],
-                   thumb_scale.area_um2(float(mask.sum())) / 1e6)
+    polys = [o.polygon for o in tile_objects(mask, None, mask.astype(np.float32), 0, (0, 0),
+                                             thumb_scale, 1.0)]
+    return _Tissue(polys, thumb_scale.area_um2(float(mask.sum())) / 1e6,
+                   _inside_tissue_mm2(objs, polys, plan.scale.level0))
 
 
-def _inside_tissue_mm2(objs: list[TileObject], tissue: _Tissue, level0: Scale) -> float:
+def _inside_tissue_mm2(objs: list[TileObject], tissue_level0: list[Any], level0: Scale
+                       ) -> float:
     """The target's area inside the detected tissue (the tissue is found on a thumbnail and
     the target in tiles, so a little target can lie outside it; a fraction of the tissue is
     a fraction of this)."""
-    if not objs or not tissue.polygons:
+    if not objs or not tissue_level0:
         return 0.0
-    inside = shapely.union_all(np.asarray(tissue.polygons, dtype=object))
+    inside = shapely.union_all(np.asarray(tissue_level0, dtype=object))
     shapely.prepare(inside)
     parts = shapely.intersection(np.asarray([o.polygon for o in objs], dtype=object), inside)
     return level0.area_um2(float(shapely.area(parts).sum())) / 1e6

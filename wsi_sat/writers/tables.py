@@ -72,6 +72,7 @@ def slide_row(stem: str, record: dict[str, Any], status: str) -> dict[str, Any]:
     inside_mm2 = record.get("target_in_tissue_mm2", min(target_mm2, tissue_mm2))
     objects = record.get("objects", 0)
     return {"slide": stem, "status": status, "run_key": str(record.get("run_key", ""))[:12],
+            "object_type": record.get("object_type", ""),
             "tissue_mm2": tissue_mm2, "objects": objects,
             "target_mm2": target_mm2,
             "target_fraction_of_tissue": inside_mm2 / tissue_mm2 if tissue_mm2 else 0.0,
@@ -101,8 +102,12 @@ def folder_rows(out_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
+    """summary.csv, and report.html beside it (the same rows as a page to look at)."""
+    from wsi_sat.writers.report import write_report
+
     write_atomic(path, lambda p: pd.DataFrame(rows).to_csv(p, index=False,
                                                           float_format="%.4f"))
+    write_report(Path(path).with_name("report.html"), rows)
 
 
 def update_summary(out_dir: Path, stem: str, record: dict[str, Any] | None, status: str) -> None:
