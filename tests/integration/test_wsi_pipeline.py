@@ -71,6 +71,13 @@ def test_region_run_outputs(slide, fake_engine, tmp_path):
     assert set(run["tiles"]) >= {"grid", "tissue", "segmented"}
     assert run["tiles"]["grid"] >= run["tiles"]["tissue"] == summary.tiles_segmented > 0
     assert "total" in run["timings_s"]
+    # every object is tagged as wsi-sat's (the QuPath import replaces only tagged objects)
+    from wsi_sat.writers.geojson import TAG
+
+    for name in (f"{stem}.geojson", f"{stem}.tissue.geojson"):
+        features = json.loads((tmp_path / name).read_text())["features"]
+        assert features and all(f["properties"]["metadata"] == {TAG: run["run_key"][:12]}
+                                for f in features), name
     # the CPU account (in-process run): the encoder's share of the process's CPU time
     cpu = run["cpu_s"]
     assert cpu["tiles"] == summary.tiles_segmented

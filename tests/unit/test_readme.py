@@ -67,3 +67,39 @@ def test_the_qupath_import_script_names_outputs_as_wsi_sat_does():
     listed = re.search(r"def SLIDE_SUFFIXES = \[(.*?)\]", script, re.S).group(1)
     assert tuple(re.findall(r"'([^']+)'", listed)) == SLIDE_SUFFIXES
     assert "PathIO.readObjects" in script and ".geojson" in script
+
+
+# the QuPath API the import script calls, each read in QuPath's source (v0.4+): Project,
+# ProjectImageEntry (UriResource.getURIs since v0.4.0), ImageData, PathObjectHierarchy, PathIO,
+# PathObject, MeasurementList, MetadataStore; and the Groovy/JDK calls beside them
+QUPATH_CALLS = {"getProject", "getImageList", "getImageName", "getURIs", "readImageData",
+                "saveImageData", "getHierarchy", "getFlattenedObjectList", "removeObjects",
+                "addObjects", "readObjects", "getPathClass", "getMeasurementList",
+                "getMeasurementNames", "isRootObject", "getMetadataString", "putMetadataValue"}
+GROOVY_CALLS = {"toLowerCase", "endsWith", "length", "substring", "startsWith", "any",
+                "isDirectory", "listFiles", "findAll", "each", "parse", "toString",
+                "containsKey", "isFile", "collect", "toSet", "size", "isEmpty"}
+
+
+def test_the_qupath_import_script_replaces_only_what_wsi_sat_wrote():
+    """The script tags and recognises wsi-sat's objects by the GeoJSON's own tag, removes only
+    tagged objects, defaults to a dry run, matches images by file before name, and calls no
+    QuPath method beyond the ones read in QuPath's source."""
+    import re
+
+    from wsi_sat.writers.geojson import TAG
+
+    script = (ROOT / "examples" / "qupath" / "import_wsi_sat_results.groovy").read_text()
+    code = "\n".join(line for line in script.splitlines()
+                     if not line.lstrip().startswith(("*", "/*", "//")))
+    assert f"def TAG = '{TAG}'" in code and "def DRY_RUN = true" in code
+    assert re.search(r"findAll \{\s*!it.isRootObject\(\) && it.getPathClass\(\) in classes "
+                     r"&& writtenByWsiSat\(it, TAG\)", code)
+    assert code.index("getURIs") < code.index("getImageName(), suffixes")
+    calls = set(re.findall(r"\.(\w+)\(", code)) | set(re.findall(r"^\s*def \w+ = (\w+)\(", code,
+                                                                 re.M))
+    assert calls <= QUPATH_CALLS | GROOVY_CALLS, calls - QUPATH_CALLS - GROOVY_CALLS
+    header = script[: script.index("*/")]
+    for name in QUPATH_CALLS - {"getProject"}:
+        if name in calls:
+            assert name in header, f"{name} is not in the script's list of QuPath calls"

@@ -90,7 +90,7 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     timings["pyramid"] = time.perf_counter() - t
     t = time.perf_counter()
     table, tables, tissue = _write_outputs(slide, plan, paths, objs, instances, wcfg, levels,
-                                           expected_um2)
+                                           expected_um2, record["run_key"])
     timings["write_outputs"] = time.perf_counter() - t
     for stage, sec in stage_sums.items():
         timings[f"tiles_{stage}"] = sec
@@ -137,7 +137,7 @@ class _Tissue:
 
 def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list[TileObject],
                    instances: bool, wcfg: WsiConfig, levels: int,
-                   expected_um2: tuple[float, float] | None
+                   expected_um2: tuple[float, float] | None, run_key: str
                    ) -> tuple[Any, list[Path], _Tissue]:
     """The transaction: the previous run.json goes first (its outputs no longer look complete),
     then the store, GeoJSON, tables and overview are replaced (run.json comes last, after
@@ -148,7 +148,7 @@ def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list
     table = objects_table(objs_qp, wcfg.class_name, plan.scale.level0, instances, expected_um2,
                           wcfg.object_size_flag)
     collection = feature_collection(objs_qp, object_type, wcfg.class_name, wcfg.class_color,
-                                    table)
+                                    table, run_key)
     thumb, thumb_downsample = slide.thumbnail(wcfg.overview_px)
     tissue = _tissue(slide, plan, objs)
     paths.run_json.unlink(missing_ok=True)
@@ -157,7 +157,7 @@ def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list
     paths.partial.rename(paths.zarr)
     write_geojson(paths.geojson, collection)
     write_geojson(paths.tissue_geojson, tissue_collection(
-        [level0_to_qupath(poly, bounds) for poly in tissue.polygons], [30, 90, 255]))
+        [level0_to_qupath(poly, bounds) for poly in tissue.polygons], [30, 90, 255], run_key))
     tables = write_objects(paths.objects_csv, table)
     legend = Legend(class_name=wcfg.class_name, color_rgb=wcfg.class_color, objects=len(objs),
                     target_mm2=float(table["area_um2"].sum()) / 1e6,

@@ -23,15 +23,20 @@ from wsi_sat.stitch.polygons import TileObject
 from wsi_sat.writers.atomic import write_atomic
 
 AREA, PERIMETER, SCORE = "wsi-sat area µm^2", "wsi-sat perimeter µm", "score"
+# every object wsi-sat writes carries `properties.metadata[TAG]` = the run key's first 12 hex
+# digits; QuPath keeps it as object metadata where the object type stores metadata
+# (annotations), so the import script replaces only what wsi-sat wrote
+TAG = "wsi-sat run"
 
 
-def tissue_collection(tissue_polygons: list, class_color: list[int]) -> dict:
+def tissue_collection(tissue_polygons: list, class_color: list[int], run_key: str = "") -> dict:
     """The detected tissue as QuPath annotations of class "Tissue" (level-0 pixels)."""
     polys = [orient(poly, 1.0) for poly in tissue_polygons]
     features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": rings},
                  "properties": {"objectType": "annotation", "isLocked": True,
                                 "classification": {"name": "Tissue",
-                                                   "color": list(class_color)}}}
+                                                   "color": list(class_color)},
+                                "metadata": {TAG: run_key[:12]}}}
                 for rings in _ring_coordinates(polys)]
     return {"type": "FeatureCollection", "features": features}
 
@@ -54,7 +59,7 @@ def _ring_coordinates(polys: list) -> list[list[np.ndarray]]:
 
 
 def feature_collection(objs: list[TileObject], object_type: str, class_name: str,
-                       class_color: list[int], table: pd.DataFrame) -> dict:
+                       class_color: list[int], table: pd.DataFrame, run_key: str = "") -> dict:
     """The objects (level-0 polygons; an instance of several pieces a MultiPolygon) as a QuPath
     FeatureCollection, with the measurements of their rows of `objects_table`."""
     features = []
@@ -73,7 +78,8 @@ def feature_collection(objs: list[TileObject], object_type: str, class_name: str
                     {"type": "MultiPolygon", "coordinates": pieces})
         properties = {"objectType": object_type,
                       "classification": {"name": class_name, "color": list(class_color)},
-                      "isLocked": False, "measurements": measures[i]}
+                      "isLocked": False, "measurements": measures[i],
+                      "metadata": {TAG: run_key[:12]}}
         if "size_flag" in table and table["size_flag"].iat[i]:
             properties["wsi-sat size flag"] = table["size_flag"].iat[i]
         features.append({"type": "Feature", "id": str(uuid.uuid5(namespace, f"{i}:{text[:200]}")),
