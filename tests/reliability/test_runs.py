@@ -198,3 +198,17 @@ def test_summary_csv_gathers_every_slide_of_the_folder(slide, fake_engine, tmp_p
         assert row.objects == len(features) > 0
         area_um2 = sum(f["properties"]["measurements"]["wsi-sat area µm^2"] for f in features)
         assert abs(row.target_mm2 - area_um2 / 1e6) < 1e-4
+
+
+def test_every_phase_reports_progress_in_a_batch_log(slide, fake_engine, tmp_path, caplog):
+    """Reference, survey, tiles and finalize each log where they stand (a SLURM log is not a
+    terminal: no bar, plain lines)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="wsi_sat.progress")
+    _run(fake_engine, slide, tmp_path / "o")
+    lines = [r.getMessage() for r in caplog.records if r.name == "wsi_sat.progress"]
+    for phase in ("reference views: ", "case.1.tif survey: ", "case.1 tiles: ",
+                  "case.1 finalize: "):
+        assert any(line.startswith(phase) for line in lines), (phase, lines)
+    assert any(line.startswith("case.1 tiles:") and "done in" in line for line in lines)

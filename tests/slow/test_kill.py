@@ -205,6 +205,8 @@ def test_dask_workers_killed_mid_run_are_replaced_with_the_same_result(files, cl
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     _same(clean, _snapshot(out))
+    # stderr is a pipe here, as in a SLURM log: progress comes as plain lines
+    assert "case.1 tiles: " in err and "tiles done in" in err
 
 
 def test_a_worker_killed_while_the_cluster_starts_is_replaced(files, clean, tmp_path):

@@ -25,6 +25,7 @@ class ViewEncodings:
         self.engine, self.folder, self.dtype, self.encoder_key = engine, folder, dtype, encoder_key
         self.encoded = 0  # images this wrapper sent to the encoder
         self.reused = 0  # images read back from the folder
+        self.progress: Any = None  # a runtime.progress.Progress counting the images
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -51,4 +52,6 @@ class ViewEncodings:
             known[i] = rounded(enc, self.dtype)
         self.encoded += len(todo)
         self.reused += len(images) - len(todo)
+        if self.progress is not None:
+            self.progress.update(len(images))
         return [e for e in known if e is not None]

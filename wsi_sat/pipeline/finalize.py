@@ -33,6 +33,7 @@ from wsi_sat.writers.provenance import utc_now, write_run_json
 from wsi_sat.writers.tables import objects_table, write_objects
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("wsi_sat.progress")  # runtime/progress.py: shown by default
 
 
 @dataclass
@@ -83,12 +84,16 @@ def finalize_slide(slide: Slide, plan: SlidePlan, paths: OutputPaths, segmented:
     objs, stage_sums, encodings = load_shards(paths.shards)
     survey = record["tiles"].pop("survey_encodings", {})
     record["tiles"].update({k: v + survey.get(k, 0) for k, v in encodings.items()})
+    progress.info("%s finalize: merging %d pieces across tile borders", paths.stem, len(objs))
     objs, mapping = merge_instances(objs) if instances else (merge_regions(objs), {})
     timings["merge"] = time.perf_counter() - t
     t = time.perf_counter()
+    progress.info("%s finalize: %d objects; building the label pyramid", paths.stem, len(objs))
     levels = _label_pyramid(paths, plan, segmented, objs, mapping, instances, wcfg)
     timings["pyramid"] = time.perf_counter() - t
     t = time.perf_counter()
+    progress.info("%s finalize: %d levels; writing the GeoJSON, tables, overview and manifest",
+                  paths.stem, levels)
     table, tables, tissue = _write_outputs(slide, plan, paths, objs, instances, wcfg, levels,
                                            expected_um2, record["run_key"])
     timings["write_outputs"] = time.perf_counter() - t

@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from wsi_sat.config import INSTANCE_MODES, Config, config_to_dict
 from wsi_sat.geometry import Scale
 from wsi_sat.encodings import TileEncodings, encodings_root, tiles_key
@@ -36,6 +34,7 @@ from wsi_sat.pipeline.survey import Survey, survey_slide
 from wsi_sat.reference import SlideReference
 from wsi_sat.runtime.cpu import CpuAccount
 from wsi_sat.runtime.heap import frozen_heap
+from wsi_sat.runtime.progress import Progress
 from wsi_sat.runtime.lanes import local_lanes, run_in_lanes
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.signature import encoder_identity, run_key, slide_sha256
@@ -202,8 +201,7 @@ def _run_batches(tasks: list[BatchTask], survey: Survey, plan: SlidePlan,
         pending = pending[: options.max_batches]
     ran = sum(len(t.tiles) for t in pending)
     done_tiles = sum(len(t.tiles) for t in tasks) - ran
-    with tqdm(total=n_tiles, initial=done_tiles, unit="tile", desc=stem, disable=None,
-              dynamic_ncols=True) as bar:
+    with Progress(f"{stem} tiles", n_tiles, "tile", initial=done_tiles) as bar:
         if client is None:
             cancel = threading.Event()  # set when this stops early: lanes stop at their next tile
             with closing(run_in_lanes(

@@ -4,6 +4,7 @@ decision from them. The encodings are kept for the batches."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,11 +19,14 @@ from wsi_sat.models.sam import Encoded
 from wsi_sat.pipeline.batch import read_tile
 from wsi_sat.pipeline.plan import SlidePlan
 from wsi_sat.runtime.lanes import lent_threads, run_in_lanes
+from wsi_sat.runtime.progress import Progress
 from wsi_sat.runtime.threads import torch_threads
 from wsi_sat.sat import ReferenceEmbedding, SurveyPatches, decide_slide, survey_patches
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.tiling.tissue import tile_mask
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,14 @@ def survey_slide(slide: Slide, plan: SlidePlan, reference: ReferenceEmbedding,
         results = run_in_lanes(one_tile, [*chosen, *ahead], lanes)
         try:
             done: dict[int, tuple[int, Encoded, SurveyPatches | None, bool]] = {}
-            for r in results:  # until every surveyed tile is in (the tiles ahead go on)
-                done[r[0]] = r
-                if surveyed <= done.keys():
-                    break
+            with Progress(f"{slide.path.name} survey", len(chosen), "tile") as progress:
+                for r in results:  # until every surveyed tile is in (the tiles ahead go on)
+                    done[r[0]] = r
+                    progress.update(int(r[0] in surveyed))
+                    if surveyed <= done.keys():
+                        break
+            log.info("%s survey: clustering %d tiles' patches and fitting the slide's decision",
+                     slide.path.name, len(chosen))
             with lent_threads(min(lanes, ocfg.restarts), "wsi-sat-survey") as workers:
                 embedding, info = decide_slide(reference, [done[t.index][2] for t in chosen],
                                                config.sat, workers)

@@ -15,7 +15,8 @@ from wsi_sat.encodings import ViewEncodings
 from wsi_sat.errors import WsiSatError
 from wsi_sat.reference.images import Reference, rescale_reference
 from wsi_sat.reference.request import ReferenceSet
-from wsi_sat.sat import ReferenceEmbedding
+from wsi_sat.runtime.progress import Progress
+from wsi_sat.sat import ReferenceEmbedding, standard_views
 from wsi_sat.segmenter import Segmenter
 from wsi_sat.signature import encoder_identity, sha256_json
 from wsi_sat.writers.provenance import array_hash, model_info
@@ -100,9 +101,14 @@ def prepare_slide_reference(segmenter: Segmenter, refs: ReferenceSet,
              for ex in reference_windows(*r.example, wcfg.tile_px)]
     negative_pairs = [ex for n in refs.negatives
                       for ex in reference_windows(n.image, n.mask, wcfg.tile_px, negative=True)]
-    embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
-                                            encode_scale=scale, negatives=negative_pairs,
-                                            engine=views)
+    rcfg = segmenter.config.sat.reference
+    n_views = sum(len(standard_views(mask.shape[:2], rcfg.augment, rcfg.view_scale))
+                  for _, mask in [p for p, _ in pairs] + negative_pairs)
+    with Progress("reference views", n_views, "view") as views.progress:
+        embedding = segmenter.prepare_reference([p for p, _ in pairs], [n for _, n in pairs],
+                                                encode_scale=scale, negatives=negative_pairs,
+                                                engine=views)
+    views.progress = None
     info = reference_info(refs.references, refs.source_mpp)
     info["features_mpp"] = feature_input_mpp(segmenter, scale, refs.mpp)
     if refs.negatives:

@@ -30,9 +30,11 @@ from wsi_sat.sat.segment import (
     segment_image,
 )
 from wsi_sat.sat.survey import SurveyPatches, decide_slide, survey_patches
+from wsi_sat.sat.views import standard_views
 
 __all__ = ["ONE_THREAD", "Backbone", "Calibration", "Encoding", "Engine", "Example", "PatchGrid",
            "ObjectSizes", "ReferenceEmbedding", "SegmentResult", "SurveyPatches", "Workers", "decide_slide",
            "decided_maps", "decided_maps_fit", "decided_result", "dice", "iou",
-           "keep_on_tissue", "prepare_embedding", "segment_image", "stains", "survey_patches",
+           "keep_on_tissue", "prepare_embedding", "segment_image", "standard_views", "stains",
+           "survey_patches",
            "validate_negative_mask", "validate_reference_mask"]
