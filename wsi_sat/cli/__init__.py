@@ -63,12 +63,13 @@ def app(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-from wsi_sat.cli.admin import check, config_group, demo, models
+from wsi_sat.cli.admin import check, config_group, demo, models, view
 from wsi_sat.cli.images import eval_cmd, segment
 from wsi_sat.cli.references import reference_group
 from wsi_sat.cli.slides import run
 
-for _command in (segment, run, reference_group, eval_cmd, check, models, config_group, demo):
+for _command in (segment, run, reference_group, eval_cmd, check, view, models, config_group,
+                 demo):
     app.add_command(_command)
 
 

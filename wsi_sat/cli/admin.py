@@ -121,3 +121,34 @@ def check(out_dir: Path, quick: bool) -> None:
     if bad:
         raise RunStateError(f"{len(bad)} of {len(checks)} slides incomplete or inconsistent: "
                             f"{', '.join(bad)}")
+
+
+@click.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.argument("stem", required=False)
+def view(out_dir: Path, stem: str | None) -> None:
+    """Open a slide of a results folder in napari: the slide, and its labels over it (visible,
+    named by the class, aligned in µm). STEM: the slide's output name (default: the only one).
+    Needs napari in the same environment (`pip install 'napari[all]'`)."""
+    from wsi_sat.errors import ConfigError, RunStateError
+    from wsi_sat.writers.napari_layers import slide_layers
+
+    stems = sorted(p.name[: -len(".run.json")] for p in Path(out_dir).glob("*.run.json"))
+    if stem is None:
+        if len(stems) != 1:
+            raise RunStateError(f"'{out_dir}' holds {len(stems)} finished slides; name one: "
+                                f"{', '.join(stems[:10]) or '(none)'}")
+        stem = stems[0]
+    layers = slide_layers(out_dir, stem)
+    try:
+        import napari
+    except ImportError:
+        raise ConfigError("napari is not installed here: `pip install 'napari[all]'` into this "
+                          "environment, then rerun") from None
+    viewer = napari.Viewer(title=f"wsi-sat: {stem}")
+    for layer in layers:
+        data = layer.data if layer.kwargs.get("multiscale") else layer.data[0]
+        getattr(viewer, f"add_{layer.kind}")(data, **layer.kwargs)
+    viewer.scale_bar.visible = True
+    viewer.scale_bar.unit = "um"
+    napari.run()

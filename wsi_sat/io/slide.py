@@ -204,6 +204,19 @@ class Slide:
                                  "RGB brightfield slides: export it with 8 bits per channel "
                                  "(e.g. from QuPath or with vips)")
 
+    def pyramid_arrays(self) -> list[Any] | None:
+        """The slide's pyramid levels as lazy zarr arrays (y, x, RGB uint8), level 0 first,
+        where tiffslide reads it (a viewer's image layer); else None."""
+        group = getattr(self._slide, "zarr_group", None) if self.backend == "tiffslide" else None
+        try:
+            keys = sorted(group.array_keys(), key=int) if group is not None else []
+            arrays = [group[k] for k in keys]
+        except Exception:  # noqa: BLE001 - a layout tiffslide cannot give as zarr
+            return None
+        ok = arrays and all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+                            for a in arrays)
+        return arrays if ok else None
+
     def require_mpp(self) -> float:
         if self.mpp is None:
             raise MissingMppError(

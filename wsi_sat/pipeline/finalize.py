@@ -129,8 +129,9 @@ def _label_pyramid(paths: OutputPaths, plan: SlidePlan, segmented: list[Tile],
     relabel(open_level0(paths.partial), mapping, written)
     labels = (LabelInfo.instances(wcfg.class_name, [o.label for o in objs]) if instances
               else LabelInfo.region(wcfg.class_name, wcfg.class_color))
+    # named by the class: viewers (napari-ome-zarr, ome-zarr-py) name the layer after it
     return build_pyramid(paths.partial, wcfg.pyramid_min_px, plan.scale.working_mpp,
-                         paths.stem, written, labels)
+                         wcfg.class_name, written, labels)
 
 
 @dataclass(frozen=True)
