@@ -123,6 +123,16 @@ def test_a_finished_slide_is_skipped_by_a_cohort_resume(slide, fake_engine, tmp_
     assert not other.skipped
     run = json.loads((out / "case.1.run.json").read_text())
     assert run["run_key"] and len(run["run_key"]) == 64
+    # an output deleted since (or cut short): the slide is not done, a resume redoes it
+    for damage in (lambda p: p.unlink(), lambda p: p.write_bytes(p.read_bytes()[:100])):
+        done = _run(fake_engine, slide, out, ref_seed=3, resume=True)
+        assert done.skipped
+        damage(out / "case.1.overview.png")
+        redone = _run(fake_engine, slide, out, ref_seed=3, resume=True)
+        assert not redone.skipped and redone.objects == other.objects
+        from wsi_sat.pipeline.verify import check_output
+
+        assert [c.problems for c in check_output(out)] == [[]]
 
 
 def test_one_writer_per_output_and_stale_locks(tmp_path):

@@ -1,7 +1,7 @@
 """What a run may reuse from an output folder, decided by the run key (pipeline/signature.py).
 
-* A slide whose run.json carries this run's key, with its store and GeoJSON in place, is done
-  (a cohort `--resume` skips it).
+* A slide whose run.json carries this run's key, with every file its manifest lists in place at
+  its size, is done (a cohort `--resume` skips it; one with an output deleted or cut is redone).
 * `--resume` reuses the `.partial` store and the shards only when they carry this key, and
   refuses otherwise (one line; rerun without --resume to start afresh): it never mixes runs.
 * A store already renamed into place whose run.json is missing (a kill in the final phase)
@@ -22,6 +22,7 @@ import zarr
 
 from wsi_sat.errors import RunStateError
 from wsi_sat.pipeline.plan import OutputPaths
+from wsi_sat.writers.manifest import complete
 from wsi_sat.writers.ome_zarr import FORMAT
 
 KEY_ATTR = "wsi_sat"
@@ -47,8 +48,10 @@ def finished(paths: OutputPaths, key: str) -> dict[str, Any] | None:
         record = json.loads(paths.run_json.read_text())
     except (OSError, ValueError):
         return None
-    complete = paths.geojson.is_file() and (paths.zarr / "0").is_dir()
-    return record if record.get("run_key") == key and complete else None
+    if record.get("run_key") != key:
+        return None
+    # every output in place at its size (a file deleted or cut since: the slide is redone)
+    return record if complete(paths.out_dir, paths.manifest, paths.zarr) else None
 
 
 def _refuse(what: Path) -> RunStateError:

@@ -26,7 +26,7 @@ from wsi_sat.pipeline.consistency import labels_problem, polygons_problem, pyram
 from wsi_sat.pipeline.plan import OutputPaths
 from wsi_sat.pipeline.resume import store_key
 from wsi_sat.signature import file_sha256
-from wsi_sat.writers.manifest import record_intact, store_files
+from wsi_sat.writers.manifest import differences, record_intact
 from wsi_sat.writers.tables import slide_row
 
 SUMMARY = "summary.csv"
@@ -71,38 +71,20 @@ def _read_record(paths: OutputPaths) -> tuple[dict[str, Any] | None, str | None]
     return record, None
 
 
-def _compare(path: Path, entry: dict[str, Any], quick: bool) -> str | None:
-    """'missing', 'changed' or None for one file against its manifest entry."""
-    if not path.is_file():
-        return "missing"
-    if path.stat().st_size != entry.get("bytes"):
-        return "changed"
-    if not quick and file_sha256(path) != entry.get("sha256"):
-        return "changed"
-    return None
-
-
 def _manifest_problems(paths: OutputPaths, record: dict[str, Any], quick: bool) -> list[str]:
     try:
         if not quick and file_sha256(paths.manifest) != record["manifest"].get("sha256"):
             return [f"'{paths.manifest.name}' was edited or replaced; {_RERUN}"]
         manifest = json.loads(paths.manifest.read_text())
-        files, chunks = manifest["files"], manifest["store"]["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        files, chunks, extra = differences(paths.out_dir, manifest, paths.zarr, quick)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [f"'{paths.manifest.name}' is missing or unreadable; {_RERUN}"]
-    problems = []
-    for name, entry in files.items():
-        verdict = _compare(paths.out_dir / name, entry, quick)
-        if verdict:
-            problems.append(f"'{name}' is {verdict} since the run wrote it; {_RERUN}")
-    on_disk = {p.relative_to(paths.zarr).as_posix() for p in store_files(paths.zarr)}
-    bad = {name: _compare(paths.zarr / name, entry, quick) for name, entry in chunks.items()}
-    bad = {k: v for k, v in bad.items() if v}
-    extra = sorted(on_disk - set(chunks))
-    if bad:
-        first = sorted(bad)[0]
-        problems.append(f"label store: {len(bad)} file(s) missing or changed (first "
-                        f"'{paths.zarr.name}/{first}', {bad[first]}); {_RERUN}")
+    problems = [f"'{name}' is {verdict} since the run wrote it; {_RERUN}"
+                for name, verdict in files.items()]
+    if chunks:
+        first = sorted(chunks)[0]
+        problems.append(f"label store: {len(chunks)} file(s) missing or changed (first "
+                        f"'{paths.zarr.name}/{first}', {chunks[first]}); {_RERUN}")
     if extra:
         problems.append(f"label store: {len(extra)} file(s) the run did not write (first "
                         f"'{paths.zarr.name}/{extra[0]}'); {_RERUN}")

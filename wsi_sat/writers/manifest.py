@@ -57,3 +57,37 @@ def record_intact(record: dict[str, Any]) -> bool:
     body = dict(record)
     signed = body.pop(RECORD_HASH, None)
     return signed is not None and signed == sha256_json(body)
+
+
+def _verdict(path: Path, entry: dict[str, Any], quick: bool) -> str | None:
+    """'missing', 'changed' or None for one file against its manifest entry."""
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != entry.get("bytes"):
+        return "changed"
+    if not quick and file_sha256(path) != entry.get("sha256"):
+        return "changed"
+    return None
+
+
+def differences(out_dir: Path, manifest: dict[str, Any], store: Path, quick: bool
+                ) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """What differs from `manifest`: output files and store files that are missing or changed
+    (name → verdict), and store files it does not list. `quick`: sizes only."""
+    files = {name: _verdict(Path(out_dir) / name, entry, quick)
+             for name, entry in manifest["files"].items()}
+    chunks = manifest["store"]["files"]
+    in_store = {name: _verdict(store / name, entry, quick) for name, entry in chunks.items()}
+    on_disk = {p.relative_to(store).as_posix() for p in store_files(store)}
+    return ({k: v for k, v in files.items() if v}, {k: v for k, v in in_store.items() if v},
+            sorted(on_disk - set(chunks)))
+
+
+def complete(out_dir: Path, manifest_path: Path, store: Path) -> bool:
+    """Whether every file a manifest lists is in place with its size, and nothing was added
+    to the store (a quick look, no hashing: what a cohort --resume trusts before skipping)."""
+    try:
+        manifest = json.loads(Path(manifest_path).read_text())
+        return not any(differences(out_dir, manifest, store, quick=True))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
