@@ -149,3 +149,21 @@ def test_shards_polygons_read_back_exactly_from_wkb_and_from_earlier_wkt(tmp_pat
     assert all(shapely.to_wkb(o.polygon) == shapely.to_wkb(p) for o, p in zip(objs[:3], polys))
     assert shapely.equals_exact(objs[3].polygon, polys[3], tolerance=1e-9)
     assert timings == {"polygons": 2.0}
+
+
+def test_the_target_fraction_of_tissue_counts_only_the_target_inside_it():
+    """The tissue is found on a thumbnail and the target in tiles: a target that reaches past
+    the tissue's outline must not make the fraction exceed 1 (it read 1.78 on a small slide)."""
+    from shapely.geometry import box
+
+    from wsi_sat.geometry import Scale
+    from wsi_sat.pipeline.finalize import _inside_tissue_mm2
+    from wsi_sat.stitch.polygons import TileObject
+
+    level0 = Scale(0.5, 0.5)
+    tissue = [box(0, 0, 1000, 1000)]
+    objs = [TileObject(1, 0, box(500, 0, 1500, 1000), 1.0, 0, None),  # half outside
+            TileObject(1, 0, box(2000, 2000, 2100, 2100), 1.0, 0, None)]  # all outside
+    inside = _inside_tissue_mm2(objs, tissue, level0)
+    assert inside == pytest.approx(level0.area_um2(500 * 1000) / 1e6)
+    assert _inside_tissue_mm2(objs, [], level0) == 0.0
