@@ -222,3 +222,17 @@ def test_every_phase_reports_progress_in_a_batch_log(slide, fake_engine, tmp_pat
                   "case.1 finalize: "):
         assert any(line.startswith(phase) for line in lines), (phase, lines)
     assert any(line.startswith("case.1 tiles:") and "done in" in line for line in lines)
+
+
+def test_temporary_files_of_a_killed_run_are_removed_by_the_next(slide, fake_engine, tmp_path):
+    """A SIGKILL between an atomic write's temporary file and its rename leaves a hidden
+    `.part` file; the next run of that slide removes it (it holds the slide's lock)."""
+    out = tmp_path / "o"
+    _run(fake_engine, slide, out, max_batches=1)
+    leftovers = [out / ".case.1.geojson.k1ll3d.part", out / "case.1.shards" / ".x.json.ab.part"]
+    for path in leftovers:
+        path.write_text("{")
+    other = out / ".case.2.geojson.zz.part"  # another slide's: not this run's to remove
+    other.write_text("{")
+    _run(fake_engine, slide, out, resume=True)
+    assert not any(p.exists() for p in leftovers) and other.exists()
