@@ -136,5 +136,9 @@ def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
     return levels
 
 
+def level_shape(path: Path, level: int) -> tuple[int, ...]:
+    return tuple(zarr.open_array(str(Path(path) / str(level)), mode="r", **FORMAT).shape)
+
+
 def read_level(path: Path, level: int) -> np.ndarray:
     return np.asarray(zarr.open_array(str(Path(path) / str(level)), mode="r", **FORMAT)[:])
