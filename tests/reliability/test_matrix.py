@@ -374,7 +374,7 @@ CASES = [
     Case("slide: 16-bit samples", MINE % "u16.tif", 2, "8-bit", origin="issue 31"),
     Case("slide: float32 samples", MINE % "f32.tif", 2, "8-bit", origin="issue 31"),
     Case("GeoJSON: a NaN vertex", GEO % "nan.geojson", 2, "NaN", origin="issue 31"),
-    Case("GeoJSON: an Infinity vertex", GEO % "inf.geojson", 2, "no polygon",
+    Case("GeoJSON: an Infinity vertex", GEO % "inf.geojson", 2, "not a finite number",
          origin="issue 31"),
     Case("GeoJSON: arrays nested 100000 deep", GEO % "deep.geojson", 2, "nests",
          origin="issue 31"),

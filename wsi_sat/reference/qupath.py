@@ -101,6 +101,7 @@ def read_annotations(path: Path) -> list[Annotation]:
     except (OSError, EOFError, gzip.BadGzipFile):
         raise ReferenceError(f"'{path}' is not GeoJSON; export annotations from QuPath") from None
     out: list[Annotation] = []
+    non_finite = 0
     for i, feature in enumerate(_features(data)):
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
         if not isinstance(geometry, dict) or geometry.get("type") not in (
@@ -115,6 +116,7 @@ def read_annotations(path: Path) -> list[Annotation]:
         if not np.isfinite(shapely.get_coordinates(geom)).all():
             log.warning("%s: feature %d has a vertex that is not a finite number; skipped",
                         path.name, i)
+            non_finite += 1
             continue
         valid = _polygonal(geom)
         if valid is None:
@@ -123,6 +125,9 @@ def read_annotations(path: Path) -> list[Annotation]:
         if not geom.is_valid:
             log.warning("%s: feature %d was not a valid polygon; repaired", path.name, i)
         out.append(Annotation(valid, _class_name(feature)))
+    if not out and non_finite:
+        raise ReferenceError(f"'{path}': every polygon has a vertex that is not a finite number "
+                             "(NaN or Infinity); export the annotations from QuPath again")
     if not out:
         raise ReferenceError(f"'{path}' holds no polygon annotation; draw one in QuPath")
     return out
