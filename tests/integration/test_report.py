@@ -65,3 +65,14 @@ def test_the_cohort_report_renders_with_every_overview(slide, fake_engine, tmp_p
     dom, console = _open(moved / "report.html")
     assert console == [] and 'data-overviews="1/2"' in dom
     assert "<p class=\"missing\">overview not found: case.2.overview.png</p>" in dom
+
+
+def test_slide_names_and_warnings_are_text_not_markup():
+    from wsi_sat.writers.report import report_html
+
+    evil = '<img src=x onerror="alert(1)">&'
+    page = report_html([{"slide": evil, "status": "done", "objects": 3,
+                         "warnings": "<script>alert(2)</script>"}], "t")
+    assert evil not in page and "<script>alert(2)" not in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;" in page
+    assert 'src="%3Cimg%20src%3Dx' in page  # its file names, URL-quoted
