@@ -49,8 +49,12 @@ def _workers(client: Any) -> int:
 def _round(client: Any, tasks: list[BatchTask], reference: Any, tissue: Any,
            on_done: Callable[[BatchTask], None], stall_s: float) -> list[BatchTask]:
     """Submit `tasks` once; returns those lost with a worker."""
-    ref_future = client.scatter(reference, broadcast=True, hash=False)
-    tissue_future = client.scatter(tissue, broadcast=True, hash=False)
+    try:
+        ref_future = client.scatter(reference, broadcast=True, hash=False)
+        tissue_future = client.scatter(tissue, broadcast=True, hash=False)
+    except OSError as exc:  # CommClosedError: a worker died while the reference went to it
+        log.warning("sending the reference to the Dask workers failed (%s)", exc)
+        return list(tasks)
     futures = {client.submit(segment_batch, task, reference=ref_future, tissue=tissue_future,
                              pure=False): task for task in tasks}
     pending, lost, quiet_s = set(futures), [], 0.0
