@@ -78,7 +78,8 @@ def _round(client: Any, tasks: list[BatchTask], reference: Any, tissue: Any,
                 f"no batch finished in {stall_s:.0f}s with workers connected (a lost worker "
                 "or a hung file system); rerun the same command with --resume "
                 "(runtime.stall_timeout_s sets this wait)")
-    return lost
+    order = {id(task): i for i, task in enumerate(tasks)}  # resubmitted in the slide's order
+    return sorted(lost, key=lambda task: order[id(task)])
 
 
 def run_on_dask(client: Any, tasks: list[BatchTask], reference: Any, tissue: Any,
