@@ -19,7 +19,7 @@ import shapely
 import zarr
 
 from wsi_sat.geometry import Scale, qupath_to_level0
-from wsi_sat.writers.ome_zarr import FORMAT
+from wsi_sat.writers.ome_zarr import FORMAT, finest_level_within
 
 # the finest level compared with the polygons has at most this many pixels on its long side
 POLYGON_LEVEL_MAX_PX = 4096
@@ -94,13 +94,6 @@ def labels_problem(store: Path, table_labels: list[int], instances: bool) -> str
     return "; ".join(what)
 
 
-def _polygon_level(levels: list[zarr.Array]) -> int:
-    for i, arr in enumerate(levels):
-        if max(arr.shape) <= POLYGON_LEVEL_MAX_PX:
-            return i
-    return len(levels) - 1
-
-
 def _rings(geom: Any, scale: Scale, level: int) -> list[list[np.ndarray]]:
     """Each polygon of a geometry as its rings on a pyramid level's pixel grid."""
     return [[scale.level0_to_pyramid_centres(np.asarray(r.coords)[:, :2], level)
@@ -152,7 +145,7 @@ def polygons_problem(store: Path, n_levels: int, features: list[dict[str, Any]],
     """Whether the GeoJSON's polygons, rasterised on a level of the store, cover what it labels
     (and the labels cover the polygons, each object's own pixels too)."""
     levels = _levels(store, n_levels)
-    level = _polygon_level(levels)
+    level = finest_level_within(store, n_levels, POLYGON_LEVEL_MAX_PX)
     slide = record.get("slide") or {}
     scale = Scale(float(slide["mpp"]), float(record["working_mpp"]))
     bounds = tuple(slide.get("qupath_origin_level0") or (0, 0))

@@ -26,7 +26,13 @@ from wsi_sat.stitch.labels import relabel
 from wsi_sat.stitch.polygons import TileObject, merge_instances, merge_regions, tile_objects
 from wsi_sat.tiling.grid import Tile
 from wsi_sat.writers.geojson import feature_collection, tissue_collection, write_geojson
-from wsi_sat.writers.ome_zarr import LabelInfo, build_pyramid, open_level0, read_level
+from wsi_sat.writers.ome_zarr import (
+    LabelInfo,
+    build_pyramid,
+    finest_level_within,
+    open_level0,
+    read_level,
+)
 from wsi_sat.writers.overview import Legend, write_overview
 from wsi_sat.writers.manifest import build_manifest, sign_record, write_manifest
 from wsi_sat.writers.provenance import utc_now, write_run_json
@@ -170,20 +176,11 @@ def _write_outputs(slide: Slide, plan: SlidePlan, paths: OutputPaths, objs: list
                     tissue_mm2=tissue.area_mm2, target_in_tissue_mm2=tissue.target_inside_mm2,
                     um_per_px=thumb_downsample * plan.scale.slide_mpp, instances=instances)
     write_overview(paths.overview, thumb, plan.tissue.tissue,
-                   read_level(paths.zarr, _overview_level(paths, levels, wcfg.overview_px)) > 0,
+                   # the result at the overview's own detail (at most twice its size)
+                   read_level(paths.zarr, finest_level_within(paths.zarr, levels,
+                                                              2 * wcfg.overview_px)) > 0,
                    legend)
     return table, tables, tissue
-
-
-def _overview_level(paths: OutputPaths, levels: int, overview_px: int) -> int:
-    """The finest label level at most twice the overview's size: the result drawn at the
-    overview's own detail, never a whole level 0 read into memory."""
-    from wsi_sat.writers.ome_zarr import level_shape
-
-    for level in range(levels):
-        if max(level_shape(paths.zarr, level)) <= 2 * overview_px:
-            return level
-    return levels - 1
 
 
 def _tissue(slide: Slide, plan: SlidePlan, objs: list[TileObject]) -> _Tissue:

@@ -63,8 +63,9 @@ def run_slide(slide_path: Path, reference: SlideReference, segmenter: Segmenter,
     # collections (wsi_sat.runtime.heap)
     with output_lock(paths.lock), Slide(Path(slide_path), options.slide_mpp) as slide, \
             segmenter.blas_one_thread(), frozen_heap():
-        working = working_mpp(slide.require_mpp(), options, reference.mpp)
-        check_upsampling(slide.path.name, Scale(slide.require_mpp(), working), options)
+        slide_mpp = slide.require_mpp()
+        working = working_mpp(slide_mpp, options, reference.mpp)
+        check_upsampling(slide.path.name, Scale(slide_mpp, working), options)
         key = run_key(slide_path, reference.info, config, model_info(segmenter),
                       options.slide_mpp, working)
         done = finished(paths, key) if options.resume else None

@@ -136,8 +136,14 @@ def build_pyramid(path: Path, min_px: int, working_mpp: float, name: str,
     return levels
 
 
-def level_shape(path: Path, level: int) -> tuple[int, ...]:
-    return tuple(zarr.open_array(str(Path(path) / str(level)), mode="r", **FORMAT).shape)
+def finest_level_within(path: Path, levels: int, max_px: int) -> int:
+    """The finest of a store's `levels` whose longer side is at most `max_px` (else the
+    coarsest): a level small enough to read whole."""
+    for level in range(levels):
+        arr = zarr.open_array(str(Path(path) / str(level)), mode="r", **FORMAT)
+        if max(arr.shape) <= max_px:
+            return level
+    return levels - 1
 
 
 def read_level(path: Path, level: int) -> np.ndarray:
