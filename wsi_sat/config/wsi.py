@@ -98,7 +98,9 @@ class WsiConfig(Section):
         "label colour.",
     )
     pyramid_min_px: int = Field(
-        256, ge=16, description="OME-Zarr pyramid: halve until the longer side is at most this (the coarsest level, a viewer's overview)."
+        256, ge=16,
+        description="OME-Zarr pyramid: halve until the longer side is at most this (the "
+        "coarsest level, a viewer's overview).",
     )
     overview_px: int = Field(
         1024, ge=64, le=16384, description="Longer side of the overview PNG."

@@ -224,10 +224,10 @@ def _results(table: Any, tables: list[Path], tissue: _Tissue, paths: OutputPaths
 
 
 _ORDER = ("schema_version", "run_key", "command", "started_utc", "finished_utc", "host",
-          "device", "warnings", "slide", "working_mpp", "tile_px", "overlap_px", "tiles", "objects",
-          "object_type",
-          "target_area_mm2", "target_in_tissue_mm2", "mean_score", "tissue", "zarr", "tables", "manifest", "timings_s", "cpu_s", "reference", "calibration", "open_set", "models", "config",
-          "versions")
+          "device", "warnings", "slide", "working_mpp", "tile_px", "overlap_px", "tiles",
+          "objects", "object_type", "target_area_mm2", "target_in_tissue_mm2", "mean_score",
+          "tissue", "zarr", "tables", "manifest", "timings_s", "cpu_s", "reference",
+          "calibration", "open_set", "models", "config", "versions")
 
 
 def _ordered(record: dict[str, Any]) -> dict[str, Any]:

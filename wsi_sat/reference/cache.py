@@ -7,9 +7,9 @@ The file is a zip: `meta.json` (schema, key, what it was made from, calibration,
 (scikit-learn's random forest through skops, which loads only trusted types: no pickle, no code
 runs on loading). `meta.json` records the sha256 of every other member and a sha256 of its own
 content (`signature`), so any edit of any member (a threshold in the calibration, a zeroed
-array, a swapped model) is refused, not only a damaged zip. Its **key** is a sha256 of the reference pixels and masks (and negatives),
-their pixel size, the resolved config's result-changing keys, the weights' sha256 and the
-package version; a run computes the key it expects and refuses a cache made from anything else.
+array, a swapped model) is refused, not only a damaged zip. Its **key** is a sha256 of the
+reference pixels and masks (and negatives), their pixel size, the resolved config's
+result-changing keys, the weights' sha256 and the package version; a run computes the key it expects and refuses a cache made from anything else.
 """
 
 from __future__ import annotations
